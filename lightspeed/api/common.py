@@ -1,0 +1,36 @@
+"""Helpers shared by the endpoint families."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from lightspeed.api.errors import ApiError
+from lightspeed.auth import AuthResult
+from lightspeed.records import hash_user_id
+from lightspeed.state import auth_from, storage_from
+from lightspeed.storage import StorageUnavailable
+
+__all__ = ["authenticate", "check_conversation_access"]
+
+
+async def authenticate(request: web.Request) -> AuthResult:
+    """Who is calling, by the configured authentication module (raises its 400/401)."""
+    return await auth_from(request).authenticate(request)
+
+
+async def check_conversation_access(
+    request: web.Request, conversation_id: str, user: AuthResult, *, action: str
+) -> None:
+    """404 when the conversation is unknown, 403 when it belongs to someone else."""
+    try:
+        owner = await storage_from(request).get_conversation_owner(conversation_id)
+    except StorageUnavailable as exc:
+        raise ApiError(503, "Unable to access conversation storage", str(exc)) from exc
+    if owner is None:
+        raise ApiError(404, "Conversation not found", f"Conversation with ID {conversation_id} does not exist")
+    if owner != hash_user_id(user.user_id):
+        raise ApiError(
+            403,
+            "User does not have permission to perform this action",
+            f"User {user.user_id} does not have permission to {action} conversation with ID {conversation_id}",
+        )

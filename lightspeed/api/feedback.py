@@ -1,0 +1,118 @@
+"""``/v1/feedback`` and ``/v1/feedback/status``, wire-compatible with the Lightspeed Core Stack."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from lightspeed.api.common import authenticate, check_conversation_access
+from lightspeed.api.errors import ApiError, json_response
+from lightspeed.api.validation import BodyChecker, read_json_body
+from lightspeed.records import FeedbackRecord, hash_user_id, is_valid_conversation_id, utc_timestamp
+from lightspeed.state import config_from, storage_from
+from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
+
+__all__ = ["add_routes"]
+
+log = logging.getLogger("lightspeed.api.feedback")
+
+MAX_USER_FEEDBACK_CHARS = 4096
+_FEEDBACK_FIELDS = ("conversation_id", "user_question", "llm_response", "sentiment", "user_feedback", "categories")
+
+
+async def feedback_enabled(request: web.Request) -> bool:
+    """The shared flag when it was ever set, else ``user_data_collection.feedback_enabled``."""
+    try:
+        flag = await storage_from(request).get_flag(FEEDBACK_ENABLED_FLAG)
+    except StorageUnavailable as exc:
+        raise ApiError(500, "Failed to read feedback status", str(exc)) from exc
+    return config_from(request).user_data_collection.feedback_enabled if flag is None else flag
+
+
+async def post_feedback(request: web.Request) -> web.Response:
+    user = await authenticate(request)
+    if not await feedback_enabled(request):
+        raise ApiError(403, "Storing feedback is disabled", "Storing feedback is disabled.")
+    config = config_from(request)
+    body = await read_json_body(request, limit=config.service.max_request_body_bytes)
+
+    c = BodyChecker(body, allowed=_FEEDBACK_FIELDS)
+    conversation_id = c.string("conversation_id", required=True)
+    user_question = c.string("user_question", required=True)
+    llm_response = c.string("llm_response", required=True)
+    sentiment = c.integer("sentiment")
+    user_feedback = c.string("user_feedback", max_length=MAX_USER_FEEDBACK_CHARS)
+    categories = c.string_list("categories", choices=config.user_data_collection.feedback_categories)
+    if conversation_id is not None and not is_valid_conversation_id(conversation_id):
+        c.value_error(["conversation_id"], f"Improper conversation ID '{conversation_id}'", conversation_id)
+        conversation_id = None
+    if sentiment is not None and sentiment not in (-1, 1):
+        c.value_error(["sentiment"], f"Improper sentiment value of {sentiment}, needs to be -1 or 1", sentiment)
+    if categories is not None:
+        categories = list(dict.fromkeys(categories)) or None  # duplicates dropped, order kept; [] means none
+    if not c.errors and sentiment is None and not user_feedback and not categories:
+        c.value_error(
+            [],
+            "At least one form of feedback must be provided: 'sentiment', 'user_feedback', or 'categories'",
+            body,
+        )
+    c.raise_if_errors()
+    assert conversation_id is not None and user_question is not None and llm_response is not None
+
+    await check_conversation_access(request, conversation_id, user, action="submit feedback for")
+    record = FeedbackRecord(
+        user_id=hash_user_id(user.user_id),
+        conversation_id=conversation_id,
+        user_question=user_question,
+        llm_response=llm_response,
+        sentiment=sentiment,
+        user_feedback=user_feedback,
+        categories=tuple(categories) if categories is not None else None,
+    )
+    try:
+        stored = await storage_from(request).put_feedback(record)
+    except StorageUnavailable as exc:
+        log.error("failed to store feedback for conversation %s: %s", conversation_id, exc)
+        raise ApiError(500, "Failed to store feedback", str(exc)) from exc
+    log.debug("stored feedback %s (%d bytes)", stored.name, stored.size)
+    return json_response({"response": "feedback received"})
+
+
+async def get_feedback_status(request: web.Request) -> web.Response:
+    enabled = await feedback_enabled(request)
+    return json_response({"functionality": "feedback", "status": {"enabled": enabled}})
+
+
+async def put_feedback_status(request: web.Request) -> web.Response:
+    user = await authenticate(request)
+    config = config_from(request)
+    body = await read_json_body(request, limit=config.service.max_request_body_bytes)
+    c = BodyChecker(body, allowed=("status",))
+    status = c.boolean("status", required=True)
+    c.raise_if_errors()
+    assert status is not None
+    try:
+        previous = await storage_from(request).set_flag(FEEDBACK_ENABLED_FLAG, status)
+    except StorageUnavailable as exc:
+        raise ApiError(500, "Failed to update feedback status", str(exc)) from exc
+    if previous is None:
+        previous = config.user_data_collection.feedback_enabled
+    log.info("feedback status changed from %s to %s by %s", previous, status, user.user_id)
+    return json_response(
+        {
+            "status": {
+                "previous_status": previous,
+                "updated_status": status,
+                "updated_by": user.user_id,
+                "timestamp": utc_timestamp(),
+            }
+        }
+    )
+
+
+def add_routes(app: web.Application, prefixes: tuple[str, ...]) -> None:
+    for prefix in prefixes:
+        app.router.add_post(f"{prefix}/feedback", post_feedback)
+        app.router.add_get(f"{prefix}/feedback/status", get_feedback_status)
+        app.router.add_put(f"{prefix}/feedback/status", put_feedback_status)

@@ -1,0 +1,64 @@
+"""Probes and service information: ``/liveness``, ``/readiness``, ``/v1/info``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from lightspeed import __version__
+from lightspeed.api.errors import json_response
+from lightspeed.state import config_from, storage_from
+from lightspeed.storage import StorageError, backend_info
+
+__all__ = ["add_routes"]
+
+log = logging.getLogger("lightspeed.api.health")
+
+PING_TIMEOUT_SECONDS = 2.0
+
+
+async def liveness(request: web.Request) -> web.Response:
+    return json_response({"alive": True})
+
+
+async def readiness(request: web.Request) -> web.Response:
+    storage = storage_from(request)
+    try:
+        await asyncio.wait_for(storage.ping(), PING_TIMEOUT_SECONDS)
+    except (StorageError, TimeoutError) as exc:
+        cause = str(exc) or f"no answer within {PING_TIMEOUT_SECONDS} s"
+        log.warning("readiness: storage backend %s is not available: %s", storage.name, cause)
+        return json_response(
+            {
+                "ready": False,
+                "reason": f"Storage backend {storage.name!r} is not available: {cause}",
+                "providers": [],
+            },
+            status=503,
+        )
+    return json_response({"ready": True, "reason": "Service is ready", "providers": []})
+
+
+async def info(request: web.Request) -> web.Response:
+    storage = storage_from(request)
+    meta = backend_info(storage.name)
+    return json_response(
+        {
+            "name": config_from(request).name,
+            "service_version": __version__,
+            "storage": {
+                "backend": storage.name,
+                "distribution": meta.distribution if meta else None,
+                "version": meta.version if meta else None,
+            },
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    for prefix in ("", "/v1"):
+        app.router.add_get(f"{prefix}/liveness", liveness)
+        app.router.add_get(f"{prefix}/readiness", readiness)
+    app.router.add_get("/v1/info", info)

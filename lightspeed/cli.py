@@ -1,0 +1,242 @@
+"""The ``lightspeed`` command: ``serve`` (default) and ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import attrs
+import yaml
+from aiohttp import web
+
+from lightspeed import __version__
+from lightspeed.config import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_FILE,
+    Config,
+    config_to_dict,
+    load_config,
+    resolve_config_path,
+)
+from lightspeed.errors import ConfigError, LightspeedError
+
+__all__ = ["main"]
+
+log = logging.getLogger("lightspeed")
+
+EXIT_CONFIG = 2
+_SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [pid %(process)d] %(message)s"
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+def _add_config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help=f"configuration file (default: ${CONFIG_ENV_VAR}, else ./{DEFAULT_CONFIG_FILE}, else embedded defaults)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightspeed", description="Answer LLM questions and collect what users do with them."
+    )
+    parser.add_argument("--version", action="version", version=f"lightspeed {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP service (the default command)")
+    _add_config_arg(serve)
+    serve.add_argument("--host", help="address to listen on (overrides service.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (overrides service.port)")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and print the effective configuration")
+    _add_config_arg(check)
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, Path | None]:
+    path = resolve_config_path(args.config)
+    return load_config(path), path
+
+
+def _report(exc: LightspeedError) -> None:
+    print(f"lightspeed: error: {exc}", file=sys.stderr)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from lightspeed.storage import StorageError, get_backend_class
+
+    try:
+        config, path = _load(args)
+    except ConfigError as exc:
+        _report(exc)
+        return 1
+    problems: list[str] = []
+    udc = config.user_data_collection
+    try:
+        cls = get_backend_class(udc.storage.backend)
+        problems += [f"user_data_collection.storage.options.{p}" for p in cls.check_options(udc.storage.options, udc)]
+    except StorageError as exc:
+        problems.append(f"user_data_collection.storage.backend: {exc}")
+    if problems:
+        _report(ConfigError(problems, source=str(path) if path else None))
+        return 1
+    print(f"# effective configuration from {path or 'the embedded defaults'} (secrets masked)")
+    print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config, path = _load(args)
+    except ConfigError as exc:
+        _report(exc)
+        return EXIT_CONFIG
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            _report(ConfigError([f"--port: must be between 0 and 65535, got {args.port}"]))
+            return EXIT_CONFIG
+        overrides["port"] = args.port
+    if overrides:
+        config = attrs.evolve(config, service=attrs.evolve(config.service, **overrides))
+    setup_logging(config.service.log_level)
+    if path is None:
+        udc = config.user_data_collection
+        log.warning(
+            "no configuration file given (-c/--config, $%s) or found (./%s): starting on the embedded defaults: "
+            "filesystem storage (feedback in %s, transcripts in %s), the echo LLM provider, data collector off",
+            CONFIG_ENV_VAR,
+            DEFAULT_CONFIG_FILE,
+            udc.feedback_storage,
+            udc.transcripts_storage,
+        )
+    else:
+        log.info("configuration loaded from %s", path)
+    # Build once in the parent so that a bad backend or option fails before anything listens.
+    try:
+        from lightspeed.app import create_app
+
+        create_app(config)
+    except LightspeedError as exc:
+        _report(exc)
+        return EXIT_CONFIG
+    if config.service.workers == 1:
+        return _run_worker(config, reuse_port=False)
+    return _supervise(config)
+
+
+def _run_worker(config: Config, *, reuse_port: bool) -> int:
+    from lightspeed.app import create_app
+
+    svc = config.service
+    access_log = logging.getLogger("aiohttp.access") if svc.access_log else None
+    log.info("listening on http://%s:%d", svc.host, svc.port)
+    web.run_app(
+        create_app(config),
+        host=svc.host,
+        port=svc.port,
+        access_log=access_log,
+        reuse_port=reuse_port,
+        print=None,
+        shutdown_timeout=30,
+    )
+    return 0
+
+
+def _worker_main(config: Config) -> None:
+    setup_logging(config.service.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
+    try:
+        _run_worker(config, reuse_port=True)
+    except OSError as exc:
+        log.error("worker cannot listen on %s:%d: %s", config.service.host, config.service.port, exc)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _supervise(config: Config) -> int:
+    """Run ``service.workers`` processes on one port (SO_REUSEPORT); restart crashed ones;
+    on SIGTERM/SIGINT stop them all gracefully."""
+    ctx = multiprocessing.get_context("spawn")
+    n = config.service.workers
+    stopping = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("received %s: stopping %d worker(s)", signal.Signals(signum).name, n)
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def start() -> multiprocessing.process.BaseProcess:
+        p = ctx.Process(target=_worker_main, args=(config,), name="lightspeed-worker", daemon=False)
+        p.start()
+        return p
+
+    workers = [start() for _ in range(n)]
+    log.info("started %d workers: pids %s", n, ", ".join(str(p.pid) for p in workers))
+    restarts: list[float] = []
+    exit_code = 0
+    while not stopping:
+        multiprocessing.connection.wait([p.sentinel for p in workers], timeout=0.5)
+        for i, p in enumerate(workers):
+            if stopping or p.is_alive():
+                continue
+            log.error("worker pid %s exited with code %s", p.pid, p.exitcode)
+            if p.exitcode == EXIT_CONFIG:
+                stopping, exit_code = True, EXIT_CONFIG
+                break
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 60] + [now]
+            if len(restarts) > 5 * n:
+                log.error("workers keep crashing (%d restarts in a minute): giving up", len(restarts))
+                stopping, exit_code = True, 1
+                break
+            workers[i] = start()
+            log.info("restarted worker: pid %s", workers[i].pid)
+    for p in workers:
+        if p.is_alive() and p.pid is not None:
+            os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 40
+    for p in workers:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            log.error("worker pid %s did not stop in time: killing it", p.pid)
+            p.kill()
+            p.join()
+    log.info("all workers stopped")
+    return exit_code
+
+
+_SUBCOMMANDS.update({"serve": cmd_serve, "check-config": cmd_check_config})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lightspeed`` console script."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0] not in _SUBCOMMANDS and args_list[0] not in ("-h", "--help", "--version")):
+        args_list.insert(0, "serve")
+    args = _parser().parse_args(args_list)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)

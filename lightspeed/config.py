@@ -1,0 +1,545 @@
+"""The configuration file: attrs classes, loading, ``${env.NAME}`` substitution, validation.
+
+The file is the Lightspeed Core Stack's ``lightspeed-stack.yaml``. It is structured with a
+private cattrs converter that rejects unknown keys and wrong types; every problem is
+reported at once, each prefixed with the full dotted path of the offending key.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import cattrs
+import yaml
+from cattrs.errors import (
+    AttributeValidationNote,
+    BaseValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationNote,
+)
+
+from lightspeed.errors import ConfigError
+
+__all__ = [
+    "AuthenticationConfig",
+    "Config",
+    "DataCollectorConfig",
+    "DEFAULT_CONFIG_FILE",
+    "DEFAULT_FEEDBACK_CATEGORIES",
+    "InferenceConfig",
+    "LLMProviderConfig",
+    "QueryFilter",
+    "ServiceConfig",
+    "StorageConfig",
+    "UserDataCollectionConfig",
+    "config_to_dict",
+    "load_config",
+    "parse_config",
+    "resolve_config_path",
+]
+
+DEFAULT_CONFIG_FILE: Final = "lightspeed-stack.yaml"
+CONFIG_ENV_VAR: Final = "LIGHTSPEED_CONFIG"
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+AUTH_MODULES: Final = ("noop", "noop-with-token")
+PROVIDER_TYPES: Final = ("openai", "echo")
+
+#: The upstream's categories plus ``helpful``, which the seed's example uses.
+DEFAULT_FEEDBACK_CATEGORIES: Final = (
+    "incorrect",
+    "not_relevant",
+    "incomplete",
+    "outdated_information",
+    "unsafe",
+    "other",
+    "helpful",
+)
+
+_SERVICE_NAME_RE: Final = re.compile(r"[a-z0-9-]+")
+_ENV_RE: Final = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
+MASK: Final = "********"
+
+
+@attrs.frozen(kw_only=True)
+class ServiceConfig:
+    """``service``: where and how the HTTP service listens."""
+
+    host: str = "localhost"
+    port: int = 8080
+    log_level: str = "info"
+    workers: int = 1
+    access_log: bool = True
+    #: Largest accepted request body, in bytes; larger bodies get 413.
+    max_request_body_bytes: int = 1024 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class StorageConfig:
+    """``user_data_collection.storage``: which backend stores records, and its options."""
+
+    backend: str = "filesystem"
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class DataCollectorConfig:
+    """``user_data_collection.data_collector``: the seed's keys, then ours."""
+
+    enabled: bool = False
+    ingress_server_url: str | None = None
+    ingress_server_auth_token: str | None = None
+    ingress_content_service_name: str | None = None
+    collection_interval: int = 7200
+    cleanup_after_send: bool = True
+    connection_timeout_seconds: int = 30
+    identity_id: str = "lightspeed-exporter"
+    ingress_server_auth_token_path: str | None = None
+    max_payload_bytes: int = 104857600
+    lease_seconds: int = 600
+    retry_base_seconds: float = 10
+    shutdown_timeout_seconds: float = 30
+    max_pending_bytes: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UserDataCollectionConfig:
+    """``user_data_collection``: exactly the seed's section, plus categories and storage."""
+
+    feedback_enabled: bool = False
+    feedback_storage: str | None = None
+    transcripts_enabled: bool = False
+    transcripts_storage: str | None = None
+    feedback_categories: tuple[str, ...] = DEFAULT_FEEDBACK_CATEGORIES
+    data_collector: DataCollectorConfig = attrs.field(factory=DataCollectorConfig)
+    storage: StorageConfig = attrs.field(factory=StorageConfig)
+
+
+@attrs.frozen(kw_only=True)
+class AuthenticationConfig:
+    """``authentication``: which module tells who the caller is."""
+
+    module: str = "noop"
+
+
+@attrs.frozen(kw_only=True)
+class LLMProviderConfig:
+    """One entry of ``llm_providers``."""
+
+    name: str
+    type: str
+    url: str | None = None
+    api_key: str | None = None
+    api_key_path: str | None = None
+    models: tuple[str, ...] = ()
+    timeout_seconds: float = 60
+
+
+@attrs.frozen(kw_only=True)
+class InferenceConfig:
+    """``inference``: the provider and model used when a query names none."""
+
+    default_provider: str | None = None
+    default_model: str | None = None
+    #: Previous turns of a conversation sent to the LLM as history.
+    max_history_turns: int = 10
+
+
+@attrs.frozen(kw_only=True)
+class QueryFilter:
+    """One entry of ``query_filters``: a regular expression redacted before use or storage."""
+
+    name: str
+    pattern: str
+    replace_with: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """The whole ``lightspeed-stack.yaml``."""
+
+    name: str = "lightspeed"
+    service: ServiceConfig = attrs.field(factory=ServiceConfig)
+    user_data_collection: UserDataCollectionConfig = attrs.field(factory=UserDataCollectionConfig)
+    authentication: AuthenticationConfig = attrs.field(factory=AuthenticationConfig)
+    inference: InferenceConfig = attrs.field(factory=InferenceConfig)
+    llm_providers: tuple[LLMProviderConfig, ...] = ()
+    query_filters: tuple[QueryFilter, ...] = ()
+
+    @classmethod
+    def embedded_defaults(cls, data_dir: str = "./data") -> Config:
+        """The configuration used when no file is given or found.
+
+        Feedback and transcripts on, stored by the filesystem backend under ``data_dir``;
+        the offline ``echo`` LLM provider; the data collector off.
+        """
+        return cls(
+            user_data_collection=UserDataCollectionConfig(
+                feedback_enabled=True,
+                feedback_storage=f"{data_dir}/feedback",
+                transcripts_enabled=True,
+                transcripts_storage=f"{data_dir}/transcripts",
+            ),
+            inference=InferenceConfig(default_provider="echo", default_model="echo"),
+            llm_providers=(LLMProviderConfig(name="echo", type="echo", models=("echo",)),),
+        )
+
+
+# --------------------------------------------------------------------------- converter
+
+
+def _strict(kind: type, label: str) -> Callable[[Any, type], Any]:
+    def hook(value: Any, _: type) -> Any:
+        # bool is an int subclass; never accept it where a number is wanted.
+        if isinstance(value, bool) and kind is not bool:
+            raise TypeError(f"expected {label}, got a boolean")
+        if kind is float and isinstance(value, int):
+            return float(value)  # YAML writes 10 for 10.0
+        if not isinstance(value, kind):
+            raise TypeError(f"expected {label}, got {_type_name(value)}")
+        return value
+
+    return hook
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(int, _strict(int, "an integer"))
+    conv.register_structure_hook(float, _strict(float, "a number"))
+    conv.register_structure_hook(bool, _strict(bool, "a boolean (true or false)"))
+
+    def structure_options(value: Any, _: type) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a mapping, got {_type_name(value)}")
+        return dict(value)
+
+    conv.register_structure_hook_func(lambda t: t == dict[str, Any], structure_options)
+
+    def structure_str_tuple(value: Any, _: type) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {_type_name(value)}")
+        bad = [i for i, v in enumerate(value) if not isinstance(v, str)]
+        if bad:
+            raise TypeError(f"expected a list of strings; item {bad[0]} is {_type_name(value[bad[0]])}")
+        return tuple(value)
+
+    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], structure_str_tuple)
+
+    def before_class(value: Any, cls: type) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a mapping, got {_type_name(value)}")
+        return value
+
+    for cls in (
+        ServiceConfig,
+        StorageConfig,
+        DataCollectorConfig,
+        UserDataCollectionConfig,
+        AuthenticationConfig,
+        LLMProviderConfig,
+        InferenceConfig,
+        QueryFilter,
+        Config,
+    ):
+        inner = conv.gen_structure_attrs_fromdict(cls)
+        conv.register_structure_hook(cls, _checked(inner, before_class))
+
+    def structure_seq(item: type) -> Callable[[Any, type], Any]:
+        def hook(value: Any, _: type) -> Any:
+            if value is None:
+                return ()
+            if not isinstance(value, list):
+                raise TypeError(f"expected a list, got {_type_name(value)}")
+            out: list[Any] = []
+            errors: list[Exception] = []
+            for i, v in enumerate(value):
+                try:
+                    out.append(conv.structure(v, item))
+                except Exception as exc:  # noqa: BLE001 - collected and re-raised as a group
+                    exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(f"item {i}", i, item)]
+                    errors.append(exc)
+            if errors:
+                raise cattrs.IterableValidationError(f"While structuring a list of {item.__name__}", errors, list)
+            return tuple(out)
+
+        return hook
+
+    def is_providers(t: Any) -> bool:
+        return bool(t == tuple[LLMProviderConfig, ...])
+
+    def is_filters(t: Any) -> bool:
+        return bool(t == tuple[QueryFilter, ...])
+
+    conv.register_structure_hook_func(is_providers, structure_seq(LLMProviderConfig))
+    conv.register_structure_hook_func(is_filters, structure_seq(QueryFilter))
+    return conv
+
+
+def _checked(inner: Callable[[Any, Any], Any], before: Callable[[Any, type], Any]) -> Callable[[Any, type], Any]:
+    def hook(value: Any, cls: type) -> Any:
+        return inner(before(value, cls), cls)
+
+    return hook
+
+
+_converter: Final = _make_converter()
+
+
+def _walk_errors(exc: BaseException, path: str) -> Iterator[str]:
+    """Turn a cattrs exception tree into ``path: message`` lines."""
+
+    def join(base: str, name: str | int) -> str:
+        if isinstance(name, int):
+            return f"{base}[{name}]"
+        return f"{base}.{name}" if base else name
+
+    if isinstance(exc, ForbiddenExtraKeysError):
+        for key in sorted(exc.extra_fields):
+            yield f"{join(path, key)}: unknown key"
+        return
+    if isinstance(exc, BaseValidationError):
+        for sub in exc.exceptions:
+            sub_path = path
+            for note in getattr(sub, "__notes__", []):
+                if isinstance(note, AttributeValidationNote):
+                    sub_path = join(path, note.name)
+                    break
+                if isinstance(note, IterableValidationNote):
+                    sub_path = join(path, int(note.index))
+                    break
+            yield from _walk_errors(sub, sub_path)
+        return
+    if isinstance(exc, KeyError):
+        yield f"{path}: required key missing"
+        return
+    message = str(exc)
+    yield f"{path or '(top level)'}: {message}"
+
+
+# --------------------------------------------------------------------------- env substitution
+
+
+def _substitute_env(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                problems.append(f"{path or '(top level)'}: environment variable {name} is not set")
+                return ""
+            return env[name]
+
+        return _ENV_RE.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
+    return value
+
+
+# --------------------------------------------------------------------------- semantic checks
+
+
+def _semantic_problems(config: Config) -> list[str]:
+    problems: list[str] = []
+    add = problems.append
+    svc = config.service
+    if not 1 <= svc.port <= 65535:
+        add(f"service.port: must be between 1 and 65535, got {svc.port}")
+    if svc.log_level.lower() not in LOG_LEVELS:
+        add(f"service.log_level: must be one of {', '.join(LOG_LEVELS)}, got {svc.log_level!r}")
+    if svc.workers < 1:
+        add(f"service.workers: must be at least 1, got {svc.workers}")
+    if svc.max_request_body_bytes < 1024:
+        add(f"service.max_request_body_bytes: must be at least 1024, got {svc.max_request_body_bytes}")
+    if not svc.host:
+        add("service.host: must not be empty")
+
+    udc = config.user_data_collection
+    if udc.feedback_enabled and not udc.feedback_storage and udc.storage.backend == "filesystem":
+        add("user_data_collection.feedback_storage: required when feedback_enabled is true")
+    if udc.transcripts_enabled and not udc.transcripts_storage and udc.storage.backend == "filesystem":
+        add("user_data_collection.transcripts_storage: required when transcripts_enabled is true")
+    for i, cat in enumerate(udc.feedback_categories):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", cat):
+            add(f"user_data_collection.feedback_categories[{i}]: {cat!r} is not a valid category name")
+    if not udc.storage.backend:
+        add("user_data_collection.storage.backend: must not be empty")
+
+    dc = udc.data_collector
+    base = "user_data_collection.data_collector"
+    if dc.enabled:
+        if not dc.ingress_server_url:
+            add(f"{base}.ingress_server_url: required when the data collector is enabled")
+        if not dc.ingress_content_service_name:
+            add(f"{base}.ingress_content_service_name: required when the data collector is enabled")
+        if not dc.ingress_server_auth_token and not dc.ingress_server_auth_token_path:
+            add(
+                f"{base}.ingress_server_auth_token: required when the data collector is enabled"
+                " (or give ingress_server_auth_token_path)"
+            )
+    if dc.ingress_server_url and not re.match(r"https?://[^/\s]+", dc.ingress_server_url):
+        add(f"{base}.ingress_server_url: must be an http:// or https:// URL, got {dc.ingress_server_url!r}")
+    if dc.ingress_content_service_name is not None and not _SERVICE_NAME_RE.fullmatch(dc.ingress_content_service_name):
+        add(
+            f"{base}.ingress_content_service_name: must match [a-z0-9-]+ (ingress rejects other names"
+            f" with 415), got {dc.ingress_content_service_name!r}"
+        )
+    if dc.ingress_server_auth_token and dc.ingress_server_auth_token_path:
+        add(f"{base}.ingress_server_auth_token_path: give either the token or its path, not both")
+    for key in ("collection_interval", "connection_timeout_seconds", "lease_seconds", "max_payload_bytes"):
+        val = getattr(dc, key)
+        if val <= 0:
+            add(f"{base}.{key}: must be greater than 0, got {val}")
+    for key in ("retry_base_seconds", "shutdown_timeout_seconds"):
+        val = getattr(dc, key)
+        if not (val > 0 and math.isfinite(val)):
+            add(f"{base}.{key}: must be a finite number greater than 0, got {val}")
+    if dc.max_pending_bytes is not None and dc.max_pending_bytes <= 0:
+        add(f"{base}.max_pending_bytes: must be greater than 0 (or null for no limit), got {dc.max_pending_bytes}")
+    if not dc.identity_id or not re.fullmatch(r"[\x21-\x7e]+", dc.identity_id):
+        add(f"{base}.identity_id: must be printable ASCII without spaces, got {dc.identity_id!r}")
+
+    if config.authentication.module not in AUTH_MODULES:
+        add(f"authentication.module: must be one of {', '.join(AUTH_MODULES)}, got {config.authentication.module!r}")
+
+    names: set[str] = set()
+    for i, prov in enumerate(config.llm_providers):
+        p = f"llm_providers[{i}]"
+        if prov.name in names:
+            add(f"{p}.name: duplicate provider name {prov.name!r}")
+        names.add(prov.name)
+        if prov.type not in PROVIDER_TYPES:
+            add(f"{p}.type: must be one of {', '.join(PROVIDER_TYPES)}, got {prov.type!r}")
+        if prov.type == "openai" and not prov.url:
+            add(f"{p}.url: required for type openai")
+        if prov.api_key and prov.api_key_path:
+            add(f"{p}.api_key_path: give either api_key or api_key_path, not both")
+        if not prov.models:
+            add(f"{p}.models: list at least one model")
+        if not (prov.timeout_seconds > 0 and math.isfinite(prov.timeout_seconds)):
+            add(f"{p}.timeout_seconds: must be a finite number greater than 0, got {prov.timeout_seconds}")
+    inf = config.inference
+    if (inf.default_provider is None) != (inf.default_model is None):
+        add("inference: give both default_provider and default_model, or neither")
+    elif inf.default_provider is not None:
+        match = [p for p in config.llm_providers if p.name == inf.default_provider]
+        if not match:
+            add(f"inference.default_provider: {inf.default_provider!r} is not in llm_providers")
+        elif inf.default_model not in match[0].models:
+            add(f"inference.default_model: {inf.default_model!r} is not a model of provider {inf.default_provider!r}")
+    if inf.max_history_turns < 0:
+        add(f"inference.max_history_turns: must be 0 or more, got {inf.max_history_turns}")
+
+    for i, flt in enumerate(config.query_filters):
+        try:
+            re.compile(flt.pattern)
+        except re.error as exc:
+            add(f"query_filters[{i}].pattern: invalid regular expression: {exc}")
+        if flt.pattern == "":
+            add(f"query_filters[{i}].pattern: must not be empty")
+    return problems
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str | None = None) -> Config:
+    """Build a :class:`Config` from the parsed YAML ``data``.
+
+    Raises :class:`~lightspeed.errors.ConfigError` listing every problem found.
+    """
+    env = os.environ if env is None else env
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"(top level): expected a mapping, got {_type_name(data)}"], source=source)
+    problems: list[str] = []
+    data = _substitute_env(data, "", env, problems)
+    try:
+        config = _converter.structure(data, Config)
+    except Exception as exc:  # noqa: BLE001 - every structuring failure is a config problem
+        problems.extend(_walk_errors(exc, ""))
+        raise ConfigError(problems, source=source) from None
+    problems.extend(_semantic_problems(config))
+    if problems:
+        raise ConfigError(problems, source=source)
+    return config
+
+
+def resolve_config_path(
+    cli_path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None
+) -> Path | None:
+    """Which file to read: ``-c/--config``, else ``$LIGHTSPEED_CONFIG``, else ``./lightspeed-stack.yaml``.
+
+    A named file (by flag or variable) that does not exist is an error; ``None`` means
+    no file was named and none was found, so the embedded defaults apply.
+    """
+    env = os.environ if env is None else env
+    named = cli_path if cli_path else env.get(CONFIG_ENV_VAR) or None
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            how = "--config" if cli_path else f"${CONFIG_ENV_VAR}"
+            raise ConfigError([f"configuration file {str(path)!r} (from {how}) does not exist or is not a file"])
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_config(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML configuration file (``None``: the embedded defaults)."""
+    if path is None:
+        return Config.embedded_defaults()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read configuration file: {exc}"], source=str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], source=str(p)) from None
+    return parse_config(data, env=env, source=str(p))
+
+
+_SECRET_KEYS: Final = re.compile(r"(token|password|passwd|secret|api_key|dsn|credential)", re.IGNORECASE)
+
+
+def config_to_dict(config: Config, *, mask_secrets: bool = True) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets masked unless told otherwise."""
+    raw = _converter.unstructure(config)
+
+    def mask(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: mask(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [mask(v, key) for v in value]
+        if mask_secrets and value is not None and _SECRET_KEYS.search(key) and not key.endswith("_path"):
+            return MASK
+        return value
+
+    result: dict[str, Any] = mask(raw)
+    return result

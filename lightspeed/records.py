@@ -1,0 +1,182 @@
+"""What is stored: feedback records and transcripts, and their JSON form.
+
+The JSON of each record is exactly the seed's (field names, nesting, types). Each record
+carries a unique ``record_id`` (a UUID4, also its file name) that is *not* part of the JSON,
+so the stored shape stays the seed's and a record uploaded twice is recognisable by name.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+
+import attrs
+
+__all__ = [
+    "FeedbackRecord",
+    "RecordKind",
+    "Transcript",
+    "TranscriptMetadata",
+    "hash_user_id",
+    "is_valid_conversation_id",
+    "is_valid_record_id",
+    "new_record_id",
+    "utc_timestamp",
+]
+
+_UUID_RE: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: Llama Stack's conversation ids: ``conv_`` and 48 hex digits.
+_CONV_RE: Final = re.compile(r"conv_[0-9a-f]{48}")
+_SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
+
+
+class RecordKind(enum.StrEnum):
+    """The two kinds of stored record; the value is the archive folder name's stem."""
+
+    FEEDBACK = "feedback"
+    TRANSCRIPT = "transcripts"
+
+
+def new_record_id() -> str:
+    """A fresh record id (UUID4, canonical lower-case form)."""
+    return str(uuid.uuid4())
+
+
+def is_valid_record_id(value: str) -> bool:
+    """Whether ``value`` is a record id we would have made (a canonical UUID)."""
+    return bool(_UUID_RE.fullmatch(value))
+
+
+def is_valid_conversation_id(value: str) -> bool:
+    """Whether ``value`` is an accepted conversation id: a UUID, or Llama Stack's ``conv_<48 hex>``.
+
+    Only ids that pass this check ever become path components.
+    """
+    return bool(_UUID_RE.fullmatch(value) or _CONV_RE.fullmatch(value))
+
+
+def is_valid_user_hash(value: str) -> bool:
+    """Whether ``value`` is a SHA-256 hex digest, the form user ids are stored in."""
+    return bool(_SHA256_RE.fullmatch(value))
+
+
+def hash_user_id(user_id: str) -> str:
+    """The SHA-256 hex digest of a user id, as stored in paths and records."""
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
+
+
+def utc_timestamp(now: datetime | None = None) -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix, as in the seed (``2024-01-01T12:00:00.123456Z``)."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+@attrs.frozen(kw_only=True)
+class FeedbackRecord:
+    """One piece of user feedback (the seed's feedback JSON).
+
+    ``user_id`` is the SHA-256 hex digest of the caller's user id, the same form the
+    transcripts use, so feedback can be joined to transcripts without storing the raw id.
+    """
+
+    record_id: str = attrs.field(factory=new_record_id)
+    user_id: str
+    timestamp: str = attrs.field(factory=utc_timestamp)
+    conversation_id: str
+    user_question: str
+    llm_response: str
+    sentiment: int | None = None
+    user_feedback: str | None = None
+    categories: tuple[str, ...] | None = None
+
+    kind: ClassVar[RecordKind] = RecordKind.FEEDBACK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "timestamp": self.timestamp,
+            "conversation_id": self.conversation_id,
+            "user_question": self.user_question,
+            "llm_response": self.llm_response,
+            "sentiment": self.sentiment,
+            "user_feedback": self.user_feedback,
+            "categories": list(self.categories) if self.categories is not None else None,
+        }
+
+    def to_json(self) -> bytes:
+        return _dumps(self.to_dict())
+
+
+@attrs.frozen(kw_only=True)
+class TranscriptMetadata:
+    """The ``metadata`` object of a transcript."""
+
+    provider: str | None
+    model: str | None
+    query_provider: str | None
+    query_model: str | None
+    user_id: str
+    conversation_id: str
+    timestamp: str = attrs.field(factory=utc_timestamp)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "query_provider": self.query_provider,
+            "query_model": self.query_model,
+            "user_id": self.user_id,
+            "conversation_id": self.conversation_id,
+            "timestamp": self.timestamp,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class Transcript:
+    """One interaction: the (redacted) query, the answer and its context (the seed's transcript JSON)."""
+
+    record_id: str = attrs.field(factory=new_record_id)
+    metadata: TranscriptMetadata
+    redacted_query: str
+    query_is_valid: bool = True
+    llm_response: str
+    rag_chunks: tuple[Any, ...] = ()
+    truncated: bool = False
+    attachments: tuple[dict[str, Any], ...] = ()
+    tool_calls: tuple[Any, ...] = ()
+    tool_results: tuple[Any, ...] = ()
+
+    kind: ClassVar[RecordKind] = RecordKind.TRANSCRIPT
+
+    @property
+    def user_id(self) -> str:
+        return self.metadata.user_id
+
+    @property
+    def conversation_id(self) -> str:
+        return self.metadata.conversation_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metadata": self.metadata.to_dict(),
+            "redacted_query": self.redacted_query,
+            "query_is_valid": self.query_is_valid,
+            "llm_response": self.llm_response,
+            "rag_chunks": list(self.rag_chunks),
+            "truncated": self.truncated,
+            "attachments": [dict(a) for a in self.attachments],
+            "tool_calls": list(self.tool_calls),
+            "tool_results": list(self.tool_results),
+        }
+
+    def to_json(self) -> bytes:
+        return _dumps(self.to_dict())

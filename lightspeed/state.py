@@ -1,0 +1,37 @@
+"""Typed application state: the keys, and accessors that handlers use.
+
+No string keys anywhere: everything an app holds is under one of these ``web.AppKey``s.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import ClientSession, web
+
+from lightspeed.auth import AuthModule
+from lightspeed.config import Config
+from lightspeed.storage import StorageBackend
+
+__all__ = ["AUTH", "CONFIG", "HTTP", "STORAGE", "auth_from", "config_from", "http_from", "storage_from"]
+
+CONFIG: Final = web.AppKey("lightspeed.config", Config)
+STORAGE: Final = web.AppKey("lightspeed.storage", StorageBackend)
+HTTP: Final = web.AppKey("lightspeed.http", ClientSession)
+AUTH: Final = web.AppKey("lightspeed.auth", AuthModule)
+
+
+def config_from(request: web.Request) -> Config:
+    return request.app[CONFIG]
+
+
+def storage_from(request: web.Request) -> StorageBackend:
+    return request.app[STORAGE]
+
+
+def http_from(request: web.Request) -> ClientSession:
+    return request.app[HTTP]
+
+
+def auth_from(request: web.Request) -> AuthModule:
+    return request.app[AUTH]

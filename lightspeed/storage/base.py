@@ -1,0 +1,283 @@
+"""The storage interface: what every backend promises.
+
+A backend stores two kinds of record (feedback and transcripts), remembers who owns each
+conversation, keeps a few shared boolean flags, and hands pending records to collectors
+through atomic, leased claims. This module is the contract third parties implement; the
+conformance kit in :mod:`lightspeed.testing` checks every promise made here.
+
+Conventions for every method:
+
+* Every method is a coroutine and never blocks the event loop (run blocking I/O in a
+  thread, or use an async driver).
+* A backend raises only the exceptions of :mod:`lightspeed.storage.errors`. Failures of
+  the store itself (disk full, permission denied, database down) are
+  :class:`~lightspeed.storage.errors.StorageUnavailable`, with the underlying exception
+  chained and a message an operator can act on.
+* Arguments after the first are keyword-only, so new optional ones can be added later.
+* Record ids, conversation ids and user hashes are validated by the callers
+  (:mod:`lightspeed.records`); a backend may rely on them and raise ``ValueError`` for
+  ones that are not of the documented form, never turning them into paths unchecked.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Mapping, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import attrs
+
+from lightspeed.config import UserDataCollectionConfig
+from lightspeed.records import FeedbackRecord, RecordKind, Transcript
+from lightspeed.storage.errors import StorageConfigError
+
+__all__ = ["Claim", "PendingStats", "StorageBackend", "StoredRecord", "FEEDBACK_ENABLED_FLAG"]
+
+#: The flag behind ``/v1/feedback/status``.
+FEEDBACK_ENABLED_FLAG = "feedback_enabled"
+
+
+@attrs.frozen(kw_only=True)
+class StoredRecord:
+    """A reference to one stored record, as a collector sees it.
+
+    ``name`` is the record's path in an upload archive, which also tells its kind:
+    ``feedback/{record_id}.json`` or ``transcripts/{user_hash}/{conversation_id}/{record_id}.json``.
+    ``size`` is the size in bytes of the record's JSON.
+    """
+
+    kind: RecordKind
+    record_id: str
+    name: str
+    size: int
+
+
+@attrs.frozen(kw_only=True)
+class Claim:
+    """A set of records leased to one collector until ``expires_at`` (Unix time, seconds).
+
+    While the lease runs, no other claim can include these records. After it expires, the
+    records can be claimed again by anyone; the old claim may still ack or release the
+    records that nobody else has taken in the meantime.
+    """
+
+    claim_id: str
+    owner: str
+    expires_at: float
+    records: tuple[StoredRecord, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(r.size for r in self.records)
+
+
+@attrs.frozen(kw_only=True)
+class PendingStats:
+    """How much is waiting to be collected: records and bytes per kind (claimed or not)."""
+
+    records: Mapping[RecordKind, int]
+    bytes: Mapping[RecordKind, int]
+
+
+class StorageBackend(abc.ABC):
+    """Abstract base of every storage backend.
+
+    Backends are classes registered under the entry-point group ``lightspeed.storage``.
+    The service constructs one instance per process with the configuration's
+    ``user_data_collection.storage.options`` and the whole ``user_data_collection``
+    section, awaits :meth:`open`, uses it from one event loop, and awaits :meth:`aclose`
+    at shutdown. Several processes (and, where the backend says so, several hosts) may
+    use the same store at once; everything below holds across them.
+    """
+
+    #: The entry-point name this class is registered under; set by the registry.
+    name: ClassVar[str] = ""
+    #: Whether several processes may share one store (the kit skips multi-process tests otherwise).
+    supports_multiple_processes: ClassVar[bool] = True
+
+    def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
+        """Validate ``options`` and remember the settings; do no I/O here.
+
+        Raises :class:`~lightspeed.storage.errors.StorageConfigError` listing every
+        invalid option (the problems :meth:`check_options` returns).
+        """
+        problems = type(self).check_options(options, collection)
+        if problems:
+            raise StorageConfigError(self.name or type(self).__name__, problems)
+        self.options = dict(options)
+        self.collection = collection
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
+        """Every problem with ``options``, each as ``key: message``; empty when they are valid.
+
+        Used by ``lightspeed check-config`` and by the constructor. Must do no I/O.
+        """
+        return []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, create what is missing (directories, schema), start helpers.
+
+        Raises ``StorageUnavailable`` when the store cannot be reached; the instance can
+        then be opened again later. Calling any other method before ``open`` is an error.
+        """
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Finish pending writes, release connections and threads. Idempotent.
+
+        Writes that were accepted before ``aclose`` was called complete first.
+        """
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Check that the store answers and is writable; return quickly.
+
+        Raises ``StorageUnavailable`` with a cause an operator can act on. The readiness
+        probe calls this; it must not take longer than a second or two.
+        """
+
+    # ------------------------------------------------------------------ records
+
+    @abc.abstractmethod
+    async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
+        """Store one feedback record durably and atomically.
+
+        Atomic: a reader (a collector, or a tool globbing ``*.json`` on the filesystem)
+        sees either the complete record or nothing, never part of it. The record is
+        pending until a collector acks it. Raises ``StorageUnavailable`` when the store
+        cannot take it; then nothing is visible. Retrying with the same record is safe:
+        the record id makes the write idempotent.
+        """
+
+    @abc.abstractmethod
+    async def put_transcript(self, record: Transcript) -> StoredRecord:
+        """Store one transcript; the same contract as :meth:`put_feedback`."""
+
+    async def put(self, record: FeedbackRecord | Transcript) -> StoredRecord:
+        """Store either kind of record."""
+        if isinstance(record, FeedbackRecord):
+            return await self.put_feedback(record)
+        return await self.put_transcript(record)
+
+    # ------------------------------------------------------------------ conversations
+
+    @abc.abstractmethod
+    async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
+        """Record ``owner`` (a SHA-256 user hash) as the conversation's owner, unless one is recorded.
+
+        Atomic insert-if-absent: of several concurrent callers for one conversation, from
+        any process, exactly one wins and all learn the same owner. Returns the owner now
+        recorded, which is not ``owner`` when someone else got there first. Ownership
+        never changes once recorded. Safe to retry.
+        """
+
+    @abc.abstractmethod
+    async def get_conversation_owner(self, conversation_id: str) -> str | None:
+        """The owner recorded for the conversation, or ``None`` when it is unknown."""
+
+    # ------------------------------------------------------------------ flags
+
+    @abc.abstractmethod
+    async def get_flag(self, name: str) -> bool | None:
+        """The shared flag ``name``, or ``None`` when it was never set.
+
+        Every process sharing the store sees a value set by any of them as soon as
+        :meth:`set_flag` has returned, and the value survives restarts.
+        """
+
+    @abc.abstractmethod
+    async def set_flag(self, name: str, value: bool) -> bool | None:
+        """Set the shared flag ``name`` and return its previous value (``None``: never set).
+
+        Atomic: of two concurrent calls, each sees the other's value or the one before
+        both, never a lost update. Safe to retry (setting the same value twice is a no-op).
+        """
+
+    # ------------------------------------------------------------------ collection
+
+    @abc.abstractmethod
+    async def claim(
+        self,
+        *,
+        owner: str,
+        kinds: Collection[RecordKind],
+        max_records: int,
+        max_bytes: int,
+        lease_seconds: float,
+    ) -> Claim:
+        """Lease pending records of the given kinds to ``owner``, oldest first.
+
+        Atomic across every process and host sharing the store: no record is ever in two
+        unexpired claims. Records already exported (acked with ``delete=False``), set
+        aside, or held by another unexpired claim are never returned. Returns at most
+        ``max_records`` records whose sizes add up to at most ``max_bytes``, except that
+        a single record larger than ``max_bytes`` is returned alone, so the caller can set
+        it aside. The claim may hold no records. Records written after the claim began
+        may or may not be included. Safe to retry: an abandoned claim expires.
+        """
+
+    @abc.abstractmethod
+    async def read_record(self, record: StoredRecord) -> bytes:
+        """The exact bytes of a record's JSON, as stored.
+
+        Raises :class:`~lightspeed.storage.errors.RecordNotFound` if it was deleted.
+        """
+
+    @abc.abstractmethod
+    async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:
+        """Extend the claim's lease to ``lease_seconds`` from now; returns the renewed claim.
+
+        Raises :class:`~lightspeed.storage.errors.ClaimLost` if any of its records is now
+        held by another claim (the lease expired and was taken over); nothing changes then.
+        """
+
+    @abc.abstractmethod
+    async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
+        """Mark records of the claim (all of them when ``records`` is ``None``) as delivered.
+
+        ``delete=True`` removes them from the store (on the filesystem also the directories
+        left empty under the transcripts root, never the roots themselves);
+        ``delete=False`` keeps them but marks them exported, so no claim returns them again.
+        The acked records leave the claim; the claim ends when none are left.
+        All or nothing: raises ``ClaimLost`` without changing anything if any of the
+        records is held by another claim. Safe to retry after a failure.
+        """
+
+    @abc.abstractmethod
+    async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
+        """Give records of the claim (all when ``None``) back untouched, pending as before.
+
+        Records now held by another claim are skipped silently. Idempotent.
+        """
+
+    @abc.abstractmethod
+    async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
+        """Move records that can never be delivered (too large for any upload) out of the
+        pending set, keeping them (never deleting) for an operator to inspect.
+
+        They leave the claim and are never claimed again. ``reason`` is kept beside them.
+        Raises ``ClaimLost`` like :meth:`ack`.
+        """
+
+    @abc.abstractmethod
+    async def pending_stats(self) -> PendingStats:
+        """Count pending records (claimed or not, not exported or set aside) and their bytes per kind."""
+
+    # ------------------------------------------------------------------ conveniences
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} backend={self.name or '?'}>"

@@ -1,0 +1,59 @@
+"""The exceptions of the storage interface: a backend raises only these (and ``ValueError``
+for arguments that break a documented precondition)."""
+
+from __future__ import annotations
+
+from lightspeed.errors import LightspeedError
+
+__all__ = [
+    "ClaimLost",
+    "ConversationNotFound",
+    "PluginLoadError",
+    "RecordNotFound",
+    "StorageConfigError",
+    "StorageError",
+    "StorageUnavailable",
+    "UnknownBackendError",
+]
+
+
+class StorageError(LightspeedError):
+    """Base of every storage error. A write that raised it may or may not have happened
+    unless the method's contract says otherwise."""
+
+
+class StorageUnavailable(StorageError):
+    """The store cannot be reached or written right now (disk full, permission denied,
+    database down). The operation did not take effect; retrying later is safe."""
+
+
+class RecordNotFound(StorageError):
+    """A record named by the caller does not exist (any more)."""
+
+
+class ConversationNotFound(StorageError):
+    """The conversation is not known to the store."""
+
+
+class ClaimLost(StorageError):
+    """The claim's lease expired and another collector took (some of) its records over;
+    the caller must not treat those records as its own any more."""
+
+
+class StorageConfigError(StorageError):
+    """The backend's ``options`` are invalid; ``problems`` lists every one."""
+
+    def __init__(self, backend: str, problems: list[str]) -> None:
+        self.backend = backend
+        self.problems = problems
+        lines = "\n".join(f"  - user_data_collection.storage.options.{p}" for p in problems)
+        super().__init__(f"invalid options for storage backend {backend!r}:\n{lines}")
+
+
+class UnknownBackendError(StorageError):
+    """No installed distribution registers the requested backend name."""
+
+
+class PluginLoadError(StorageError):
+    """A storage plugin was found but could not be loaded (import failed, wrong type, or
+    two distributions claim the same name)."""

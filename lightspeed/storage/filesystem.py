@@ -1,0 +1,818 @@
+"""The default backend: JSON files in the seed's directory layout.
+
+::
+
+    feedback_storage/{record_id}.json
+    transcripts_storage/{sha256(user_id)}/{conversation_id}/{record_id}.json
+    state_path/                      (outside both roots, never collected)
+        lock                         flock(2) taken by claims, acks and flag swaps
+        conversations/{xx}/{id}.json owner of each conversation (insert-if-absent via link(2))
+        flags/{name}.json            shared flags
+        claims/{claim_id}.json       live leases: owner, expiry, record names
+        exported.log                 names acked with delete=False (cleanup_after_send: false)
+        aside/...                    records set aside (too large to upload), with a reason file
+
+Writes go to a temporary name (a dot file not ending in ``.json``) in the target directory
+and are renamed into place, so ``*.json`` only ever shows complete records. Record writes
+are handed to one writer thread that takes them in batches: the event loop pays one queue
+put and one wake-up per batch instead of several thread hops per file (see
+``docs/benchmarks.md`` for the measurements that chose this over aiofiles).
+
+Options (``user_data_collection.storage.options``):
+
+``state_path``
+    where conversations, flags and claims live; default ``.lightspeed-state`` beside the
+    first configured storage root (``./.lightspeed-state`` when none is configured).
+``durability``
+    ``rename`` (default: atomic, not crash-durable) or ``fsync`` (fsync each file before the
+    rename and each directory after it; one batch shares the directory fsyncs).
+``file_mode`` / ``dir_mode``
+    permissions of what is created, default ``0o600`` / ``0o700`` (give them as octal
+    strings such as ``"0640"`` or integers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import functools
+import json
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from lightspeed.config import UserDataCollectionConfig
+from lightspeed.records import (
+    FeedbackRecord,
+    RecordKind,
+    Transcript,
+    is_valid_conversation_id,
+    is_valid_record_id,
+    is_valid_user_hash,
+)
+from lightspeed.storage.base import Claim, PendingStats, StorageBackend, StoredRecord
+from lightspeed.storage.errors import ClaimLost, RecordNotFound, StorageUnavailable
+
+__all__ = ["FilesystemStorage"]
+
+T = TypeVar("T")
+
+_DURABILITY: Final = ("rename", "fsync")
+_KNOWN_OPTIONS: Final = frozenset({"state_path", "durability", "file_mode", "dir_mode"})
+_BATCH_MAX: Final = 512
+_OWNER_CACHE_MAX: Final = 100_000
+_FLAG_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _parse_mode(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        mode = value
+    elif isinstance(value, str):
+        try:
+            mode = int(value, 8)
+        except ValueError:
+            return None
+    else:
+        return None
+    return mode if 0 <= mode <= 0o777 else None
+
+
+def _describe(exc: OSError) -> str:
+    return f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+
+
+class _BatchWriter:
+    """One thread that writes record files in batches and settles their futures together."""
+
+    def __init__(self, *, fsync: bool, file_mode: int, ensure_dir: Callable[[Path], None]) -> None:
+        self._fsync = fsync
+        self._file_mode = file_mode
+        self._ensure_dir = ensure_dir
+        self._queue: queue.SimpleQueue[tuple[Path, bytes, asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._counter = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="lightspeed-fs-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, path: Path, data: bytes) -> asyncio.Future[None]:
+        assert self._loop is not None, "writer not started"
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put((path, data, fut))
+        return fut
+
+    async def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < _BATCH_MAX:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            results = self._write_batch(batch)
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
+                self._loop.call_soon_threadsafe(_settle, results)
+
+    def _write_batch(
+        self, batch: list[tuple[Path, bytes, asyncio.Future[None]]]
+    ) -> list[tuple[asyncio.Future[None], BaseException | None]]:
+        results: list[tuple[asyncio.Future[None], BaseException | None]] = []
+        dirs: set[Path] = set()
+        for path, data, fut in batch:
+            try:
+                self._write_one(path, data)
+                dirs.add(path.parent)
+                results.append((fut, None))
+            except OSError as exc:
+                results.append((fut, StorageUnavailable(f"cannot write {path}: {_describe(exc)}")))
+        if self._fsync:
+            failed: dict[Path, StorageUnavailable] = {}
+            for d in dirs:
+                try:
+                    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:  # renamed, but not known to be durable: report it
+                    failed[d] = StorageUnavailable(f"cannot fsync directory {d}: {_describe(exc)}")
+            if failed:
+                results = [(f, e or failed.get(p.parent)) for (f, e), (p, _, _) in zip(results, batch, strict=True)]
+        return results
+
+    def _write_one(self, path: Path, data: bytes) -> None:
+        self._counter += 1
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{self._counter}.tmp")
+        for attempt in range(3):
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self._file_mode)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                # A directory was removed (by us after an upload, or by an exporter sidecar): re-create it.
+                self._ensure_dir(path.parent)
+        try:
+            try:
+                if os.fstat(fd).st_mode & 0o777 != self._file_mode:
+                    os.fchmod(fd, self._file_mode)  # the umask took bits we were asked to set
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _settle(results: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    for fut, exc in results:
+        if fut.done():  # the waiting request was cancelled
+            continue
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+
+class FilesystemStorage(StorageBackend):
+    """JSON files in the seed's layout; several processes on one host (or one shared volume)
+    may use the same directories at once."""
+
+    supports_multiple_processes = True
+
+    def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
+        super().__init__(options=options, collection=collection)
+        self.feedback_root = Path(collection.feedback_storage).absolute() if collection.feedback_storage else None
+        self.transcripts_root = (
+            Path(collection.transcripts_storage).absolute() if collection.transcripts_storage else None
+        )
+        self.state_root = self._default_state_path(options, collection)
+        self.fsync = options.get("durability", "rename") == "fsync"
+        self.file_mode = _parse_mode(options.get("file_mode", 0o600)) or 0o600
+        self.dir_mode = _parse_mode(options.get("dir_mode", 0o700)) or 0o700
+        self._writer = _BatchWriter(fsync=self.fsync, file_mode=self.file_mode, ensure_dir=self._ensure_dir)
+        self._executor: ThreadPoolExecutor | None = None
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._exported: set[str] = set()
+        self._exported_pos = (0, 0)  # (inode, offset read so far) of exported.log
+        self._open = False
+
+    @staticmethod
+    def _default_state_path(options: Mapping[str, Any], collection: UserDataCollectionConfig) -> Path:
+        if options.get("state_path"):
+            return Path(str(options["state_path"])).absolute()
+        for root in (collection.feedback_storage, collection.transcripts_storage):
+            if root:
+                return Path(root).absolute().parent / ".lightspeed-state"
+        return Path(".lightspeed-state").absolute()
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
+        problems = [f"{key}: unknown option" for key in sorted(set(options) - _KNOWN_OPTIONS)]
+        if options.get("durability", "rename") not in _DURABILITY:
+            problems.append(f"durability: must be one of {', '.join(_DURABILITY)}, got {options.get('durability')!r}")
+        for key in ("file_mode", "dir_mode"):
+            if key in options and _parse_mode(options[key]) is None:
+                problems.append(f"{key}: must be an octal permission such as '0600', got {options[key]!r}")
+        if "state_path" in options and not isinstance(options["state_path"], str):
+            problems.append("state_path: must be a string")
+        if problems:
+            return problems
+        roots = {
+            "feedback_storage": collection.feedback_storage,
+            "transcripts_storage": collection.transcripts_storage,
+        }
+        paths = {k: Path(v).absolute() for k, v in roots.items() if v}
+        paths["state_path"] = cls._default_state_path(options, collection)
+        names = list(paths)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                pa, pb = paths[a], paths[b]
+                if pa == pb or pa in pb.parents or pb in pa.parents:
+                    problems.append(
+                        f"state_path: {a} ({pa}) and {b} ({pb}) overlap; each needs its own directory"
+                        if "state_path" in (a, b)
+                        else f"storage roots {a} ({pa}) and {b} ({pb}) overlap; each needs its own directory"
+                    )
+        return problems
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StorageUnavailable("the filesystem store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem store failed: {_describe(exc)} ({exc.filename})") from exc
+
+    def _ensure_dir(self, path: Path) -> None:
+        """Create ``path`` and missing parents below the storage root with ``dir_mode``."""
+        missing: list[Path] = []
+        p = path
+        while not p.is_dir():
+            missing.append(p)
+            if p.parent == p:
+                break
+            p = p.parent
+        for d in reversed(missing):
+            try:
+                os.mkdir(d, self.dir_mode)
+            except FileExistsError:
+                continue
+            if os.stat(d).st_mode & 0o777 != self.dir_mode:
+                os.chmod(d, self.dir_mode)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._ensure_dir(self.state_root)
+        fd = os.open(self.state_root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _write_small(self, path: Path, data: bytes) -> None:
+        """Atomic replace of a small state file, from a worker thread."""
+        self._ensure_dir(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, self.file_mode)
+        try:
+            os.write(fd, data)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        if self._open:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lightspeed-fs")
+        roots = [self.state_root]
+        if self.collection.feedback_enabled and self.feedback_root:
+            roots.append(self.feedback_root)
+        if self.collection.transcripts_enabled and self.transcripts_root:
+            roots.append(self.transcripts_root)
+        try:
+            for root in roots:
+                await self._run(self._ensure_dir, root)
+        except StorageUnavailable:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+        self._writer.start(asyncio.get_running_loop())
+        self._open = True
+
+    async def aclose(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        await self._writer.stop()
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+
+    async def ping(self) -> None:
+        def probe() -> None:
+            dirs = [self.state_root]
+            if self.collection.feedback_enabled and self.feedback_root:
+                dirs.append(self.feedback_root)
+            if self.collection.transcripts_enabled and self.transcripts_root:
+                dirs.append(self.transcripts_root)
+            for d in dirs:
+                self._ensure_dir(d)
+                probe_path = d / f".ping.{os.getpid()}.{threading.get_ident()}.tmp"
+                fd = os.open(probe_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, self.file_mode)
+                os.close(fd)
+                os.unlink(probe_path)
+
+        await self._run(probe)
+
+    # ------------------------------------------------------------------ records
+
+    async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
+        if self.feedback_root is None:
+            raise StorageUnavailable("feedback_storage is not configured")
+        if not is_valid_record_id(record.record_id):
+            raise ValueError(f"invalid record id {record.record_id!r}")
+        data = record.to_json()
+        await self._put(self.feedback_root / f"{record.record_id}.json", data)
+        return StoredRecord(
+            kind=RecordKind.FEEDBACK,
+            record_id=record.record_id,
+            name=f"feedback/{record.record_id}.json",
+            size=len(data),
+        )
+
+    async def put_transcript(self, record: Transcript) -> StoredRecord:
+        if self.transcripts_root is None:
+            raise StorageUnavailable("transcripts_storage is not configured")
+        user, conv, rid = record.user_id, record.conversation_id, record.record_id
+        if not is_valid_user_hash(user):
+            raise ValueError(f"invalid user hash {user!r}")
+        if not is_valid_conversation_id(conv):
+            raise ValueError(f"invalid conversation id {conv!r}")
+        if not is_valid_record_id(rid):
+            raise ValueError(f"invalid record id {rid!r}")
+        data = record.to_json()
+        await self._put(self.transcripts_root / user / conv / f"{rid}.json", data)
+        return StoredRecord(
+            kind=RecordKind.TRANSCRIPT, record_id=rid, name=f"transcripts/{user}/{conv}/{rid}.json", size=len(data)
+        )
+
+    async def _put(self, path: Path, data: bytes) -> None:
+        if not self._open:
+            raise StorageUnavailable("the filesystem store is not open")
+        # Shield: a cancelled request must not leave the writer without a future to settle.
+        await asyncio.shield(self._writer.submit(path, data))
+
+    # ------------------------------------------------------------------ conversations
+
+    def _owner_path(self, conversation_id: str) -> Path:
+        if not is_valid_conversation_id(conversation_id):
+            raise ValueError(f"invalid conversation id {conversation_id!r}")
+        return self.state_root / "conversations" / conversation_id[-2:] / f"{conversation_id}.json"
+
+    def _remember_owner(self, conversation_id: str, owner: str) -> None:
+        self._owners[conversation_id] = owner
+        self._owners.move_to_end(conversation_id)
+        if len(self._owners) > _OWNER_CACHE_MAX:
+            self._owners.popitem(last=False)
+
+    async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
+        if not is_valid_user_hash(owner):
+            raise ValueError(f"invalid owner hash {owner!r}")
+        known = self._owners.get(conversation_id)
+        if known is not None:
+            return known
+        path = self._owner_path(conversation_id)
+
+        def insert() -> str:
+            self._ensure_dir(path.parent)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode)
+            try:
+                os.write(fd, json.dumps({"owner": owner}).encode())
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)  # fails if the conversation already has an owner
+                return owner
+            except FileExistsError:
+                return str(json.loads(path.read_bytes())["owner"])
+            finally:
+                os.unlink(tmp)
+
+        recorded = await self._run(insert)
+        self._remember_owner(conversation_id, recorded)
+        return recorded
+
+    async def get_conversation_owner(self, conversation_id: str) -> str | None:
+        known = self._owners.get(conversation_id)
+        if known is not None:
+            return known
+        path = self._owner_path(conversation_id)
+
+        def read() -> str | None:
+            try:
+                return str(json.loads(path.read_bytes())["owner"])
+            except FileNotFoundError:
+                return None
+
+        owner = await self._run(read)
+        if owner is not None:
+            self._remember_owner(conversation_id, owner)
+        return owner
+
+    # ------------------------------------------------------------------ flags
+
+    def _flag_path(self, name: str) -> Path:
+        if not name or not set(name) <= _FLAG_NAME_CHARS:
+            raise ValueError(f"invalid flag name {name!r}")
+        return self.state_root / "flags" / f"{name}.json"
+
+    @staticmethod
+    def _read_flag(path: Path) -> bool | None:
+        try:
+            return bool(json.loads(path.read_bytes())["value"])
+        except FileNotFoundError:
+            return None
+
+    async def get_flag(self, name: str) -> bool | None:
+        return await self._run(self._read_flag, self._flag_path(name))
+
+    async def set_flag(self, name: str, value: bool) -> bool | None:
+        path = self._flag_path(name)
+
+        def swap() -> bool | None:
+            with self._locked():
+                previous = self._read_flag(path)
+                if previous != value:
+                    self._write_small(path, json.dumps({"value": value}).encode())
+                return previous
+
+        return await self._run(swap)
+
+    # ------------------------------------------------------------------ collection
+
+    def _record_path(self, name: str) -> Path:
+        """Map an archive name back to a file, validating every component."""
+        parts = name.split("/")
+        if len(parts) == 2 and parts[0] == "feedback" and self.feedback_root is not None:
+            stem = parts[1].removesuffix(".json")
+            if parts[1].endswith(".json") and is_valid_record_id(stem):
+                return self.feedback_root / parts[1]
+        if len(parts) == 4 and parts[0] == "transcripts" and self.transcripts_root is not None:
+            _, user, conv, file = parts
+            stem = file.removesuffix(".json")
+            if (
+                is_valid_user_hash(user)
+                and is_valid_conversation_id(conv)
+                and file.endswith(".json")
+                and is_valid_record_id(stem)
+            ):
+                return self.transcripts_root / user / conv / file
+        raise ValueError(f"not a record name of this store: {name!r}")
+
+    def _scan(self, kinds: Collection[RecordKind]) -> Iterator[tuple[int, StoredRecord]]:
+        """Every record file of the given kinds as (mtime_ns, record); no symlink is followed."""
+
+        def files(directory: Path) -> Iterator[os.DirEntry[str]]:
+            try:
+                with os.scandir(directory) as it:
+                    for entry in it:
+                        if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
+                            yield entry
+            except (FileNotFoundError, NotADirectoryError):
+                return
+
+        def subdirs(directory: Path, valid: Callable[[str], bool]) -> Iterator[str]:
+            try:
+                with os.scandir(directory) as it:
+                    names = [e.name for e in it if valid(e.name) and e.is_dir(follow_symlinks=False)]
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            yield from names
+
+        if RecordKind.FEEDBACK in kinds and self.feedback_root is not None:
+            for entry in files(self.feedback_root):
+                rid = entry.name[:-5]
+                if is_valid_record_id(rid):
+                    st = entry.stat(follow_symlinks=False)
+                    yield (
+                        st.st_mtime_ns,
+                        StoredRecord(
+                            kind=RecordKind.FEEDBACK, record_id=rid, name=f"feedback/{entry.name}", size=st.st_size
+                        ),
+                    )
+        if RecordKind.TRANSCRIPT in kinds and self.transcripts_root is not None:
+            root = self.transcripts_root
+            for user in subdirs(root, is_valid_user_hash):
+                for conv in subdirs(root / user, is_valid_conversation_id):
+                    for entry in files(root / user / conv):
+                        rid = entry.name[:-5]
+                        if is_valid_record_id(rid):
+                            st = entry.stat(follow_symlinks=False)
+                            yield (
+                                st.st_mtime_ns,
+                                StoredRecord(
+                                    kind=RecordKind.TRANSCRIPT,
+                                    record_id=rid,
+                                    name=f"transcripts/{user}/{conv}/{entry.name}",
+                                    size=st.st_size,
+                                ),
+                            )
+
+    def _load_claims(self, now: float) -> dict[str, dict[str, Any]]:
+        """Live claims by id; expired claim files are left for their owner to clean up."""
+        claims: dict[str, dict[str, Any]] = {}
+        directory = self.state_root / "claims"
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return claims
+        for entry in entries:
+            if not entry.name.endswith(".json"):
+                continue
+            try:
+                data = json.loads(Path(entry.path).read_bytes())
+            except (FileNotFoundError, ValueError):
+                continue
+            claims[entry.name[:-5]] = data
+        return claims
+
+    def _claim_path(self, claim_id: str) -> Path:
+        if not is_valid_record_id(claim_id):
+            raise ValueError(f"invalid claim id {claim_id!r}")
+        return self.state_root / "claims" / f"{claim_id}.json"
+
+    def _held_by_others(self, claim_id: str, now: float) -> set[str]:
+        held: set[str] = set()
+        for cid, data in self._load_claims(now).items():
+            if cid != claim_id and float(data["expires_at"]) > now:
+                held.update(data["records"])
+        return held
+
+    def _load_exported(self) -> set[str]:
+        path = self.state_root / "exported.log"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._exported.clear()
+            self._exported_pos = (0, 0)
+            return self._exported
+        with os.fdopen(fd, "rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            if inode != self._exported_pos[0]:
+                self._exported.clear()
+                self._exported_pos = (inode, 0)
+            fh.seek(self._exported_pos[1])
+            chunk = fh.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._exported.update(line.decode() for line in complete.splitlines() if line)
+        self._exported_pos = (inode, self._exported_pos[1] + len(complete))
+        return self._exported
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        kinds: Collection[RecordKind],
+        max_records: int,
+        max_bytes: int,
+        lease_seconds: float,
+    ) -> Claim:
+        if max_records < 1 or max_bytes < 1 or lease_seconds <= 0:
+            raise ValueError("max_records, max_bytes and lease_seconds must be positive")
+
+        def do_claim() -> Claim:
+            with self._locked():
+                now = time.time()
+                held = self._held_by_others("", now)
+                exported = self._load_exported()
+                candidates = sorted(
+                    (
+                        (mtime, rec)
+                        for mtime, rec in self._scan(kinds)
+                        if rec.name not in held and rec.name not in exported
+                    ),
+                    key=lambda item: (item[0], item[1].name),
+                )
+                chosen: list[StoredRecord] = []
+                total = 0
+                for _, rec in candidates:
+                    if len(chosen) >= max_records:
+                        break
+                    if not chosen and rec.size > max_bytes:
+                        chosen.append(rec)  # alone, so the caller can set it aside
+                        break
+                    if total + rec.size > max_bytes:
+                        break
+                    chosen.append(rec)
+                    total += rec.size
+                claim_id = str(uuid.uuid4())
+                expires = now + lease_seconds
+                if chosen:
+                    body = {"owner": owner, "expires_at": expires, "records": [r.name for r in chosen]}
+                    self._write_small(self._claim_path(claim_id), json.dumps(body).encode())
+                return Claim(claim_id=claim_id, owner=owner, expires_at=expires, records=tuple(chosen))
+
+        return await self._run(do_claim)
+
+    async def read_record(self, record: StoredRecord) -> bytes:
+        path = self._record_path(record.name)
+
+        def read() -> bytes:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise RecordNotFound(f"record {record.name} no longer exists") from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise RecordNotFound(f"record {record.name} is a symbolic link; not read") from None
+                raise
+            with os.fdopen(fd, "rb") as fh:
+                return fh.read()
+
+        return await self._run(read)
+
+    def _update_claim(self, claim: Claim, remaining: Sequence[str], expires_at: float | None = None) -> None:
+        path = self._claim_path(claim.claim_id)
+        if not remaining:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            data = {"owner": claim.owner, "expires_at": claim.expires_at}
+        data["records"] = list(remaining)
+        if expires_at is not None:
+            data["expires_at"] = expires_at
+        self._write_small(path, json.dumps(data).encode())
+
+    def _current_names(self, claim: Claim) -> list[str]:
+        try:
+            return list(json.loads(self._claim_path(claim.claim_id).read_bytes())["records"])
+        except FileNotFoundError:
+            return []
+
+    async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:
+        def do_renew() -> Claim:
+            with self._locked():
+                now = time.time()
+                names = self._current_names(claim)
+                held = self._held_by_others(claim.claim_id, now)
+                if held.intersection(names) or not names:
+                    raise ClaimLost(f"claim {claim.claim_id} was taken over after its lease expired")
+                expires = now + lease_seconds
+                self._update_claim(claim, names, expires)
+                keep = set(names)
+                return Claim(
+                    claim_id=claim.claim_id,
+                    owner=claim.owner,
+                    expires_at=expires,
+                    records=tuple(r for r in claim.records if r.name in keep),
+                )
+
+        return await self._run(do_renew)
+
+    def _settle_records(
+        self,
+        claim: Claim,
+        records: Sequence[StoredRecord] | None,
+        action: Callable[[list[StoredRecord]], None],
+        *,
+        strict: bool,
+    ) -> None:
+        with self._locked():
+            now = time.time()
+            targets = list(claim.records if records is None else records)
+            held = self._held_by_others(claim.claim_id, now)
+            lost = [r.name for r in targets if r.name in held]
+            if lost and strict:
+                raise ClaimLost(
+                    f"claim {claim.claim_id}: {len(lost)} record(s) were taken over by another collector"
+                    f" after the lease expired (first: {lost[0]})"
+                )
+            targets = [r for r in targets if r.name not in held]
+            action(targets)
+            done = {r.name for r in targets} | set(lost)
+            remaining = [n for n in self._current_names(claim) if n not in done]
+            self._update_claim(claim, remaining)
+
+    async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
+        def delete_files(targets: list[StoredRecord]) -> None:
+            parents: set[Path] = set()
+            for rec in targets:
+                path = self._record_path(rec.name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                if rec.kind is RecordKind.TRANSCRIPT:
+                    parents.add(path.parent)
+            # Linear clean-up: try each emptied conversation folder once, then its user folder.
+            users: set[Path] = set()
+            for conv_dir in parents:
+                with contextlib.suppress(OSError):
+                    os.rmdir(conv_dir)  # fails harmlessly when not empty
+                    users.add(conv_dir.parent)
+            for user_dir in users:
+                with contextlib.suppress(OSError):
+                    os.rmdir(user_dir)
+
+        def mark_exported(targets: list[StoredRecord]) -> None:
+            if not targets:
+                return
+            path = self.state_root / "exported.log"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.file_mode)
+            try:
+                os.write(fd, "".join(f"{r.name}\n" for r in targets).encode())
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        action = delete_files if delete else mark_exported
+        await self._run(functools.partial(self._settle_records, claim, records, action, strict=True))
+
+    async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
+        await self._run(functools.partial(self._settle_records, claim, records, lambda _: None, strict=False))
+
+    async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
+        def move(targets: list[StoredRecord]) -> None:
+            for rec in targets:
+                src = self._record_path(rec.name)
+                dst = self.state_root / "aside" / rec.name
+                self._ensure_dir(dst.parent)
+                try:
+                    os.rename(src, dst)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    shutil.copy2(src, dst)
+                    os.unlink(src)
+                self._write_small(dst.with_name(dst.name + ".reason"), reason.encode())
+
+        await self._run(functools.partial(self._settle_records, claim, list(records), move, strict=True))
+
+    async def pending_stats(self) -> PendingStats:
+        def count() -> PendingStats:
+            with self._locked():
+                exported = set(self._load_exported())
+            n = {k: 0 for k in RecordKind}
+            b = {k: 0 for k in RecordKind}
+            for _, rec in self._scan(tuple(RecordKind)):
+                if rec.name in exported:
+                    continue
+                n[rec.kind] += 1
+                b[rec.kind] += rec.size
+            return PendingStats(records=n, bytes=b)
+
+        return await self._run(count)
