@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Final
 import attrs
 
 __all__ = [
+    "ConversationTurn",
     "FeedbackRecord",
     "RecordKind",
     "Transcript",
@@ -180,3 +181,40 @@ class Transcript:
 
     def to_json(self) -> bytes:
         return _dumps(self.to_dict())
+
+
+@attrs.frozen(kw_only=True)
+class ConversationTurn:
+    """One question and answer of a conversation, kept as history for later queries.
+
+    History lives apart from transcripts (which are deleted once uploaded). ``query`` is
+    the redacted query, never the raw one.
+    """
+
+    query: str
+    response: str
+    timestamp: str = attrs.field(factory=utc_timestamp)
+    provider: str | None = None
+    model: str | None = None
+    truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "response": self.response,
+            "timestamp": self.timestamp,
+            "provider": self.provider,
+            "model": self.model,
+            "truncated": self.truncated,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConversationTurn:
+        return cls(
+            query=str(data["query"]),
+            response=str(data["response"]),
+            timestamp=str(data["timestamp"]),
+            provider=data.get("provider"),
+            model=data.get("model"),
+            truncated=bool(data.get("truncated", False)),
+        )

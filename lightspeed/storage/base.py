@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Self
 import attrs
 
 from lightspeed.config import UserDataCollectionConfig
-from lightspeed.records import FeedbackRecord, RecordKind, Transcript
+from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
 from lightspeed.storage.errors import StorageConfigError
 
 __all__ = ["Claim", "PendingStats", "StorageBackend", "StoredRecord", "FEEDBACK_ENABLED_FLAG"]
@@ -179,6 +179,19 @@ class StorageBackend(abc.ABC):
     @abc.abstractmethod
     async def get_conversation_owner(self, conversation_id: str) -> str | None:
         """The owner recorded for the conversation, or ``None`` when it is unknown."""
+
+    @abc.abstractmethod
+    async def append_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
+        """Append one turn to the conversation's history (kept apart from transcripts).
+
+        Atomic per turn: a reader sees the whole turn or none of it; concurrent appends
+        from several processes are all kept, in some order. Not idempotent: a retry after
+        an error that happened after the write may store the turn twice.
+        """
+
+    @abc.abstractmethod
+    async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
+        """The last ``limit`` turns of the conversation, oldest first (empty when unknown)."""
 
     # ------------------------------------------------------------------ flags
 

@@ -53,6 +53,7 @@ from typing import Any, Final, TypeVar
 
 from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import (
+    ConversationTurn,
     FeedbackRecord,
     RecordKind,
     Transcript,
@@ -468,6 +469,44 @@ class FilesystemStorage(StorageBackend):
         if owner is not None:
             self._remember_owner(conversation_id, owner)
         return owner
+
+    async def append_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
+        path = self._owner_path(conversation_id).with_suffix(".turns.jsonl")
+        line = json.dumps(turn.to_dict(), ensure_ascii=False).encode("utf-8") + b"\n"
+
+        def append() -> None:
+            self._ensure_dir(path.parent)
+            # One write(2) with O_APPEND: concurrent appenders never interleave within a line.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.file_mode)
+            try:
+                os.write(fd, line)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        await self._run(append)
+
+    async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
+        path = self._owner_path(conversation_id).with_suffix(".turns.jsonl")
+        if limit <= 0:
+            return []
+
+        def read() -> list[ConversationTurn]:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                return []
+            lines = [ln for ln in data.split(b"\n") if ln.strip()]
+            turns: list[ConversationTurn] = []
+            for ln in lines[-limit:]:
+                try:
+                    turns.append(ConversationTurn.from_dict(json.loads(ln)))
+                except (ValueError, KeyError):
+                    continue  # a torn last line after a crash: skip it
+            return turns
+
+        return await self._run(read)
 
     # ------------------------------------------------------------------ flags
 
