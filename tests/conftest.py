@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
+from lightspeed import create_app
 from lightspeed.config import Config, parse_config
+from lightspeed.records import hash_user_id
+from lightspeed.state import STORAGE
+
+#: The user id the noop authentication module gives a caller that names none.
+DEFAULT_USER = "00000000-0000-0000-0000-000"
+
+MakeConfig = Callable[..., Config]
+MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
 @pytest.fixture
@@ -25,5 +37,32 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
         udc.update(sections.pop("user_data_collection", {}))
         data = {"name": "test", "user_data_collection": udc, **sections}
         return parse_config(data, env={})
+
+    return make
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, make_config: MakeConfig) -> MakeClient:
+    """A test client of ``create_app(make_config(**sections))`` on a real loopback server."""
+
+    async def make(**sections: Any) -> TestClient[web.Request, web.Application]:
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(create_app(make_config(**sections)))
+        return client
+
+    return make
+
+
+NewConversation = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def new_conversation() -> NewConversation:
+    """``await new_conversation(app, user=...)``: a fresh conversation id owned by ``user``,
+    registered through the storage interface (queries do that in the real service)."""
+
+    async def make(app: web.Application, user: str = DEFAULT_USER) -> str:
+        cid = str(uuid.uuid4())
+        await app[STORAGE].set_conversation_owner(cid, owner=hash_user_id(user))
+        return cid
 
     return make
