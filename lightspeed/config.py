@@ -252,20 +252,6 @@ def _make_converter() -> cattrs.Converter:
             raise TypeError(f"expected a mapping, got {_type_name(value)}")
         return value
 
-    for cls in (
-        ServiceConfig,
-        StorageConfig,
-        DataCollectorConfig,
-        UserDataCollectionConfig,
-        AuthenticationConfig,
-        LLMProviderConfig,
-        InferenceConfig,
-        QueryFilter,
-        Config,
-    ):
-        inner = conv.gen_structure_attrs_fromdict(cls)
-        conv.register_structure_hook(cls, _checked(inner, before_class))
-
     def structure_seq(item: type) -> Callable[[Any, type], Any]:
         def hook(value: Any, _: type) -> Any:
             if value is None:
@@ -294,6 +280,21 @@ def _make_converter() -> cattrs.Converter:
 
     conv.register_structure_hook_func(is_providers, structure_seq(LLMProviderConfig))
     conv.register_structure_hook_func(is_filters, structure_seq(QueryFilter))
+
+    # Generated class hooks bind their fields' hooks now, so every hook above must exist first.
+    for cls in (
+        ServiceConfig,
+        StorageConfig,
+        DataCollectorConfig,
+        UserDataCollectionConfig,
+        AuthenticationConfig,
+        LLMProviderConfig,
+        InferenceConfig,
+        QueryFilter,
+        Config,
+    ):
+        inner = conv.gen_structure_attrs_fromdict(cls)
+        conv.register_structure_hook(cls, _checked(inner, before_class))
     return conv
 
 
@@ -483,7 +484,9 @@ def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str
     except Exception as exc:  # noqa: BLE001 - every structuring failure is a config problem
         problems.extend(_walk_errors(exc, ""))
         raise ConfigError(problems, source=source) from None
-    problems.extend(_semantic_problems(config))
+    # A value whose variable is unset was substituted with "": its own checks would only add noise.
+    unset = {p.split(": ", 1)[0] for p in problems}
+    problems.extend(p for p in _semantic_problems(config) if p.split(": ", 1)[0] not in unset)
     if problems:
         raise ConfigError(problems, source=source)
     return config
