@@ -299,14 +299,27 @@ class FilesystemStorage(StorageBackend):
             try:
                 os.mkdir(d, self.dir_mode)
             except FileExistsError:
+                if not os.path.isdir(d):  # a file (or dangling link) where a directory belongs
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(d)) from None
                 continue
             if os.stat(d).st_mode & 0o777 != self.dir_mode:
                 os.chmod(d, self.dir_mode)
 
+    def _create(self, path: Path, flags: int) -> int:
+        """``os.open`` with ``O_CREAT`` and ``file_mode``, which the umask may not narrow."""
+        fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
+        try:
+            if os.fstat(fd).st_mode & 0o777 != self.file_mode:
+                os.fchmod(fd, self.file_mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self._ensure_dir(self.state_root)
-        fd = os.open(self.state_root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
+        fd = self._create(self.state_root / "lock", os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -317,7 +330,7 @@ class FilesystemStorage(StorageBackend):
         """Atomic replace of a small state file, from a worker thread."""
         self._ensure_dir(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, self.file_mode)
+        fd = self._create(tmp, os.O_WRONLY | os.O_TRUNC)
         try:
             os.write(fd, data)
             if self.fsync:
@@ -434,7 +447,7 @@ class FilesystemStorage(StorageBackend):
         def insert() -> str:
             self._ensure_dir(path.parent)
             tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode)
+            fd = self._create(tmp, os.O_WRONLY | os.O_EXCL)
             try:
                 os.write(fd, json.dumps({"owner": owner}).encode())
                 if self.fsync:
@@ -477,7 +490,7 @@ class FilesystemStorage(StorageBackend):
         def append() -> None:
             self._ensure_dir(path.parent)
             # One write(2) with O_APPEND: concurrent appenders never interleave within a line.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.file_mode)
+            fd = self._create(path, os.O_WRONLY | os.O_APPEND)
             try:
                 os.write(fd, line)
                 if self.fsync:

@@ -1,0 +1,461 @@
+"""The filesystem store on real directories: records (put), conversation owners, flags,
+history, permissions, durability, directories removed under it, and its options.
+
+The claim/lease/ack side is tested elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lightspeed import create_app
+from lightspeed.config import Config
+from lightspeed.records import (
+    ConversationTurn,
+    FeedbackRecord,
+    RecordKind,
+    Transcript,
+    TranscriptMetadata,
+    hash_user_id,
+)
+from lightspeed.storage import (
+    FEEDBACK_ENABLED_FLAG,
+    StorageConfigError,
+    StorageUnavailable,
+    create_backend,
+)
+from lightspeed.storage.filesystem import FilesystemStorage
+
+MakeConfig = Callable[..., Config]
+ALICE = hash_user_id("alice")
+
+
+def feedback_record(cid: str | None = None, **fields: Any) -> FeedbackRecord:
+    values: dict[str, Any] = {
+        "user_id": ALICE,
+        "conversation_id": cid or str(uuid.uuid4()),
+        "user_question": "What is Kubernetes?",
+        "llm_response": "Kubernetes is " + "x" * 2000,
+        "sentiment": 1,
+    }
+    values.update(fields)
+    return FeedbackRecord(**values)
+
+
+def transcript(user: str = ALICE, cid: str | None = None) -> Transcript:
+    meta = TranscriptMetadata(
+        provider="echo",
+        model="echo",
+        query_provider="echo",
+        query_model="echo",
+        user_id=user,
+        conversation_id=cid or str(uuid.uuid4()),
+    )
+    return Transcript(metadata=meta, redacted_query="q", llm_response="a" * 1000)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def tree(root: Path) -> Iterator[Path]:
+    yield root
+    yield from root.rglob("*")
+
+
+def backend(config: Config) -> FilesystemStorage:
+    store = create_backend(config.user_data_collection)
+    assert isinstance(store, FilesystemStorage)
+    return store
+
+
+@pytest.fixture
+async def store(make_config: MakeConfig) -> AsyncIterator[FilesystemStorage]:
+    async with backend(make_config()) as s:
+        yield s
+
+
+# ------------------------------------------------------------------ records
+
+
+async def test_feedback_file_layout_and_json(store: FilesystemStorage, tmp_path: Path) -> None:
+    rec = feedback_record(categories=("helpful",), user_feedback="é ok")
+    ref = await store.put_feedback(rec)
+    path = tmp_path / "feedback" / f"{rec.record_id}.json"
+    assert ref.kind is RecordKind.FEEDBACK and ref.record_id == rec.record_id
+    assert ref.name == f"feedback/{rec.record_id}.json"
+    assert ref.size == path.stat().st_size
+    data = json.loads(path.read_bytes())
+    assert data == rec.to_dict()
+    assert data["user_feedback"] == "é ok"
+    assert [p.name for p in (tmp_path / "feedback").iterdir()] == [path.name]
+
+
+async def test_transcript_layout(store: FilesystemStorage, tmp_path: Path) -> None:
+    rec = transcript()
+    ref = await store.put_transcript(rec)
+    path = tmp_path / "transcripts" / ALICE / rec.conversation_id / f"{rec.record_id}.json"
+    assert ref.name == f"transcripts/{ALICE}/{rec.conversation_id}/{rec.record_id}.json"
+    data = json.loads(path.read_bytes())
+    assert list(data)[:7] == [
+        "metadata",
+        "redacted_query",
+        "query_is_valid",
+        "llm_response",
+        "rag_chunks",
+        "truncated",
+        "attachments",
+    ]
+    assert data["metadata"]["user_id"] == ALICE
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"user_id": "alice"},
+        {"user_id": "../" + ALICE[3:]},
+        {"conversation_id": "../../etc"},
+        {"conversation_id": "a/b"},
+    ],
+)
+async def test_transcript_path_components_are_checked(
+    store: FilesystemStorage, tmp_path: Path, meta: dict[str, str]
+) -> None:
+    base = {"user_id": ALICE, "conversation_id": str(uuid.uuid4())} | meta
+    rec = Transcript(
+        metadata=TranscriptMetadata(provider=None, model=None, query_provider=None, query_model=None, **base),
+        redacted_query="q",
+        llm_response="a",
+    )
+    before = set(tree(tmp_path))
+    with pytest.raises(ValueError):
+        await store.put_transcript(rec)
+    assert set(tree(tmp_path)) == before
+
+
+async def test_bad_record_id_rejected(store: FilesystemStorage, tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        await store.put_feedback(feedback_record(record_id="../../x"))
+    assert list((tmp_path / "feedback").iterdir()) == []
+
+
+async def test_put_when_closed(make_config: MakeConfig) -> None:
+    s = backend(make_config())
+    with pytest.raises(StorageUnavailable):
+        await s.put_feedback(feedback_record())
+    async with s:
+        await s.put_feedback(feedback_record())
+    with pytest.raises(StorageUnavailable):
+        await s.put_feedback(feedback_record())
+
+
+async def test_concurrent_writes_never_show_a_partial_file(store: FilesystemStorage, tmp_path: Path) -> None:
+    fdir = tmp_path / "feedback"
+    tdir = tmp_path / "transcripts"
+    stop = asyncio.Event()
+    seen: set[str] = set()
+    scans = 0
+
+    def scan() -> None:
+        for path in [*fdir.glob("*.json"), *tdir.glob("*/*/*.json")]:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            json.loads(data)  # raises on a partial file
+            seen.add(path.name)
+
+    async def reader() -> None:
+        nonlocal scans
+        while not stop.is_set():
+            await asyncio.to_thread(scan)
+            scans += 1
+
+    task = asyncio.create_task(reader())
+    try:
+        writes: list[Any] = []
+        for i in range(1500):
+            writes.append(store.put_feedback(feedback_record()) if i % 3 else store.put_transcript(transcript()))
+        refs = await asyncio.gather(*writes)
+    finally:
+        stop.set()
+        await task
+    scan()
+    assert len(seen) == len(refs) == 1500
+    assert scans > 1
+    leftovers = [p for p in tree(tmp_path) if p.is_file() and not p.name.endswith(".json")]
+    assert [p for p in leftovers if "feedback" in p.parts or "transcripts" in p.parts] == []
+
+
+async def test_cancelled_put_does_not_break_the_writer(store: FilesystemStorage, tmp_path: Path) -> None:
+    tasks = [asyncio.create_task(store.put_feedback(feedback_record())) for _ in range(50)]
+    await asyncio.sleep(0)
+    for t in tasks[::2]:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await store.put_feedback(feedback_record())
+    files = list((tmp_path / "feedback").glob("*.json"))
+    assert 26 <= len(files) <= 51
+    for f in files:
+        json.loads(f.read_bytes())
+
+
+# ------------------------------------------------------------------ permissions and durability
+
+
+async def test_default_permissions(store: FilesystemStorage, tmp_path: Path) -> None:
+    cid = str(uuid.uuid4())
+    await store.put_feedback(feedback_record(cid))
+    await store.put_transcript(transcript(cid=cid))
+    await store.set_conversation_owner(cid, owner=ALICE)
+    await store.set_flag(FEEDBACK_ENABLED_FLAG, False)
+    await store.append_turn(cid, ConversationTurn(query="q", response="a"))
+    created = [p for p in tree(tmp_path) if p != tmp_path]
+    assert any(p.is_dir() for p in created) and any(p.is_file() for p in created)
+    for p in created:
+        assert mode(p) == (0o700 if p.is_dir() else 0o600), p
+
+
+async def test_configured_permissions_despite_umask(make_config: MakeConfig, tmp_path: Path) -> None:
+    config = make_config(
+        user_data_collection={"storage": {"options": {"file_mode": "0640", "dir_mode": 0o750}}},
+    )
+    old = os.umask(0o077)  # would strip the group bits we ask for
+    try:
+        async with backend(config) as s:
+            await s.put_feedback(feedback_record())
+            await s.put_transcript(transcript())
+            await s.set_conversation_owner(str(uuid.uuid4()), owner=ALICE)
+    finally:
+        os.umask(old)
+    created = [p for p in tree(tmp_path) if p != tmp_path]
+    for p in created:
+        assert mode(p) == (0o750 if p.is_dir() else 0o640), p
+
+
+async def test_fsync_durability(make_config: MakeConfig, tmp_path: Path) -> None:
+    config = make_config(user_data_collection={"storage": {"options": {"durability": "fsync"}}})
+    async with backend(config) as s:
+        assert s.fsync
+        refs = await asyncio.gather(*(s.put_feedback(feedback_record()) for _ in range(20)))
+        await s.put_transcript(transcript())
+        cid = str(uuid.uuid4())
+        assert await s.set_conversation_owner(cid, owner=ALICE) == ALICE
+        assert await s.set_flag("x", True) is None
+        await s.append_turn(cid, ConversationTurn(query="q", response="a"))
+        assert len(await s.get_turns(cid, limit=5)) == 1
+    assert len(list((tmp_path / "feedback").glob("*.json"))) == len(refs) == 20
+
+
+# ------------------------------------------------------------------ directories removed by someone else
+
+
+async def test_removed_directories_are_recreated(store: FilesystemStorage, tmp_path: Path) -> None:
+    cid = str(uuid.uuid4())
+    await store.put_feedback(feedback_record(cid))
+    await store.put_transcript(transcript(cid=cid))
+
+    shutil.rmtree(tmp_path / "feedback")  # the exporter sidecar removes emptied folders, the root included
+    await store.put_feedback(feedback_record(cid))
+    assert len(list((tmp_path / "feedback").glob("*.json"))) == 1
+    assert mode(tmp_path / "feedback") == 0o700
+
+    shutil.rmtree(tmp_path / "transcripts" / ALICE / cid)
+    await store.put_transcript(transcript(cid=cid))
+    shutil.rmtree(tmp_path / "transcripts" / ALICE)
+    await store.put_transcript(transcript(cid=cid))
+    shutil.rmtree(tmp_path / "transcripts")
+    await store.put_transcript(transcript(cid=cid))
+    assert len(list((tmp_path / "transcripts" / ALICE / cid).glob("*.json"))) == 1
+    await store.ping()
+
+
+async def test_removed_state_directory_is_recreated(store: FilesystemStorage) -> None:
+    cid = str(uuid.uuid4())
+    await store.set_flag("flag", True)
+    shutil.rmtree(store.state_root)
+    assert await store.get_flag("flag") is None
+    assert await store.set_flag("flag", False) is None
+    assert await store.set_conversation_owner(cid, owner=ALICE) == ALICE
+    await store.append_turn(cid, ConversationTurn(query="q", response="a"))
+    await store.ping()
+
+
+async def test_unwritable_directory_is_a_clear_error(store: FilesystemStorage, tmp_path: Path) -> None:
+    fdir = tmp_path / "feedback"
+    shutil.rmtree(fdir)
+    fdir.write_bytes(b"")  # root can write anywhere: a file where the directory belongs stops it
+    with pytest.raises(StorageUnavailable) as info:
+        await store.put_feedback(feedback_record())
+    assert str(fdir) in str(info.value) and "Not a directory" in str(info.value)
+    with pytest.raises(StorageUnavailable):
+        await store.ping()
+    # The writer survives: other writes still work, and nothing half-written is left.
+    await store.put_transcript(transcript())
+    fdir.unlink()
+    await store.put_feedback(feedback_record())
+    assert [p.suffix for p in fdir.iterdir()] == [".json"]
+
+
+async def test_unopenable_root_fails_open(make_config: MakeConfig, tmp_path: Path) -> None:
+    (tmp_path / "feedback").write_bytes(b"")
+    s = backend(make_config())
+    with pytest.raises(StorageUnavailable):
+        await s.open()
+    await s.aclose()
+    with pytest.raises(StorageUnavailable):
+        await s.put_feedback(feedback_record())
+
+
+# ------------------------------------------------------------------ owners, flags, history
+
+
+async def test_conversation_owner(store: FilesystemStorage, make_config: MakeConfig) -> None:
+    cid = str(uuid.uuid4())
+    bob = hash_user_id("bob")
+    assert await store.get_conversation_owner(cid) is None
+    assert await store.set_conversation_owner(cid, owner=ALICE) == ALICE
+    assert await store.set_conversation_owner(cid, owner=bob) == ALICE  # never changes once recorded
+    assert await store.get_conversation_owner(cid) == ALICE
+    async with backend(make_config()) as other:  # another process on the same store
+        assert await other.get_conversation_owner(cid) == ALICE
+        assert await other.set_conversation_owner(cid, owner=bob) == ALICE
+
+
+async def test_conversation_owner_race(make_config: MakeConfig) -> None:
+    async with backend(make_config()) as a, backend(make_config()) as b:
+        cids = [f"conv_{uuid.uuid4().hex}{uuid.uuid4().hex[:16]}" for _ in range(20)]
+        users = [hash_user_id(str(i)) for i in range(4)]
+        for cid in cids:
+            got = await asyncio.gather(*(s.set_conversation_owner(cid, owner=u) for s in (a, b) for u in users))
+            assert len(set(got)) == 1 and got[0] in users
+
+
+async def test_conversation_owner_bad_input(store: FilesystemStorage) -> None:
+    for cid in ("../../etc", "", "x"):
+        with pytest.raises(ValueError):
+            await store.set_conversation_owner(cid, owner=ALICE)
+        with pytest.raises(ValueError):
+            await store.get_conversation_owner(cid)
+    with pytest.raises(ValueError):
+        await store.set_conversation_owner(str(uuid.uuid4()), owner="alice")
+
+
+async def test_flags(store: FilesystemStorage, make_config: MakeConfig) -> None:
+    assert await store.get_flag(FEEDBACK_ENABLED_FLAG) is None
+    assert await store.set_flag(FEEDBACK_ENABLED_FLAG, False) is None
+    assert await store.set_flag(FEEDBACK_ENABLED_FLAG, False) is False
+    async with backend(make_config()) as other:
+        assert await other.get_flag(FEEDBACK_ENABLED_FLAG) is False
+        assert await other.set_flag(FEEDBACK_ENABLED_FLAG, True) is False
+    assert await store.get_flag(FEEDBACK_ENABLED_FLAG) is True
+    for name in ("", "../x", "A", "a b"):
+        with pytest.raises(ValueError):
+            await store.get_flag(name)
+
+
+async def test_flag_swaps_are_not_lost(make_config: MakeConfig) -> None:
+    async with backend(make_config()) as a, backend(make_config()) as b:
+        values = [i % 2 == 0 for i in range(40)]
+        previous = await asyncio.gather(*(s.set_flag("f", v) for s, v in zip([a, b] * 20, values, strict=True)))
+        # Each swap saw exactly one earlier value: the number of changes seen matches the final state.
+        assert previous.count(None) == 1
+        assert await a.get_flag("f") in (True, False)
+
+
+async def test_turns(store: FilesystemStorage, make_config: MakeConfig) -> None:
+    cid = str(uuid.uuid4())
+    assert await store.get_turns(cid, limit=10) == []
+    turns = [ConversationTurn(query=f"q{i}", response=f"a{i} é", provider="echo", model="echo") for i in range(5)]
+    for t in turns:
+        await store.append_turn(cid, t)
+    assert await store.get_turns(cid, limit=10) == turns
+    assert await store.get_turns(cid, limit=2) == turns[-2:]
+    assert await store.get_turns(cid, limit=0) == []
+    async with backend(make_config()) as other:
+        assert await other.get_turns(cid, limit=3) == turns[-3:]
+    with pytest.raises(ValueError):
+        await store.append_turn("../x", turns[0])
+
+
+async def test_turns_concurrent_appends_all_kept(make_config: MakeConfig) -> None:
+    cid = str(uuid.uuid4())
+    async with backend(make_config()) as a, backend(make_config()) as b:
+        await asyncio.gather(
+            *(
+                s.append_turn(cid, ConversationTurn(query=f"{i}", response="r" * 3000))
+                for i, s in enumerate([a, b] * 50)
+            )
+        )
+        got = await a.get_turns(cid, limit=1000)
+    assert sorted(int(t.query) for t in got) == list(range(100))
+
+
+async def test_torn_history_line_is_skipped(store: FilesystemStorage) -> None:
+    cid = str(uuid.uuid4())
+    await store.append_turn(cid, ConversationTurn(query="q", response="a"))
+    path = store._owner_path(cid).with_suffix(".turns.jsonl")
+    with path.open("ab") as fh:
+        fh.write(b'{"query": "torn')
+    assert [t.query for t in await store.get_turns(cid, limit=5)] == ["q"]
+
+
+# ------------------------------------------------------------------ options
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"durabilty": "fsync"}, ["durabilty: unknown option"]),
+        ({"durability": "always"}, ["durability: must be one of rename, fsync, got 'always'"]),
+        ({"file_mode": "rw-r--r--"}, ["file_mode: must be an octal permission such as '0600', got 'rw-r--r--'"]),
+        ({"dir_mode": 0o7777}, ["dir_mode: must be an octal permission such as '0600', got 4095"]),
+        ({"dir_mode": True}, ["dir_mode: must be an octal permission such as '0600', got True"]),
+        ({"state_path": 3}, ["state_path: must be a string"]),
+        (
+            {"durabilty": "x", "file_mod": 1, "durability": "no"},
+            [
+                "durabilty: unknown option",
+                "file_mod: unknown option",
+                "durability: must be one of rename, fsync, got 'no'",
+            ],
+        ),
+    ],
+)
+def test_bad_options(make_config: MakeConfig, options: dict[str, Any], expected: list[str]) -> None:
+    config = make_config(user_data_collection={"storage": {"options": options}})
+    with pytest.raises(StorageConfigError) as info:
+        create_app(config)
+    assert info.value.problems == expected
+    assert "user_data_collection.storage.options." + expected[0] in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("udc", "fragment"),
+    [
+        ({"transcripts_storage": "{tmp}/feedback"}, "storage roots feedback_storage"),
+        ({"transcripts_storage": "{tmp}/feedback/t"}, "storage roots feedback_storage"),
+        ({"storage": {"options": {"state_path": "{tmp}/feedback/state"}}}, "state_path: feedback_storage"),
+        ({"storage": {"options": {"state_path": "{tmp}"}}}, "state_path: feedback_storage"),
+    ],
+)
+def test_overlapping_roots(make_config: MakeConfig, tmp_path: Path, udc: dict[str, Any], fragment: str) -> None:
+    udc = json.loads(json.dumps(udc).replace("{tmp}", str(tmp_path)))
+    with pytest.raises(StorageConfigError) as info:
+        backend(make_config(user_data_collection=udc))
+    assert any(p.startswith(fragment) and "overlap" in p for p in info.value.problems), info.value.problems
+
+
+def test_state_path_default_and_option(make_config: MakeConfig, tmp_path: Path) -> None:
+    assert backend(make_config()).state_root == tmp_path / ".lightspeed-state"
+    s = backend(make_config(user_data_collection={"storage": {"options": {"state_path": str(tmp_path / "st")}}}))
+    assert s.state_root == tmp_path / "st"
