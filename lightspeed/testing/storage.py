@@ -164,7 +164,7 @@ class _Kit:
             return
         self.require("supports_multiple_processes")
 
-    @pytest_asyncio.fixture
+    @pytest_asyncio.fixture(loop_scope="function")
     async def backend(self, tmp_path: Path) -> AsyncIterator[StorageBackend]:
         """The backend of ``make_backend``, opened, closed after the test."""
         instance = await self.make_backend(tmp_path)
@@ -174,7 +174,7 @@ class _Kit:
         finally:
             await instance.aclose()
 
-    @pytest_asyncio.fixture
+    @pytest_asyncio.fixture(loop_scope="function")
     async def second_backend(self, backend: StorageBackend, tmp_path: Path) -> AsyncIterator[StorageBackend]:
         """A second instance on the same store as ``backend``; skips unless ``supports_multiple_processes``."""
         self._multi_process_flag(backend)

@@ -1,0 +1,276 @@
+"""An in-memory storage backend for lightspeed: the skeleton of a storage plugin.
+
+Everything lives in this process's memory: records are lost when the process exits, and
+several processes cannot share a store (``supports_multiple_processes = False``). Backend
+instances in one process that name the same ``store`` share it, which is what a test or
+a single-process development server needs.
+
+Options (``user_data_collection.storage.options``):
+
+``store``
+    the name of the in-process store to use (default ``"default"``).
+
+Each method below is one promise of :class:`lightspeed.storage.StorageBackend`; the
+conformance kit (:mod:`lightspeed.testing`) checks them all. Because every method runs
+on the event loop without awaiting in the middle, each one is atomic by construction; a
+backend that talks to a real store gets the same guarantee from transactions or locks.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+from lightspeed.records import (
+    ConversationTurn,
+    FeedbackRecord,
+    RecordKind,
+    Transcript,
+    is_valid_conversation_id,
+    is_valid_record_id,
+    is_valid_user_hash,
+)
+from lightspeed.storage import (
+    Claim,
+    ClaimLost,
+    PendingStats,
+    RecordNotFound,
+    StorageBackend,
+    StorageUnavailable,
+    StoredRecord,
+    UserDataCollectionConfig,
+)
+
+__all__ = ["MemoryStorage"]
+
+__version__ = "0.1.0"
+
+_KNOWN_OPTIONS: Final = frozenset({"store"})
+PENDING, EXPORTED, ASIDE = "pending", "exported", "aside"
+
+
+@attrs.define
+class _Entry:
+    """One stored record and its collection state."""
+
+    ref: StoredRecord
+    data: bytes
+    state: str = PENDING
+    claim_id: str | None = None
+    expires_at: float = 0.0
+    reason: str | None = None
+
+    def held_by_other(self, claim_id: str, now: float) -> bool:
+        return self.claim_id is not None and self.claim_id != claim_id and self.expires_at > now
+
+
+@attrs.define
+class _Store:
+    records: dict[str, _Entry] = attrs.Factory(dict)  # insertion order is age order
+    owners: dict[str, str] = attrs.Factory(dict)
+    turns: dict[str, list[ConversationTurn]] = attrs.Factory(dict)
+    flags: dict[str, bool] = attrs.Factory(dict)
+
+
+#: Every store of this process, by name.
+_STORES: dict[str, _Store] = {}
+
+
+class MemoryStorage(StorageBackend):
+    """Records, owners, turns and flags in this process's memory."""
+
+    supports_multiple_processes = False
+
+    def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
+        super().__init__(options=options, collection=collection)  # runs check_options
+        self.store_name: str = options.get("store", "default")
+        self._store: _Store | None = None
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
+        known = ", ".join(sorted(_KNOWN_OPTIONS))
+        problems = [f"{key}: unknown option (known: {known})" for key in sorted(set(options) - _KNOWN_OPTIONS)]
+        store = options.get("store", "default")
+        if not isinstance(store, str) or not store:
+            problems.append(f"store: must be a non-empty string, got {store!r}")
+        return problems
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _live(self) -> _Store:
+        if self._store is None:
+            raise StorageUnavailable(f"the memory store {self.store_name!r} is not open (call open() first)")
+        return self._store
+
+    async def open(self) -> None:
+        self._store = _STORES.setdefault(self.store_name, _Store())
+
+    async def aclose(self) -> None:
+        self._store = None
+
+    async def ping(self) -> None:
+        self._live()
+
+    # ------------------------------------------------------------------ records
+
+    def _put(self, ref: StoredRecord, data: bytes) -> StoredRecord:
+        store = self._live()
+        existing = store.records.get(ref.name)
+        if existing is not None:  # the record id makes the write idempotent
+            return existing.ref
+        store.records[ref.name] = _Entry(ref=ref, data=data)
+        return ref
+
+    async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
+        if not is_valid_record_id(record.record_id):
+            raise ValueError(f"invalid record id {record.record_id!r}")
+        data = record.to_json()
+        name = f"feedback/{record.record_id}.json"
+        return self._put(
+            StoredRecord(kind=RecordKind.FEEDBACK, record_id=record.record_id, name=name, size=len(data)), data
+        )
+
+    async def put_transcript(self, record: Transcript) -> StoredRecord:
+        if not (
+            is_valid_record_id(record.record_id)
+            and is_valid_user_hash(record.user_id)
+            and is_valid_conversation_id(record.conversation_id)
+        ):
+            raise ValueError(f"invalid ids in transcript {record.record_id!r}")
+        data = record.to_json()
+        name = f"transcripts/{record.user_id}/{record.conversation_id}/{record.record_id}.json"
+        return self._put(
+            StoredRecord(kind=RecordKind.TRANSCRIPT, record_id=record.record_id, name=name, size=len(data)), data
+        )
+
+    # ------------------------------------------------------------------ conversations
+
+    async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
+        return self._live().owners.setdefault(conversation_id, owner)
+
+    async def get_conversation_owner(self, conversation_id: str) -> str | None:
+        return self._live().owners.get(conversation_id)
+
+    async def append_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
+        self._live().turns.setdefault(conversation_id, []).append(turn)
+
+    async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
+        turns = self._live().turns.get(conversation_id, [])
+        return list(turns[-limit:]) if limit > 0 else []
+
+    # ------------------------------------------------------------------ flags
+
+    async def get_flag(self, name: str) -> bool | None:
+        return self._live().flags.get(name)
+
+    async def set_flag(self, name: str, value: bool) -> bool | None:
+        flags = self._live().flags
+        previous = flags.get(name)
+        flags[name] = value
+        return previous
+
+    # ------------------------------------------------------------------ collection
+
+    def _pick(self, kinds: Collection[RecordKind], max_records: int, max_bytes: int, now: float) -> list[_Entry]:
+        """The oldest claimable records within the limits (no side effects)."""
+        chosen: list[_Entry] = []
+        total = 0
+        for entry in self._live().records.values():
+            if entry.state != PENDING or entry.ref.kind not in kinds or entry.held_by_other("", now):
+                continue
+            if len(chosen) >= max_records:
+                break
+            if not chosen and entry.ref.size > max_bytes:
+                chosen.append(entry)  # alone, so the caller can set it aside
+                break
+            if total + entry.ref.size > max_bytes:
+                break
+            chosen.append(entry)
+            total += entry.ref.size
+        return chosen
+
+    @staticmethod
+    def _hold(entries: Sequence[_Entry], *, owner: str, lease_seconds: float, now: float) -> Claim:
+        claim_id = str(uuid.uuid4())
+        expires_at = now + lease_seconds
+        for entry in entries:
+            entry.claim_id, entry.expires_at = claim_id, expires_at
+        return Claim(claim_id=claim_id, owner=owner, expires_at=expires_at, records=tuple(e.ref for e in entries))
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        kinds: Collection[RecordKind],
+        max_records: int,
+        max_bytes: int,
+        lease_seconds: float,
+    ) -> Claim:
+        if max_records < 1 or max_bytes < 1 or lease_seconds <= 0:
+            raise ValueError("max_records, max_bytes and lease_seconds must be positive")
+        now = time.time()
+        chosen = self._pick(kinds, max_records, max_bytes, now)
+        return self._hold(chosen, owner=owner, lease_seconds=lease_seconds, now=now)
+
+    async def read_record(self, record: StoredRecord) -> bytes:
+        entry = self._live().records.get(record.name)
+        if entry is None:
+            raise RecordNotFound(f"record {record.name} does not exist (any more)")
+        return entry.data
+
+    def _entries(self, records: Sequence[StoredRecord]) -> list[_Entry]:
+        store = self._live()
+        return [e for e in (store.records.get(r.name) for r in records) if e is not None]
+
+    def _check_not_lost(self, claim: Claim, entries: Sequence[_Entry], now: float) -> None:
+        lost = [e.ref.name for e in entries if e.held_by_other(claim.claim_id, now)]
+        if lost:
+            raise ClaimLost(
+                f"claim {claim.claim_id}: {len(lost)} record(s) were taken over by another claim"
+                f" after the lease expired (first: {lost[0]})"
+            )
+
+    async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:
+        now = time.time()
+        entries = [e for e in self._entries(claim.records) if e.state == PENDING]
+        self._check_not_lost(claim, entries, now)
+        mine = [e for e in entries if e.claim_id == claim.claim_id]
+        expires_at = now + lease_seconds
+        for entry in mine:
+            entry.expires_at = expires_at
+        return attrs.evolve(claim, expires_at=expires_at, records=tuple(e.ref for e in mine))
+
+    def _settle(self, claim: Claim, records: Sequence[StoredRecord] | None, *, state: str, reason: str | None) -> None:
+        now = time.time()
+        entries = self._entries(claim.records if records is None else records)
+        self._check_not_lost(claim, entries, now)  # all or nothing
+        store = self._live()
+        for entry in entries:
+            if state == "deleted":
+                del store.records[entry.ref.name]
+            else:
+                entry.state, entry.claim_id, entry.reason = state, None, reason
+
+    async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
+        self._settle(claim, records, state="deleted" if delete else EXPORTED, reason=None)
+
+    async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
+        for entry in self._entries(claim.records if records is None else records):
+            if entry.claim_id == claim.claim_id:  # records now held by another claim are skipped
+                entry.claim_id = None
+
+    async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
+        self._settle(claim, records, state=ASIDE, reason=reason)
+
+    async def pending_stats(self) -> PendingStats:
+        counts = {k: 0 for k in RecordKind}
+        sizes = {k: 0 for k in RecordKind}
+        for entry in self._live().records.values():
+            if entry.state == PENDING:
+                counts[entry.ref.kind] += 1
+                sizes[entry.ref.kind] += entry.ref.size
+        return PendingStats(records=counts, bytes=sizes)
