@@ -13,11 +13,12 @@ import aiohttp
 from aiohttp import web
 
 from lightspeed import __version__
-from lightspeed.api import feedback, health
+from lightspeed.api import feedback, health, query
 from lightspeed.api.errors import error_middleware, request_id_middleware
 from lightspeed.auth import create_auth
 from lightspeed.config import Config
-from lightspeed.state import AUTH, CONFIG, HTTP, STORAGE
+from lightspeed.llm import LLMRegistry
+from lightspeed.state import AUTH, CONFIG, HTTP, LLM, STORAGE
 from lightspeed.storage import StorageBackend, create_backend
 
 __all__ = ["create_app"]
@@ -44,12 +45,14 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     app[CONFIG] = config
     app[STORAGE] = storage if storage is not None else create_backend(config.user_data_collection)
     app[AUTH] = create_auth(config.authentication)
+    app[LLM] = LLMRegistry.from_config(config, session=lambda: app[HTTP])
 
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_http_ctx)
 
     health.add_routes(app)
     feedback.add_routes(app, API_PREFIXES)
+    query.add_routes(app, API_PREFIXES)
     return app
 
 

@@ -11,14 +11,27 @@ from aiohttp import ClientSession, web
 
 from lightspeed.auth import AuthModule
 from lightspeed.config import Config
+from lightspeed.llm import LLMRegistry
 from lightspeed.storage import StorageBackend
 
-__all__ = ["AUTH", "CONFIG", "HTTP", "STORAGE", "auth_from", "config_from", "http_from", "storage_from"]
+__all__ = [
+    "AUTH",
+    "CONFIG",
+    "HTTP",
+    "LLM",
+    "STORAGE",
+    "auth_from",
+    "config_from",
+    "http_from",
+    "llm_from",
+    "storage_from",
+]
 
 CONFIG: Final = web.AppKey("lightspeed.config", Config)
 STORAGE: Final = web.AppKey("lightspeed.storage", StorageBackend)
 HTTP: Final = web.AppKey("lightspeed.http", ClientSession)
 AUTH: Final = web.AppKey("lightspeed.auth", AuthModule)
+LLM: Final = web.AppKey("lightspeed.llm", LLMRegistry)
 
 
 def config_from(request: web.Request) -> Config:
@@ -35,3 +48,7 @@ def http_from(request: web.Request) -> ClientSession:
 
 def auth_from(request: web.Request) -> AuthModule:
     return request.app[AUTH]
+
+
+def llm_from(request: web.Request) -> LLMRegistry:
+    return request.app[LLM]

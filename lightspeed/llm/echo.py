@@ -1,0 +1,55 @@
+"""``echo``: a development provider that answers offline and deterministically.
+
+The answer is the last user message, word for word (history and system prompt are
+counted in ``input_tokens`` but not repeated). Streaming yields one word, with the
+whitespace after it, per token, so the joined tokens equal the whole answer. No network,
+no randomness: the service runs on a fresh machine and tests can be exact.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator, Sequence
+from typing import Final
+
+from lightspeed.llm.base import Completion, LLMProvider, Message, TokenStream, Usage
+
+__all__ = ["EchoProvider", "echo_answer", "split_tokens"]
+
+_TOKEN_RE: Final = re.compile(r"\s*\S+\s*|\s+")
+
+
+def split_tokens(text: str) -> list[str]:
+    """``text`` cut into word tokens that join back to ``text`` exactly."""
+    return _TOKEN_RE.findall(text)
+
+
+def _count(messages: Sequence[Message]) -> int:
+    return sum(len(m.content.split()) for m in messages)
+
+
+def echo_answer(messages: Sequence[Message]) -> str:
+    """The answer the echo provider gives: the last user message."""
+    for message in reversed(messages):
+        if message.role == "user":
+            return message.content
+    return ""
+
+
+class EchoProvider(LLMProvider):
+    """Answers with the question; see the module documentation."""
+
+    async def complete(self, *, model: str, messages: Sequence[Message]) -> Completion:
+        text = echo_answer(messages)
+        return Completion(text=text, usage=Usage(input_tokens=_count(messages), output_tokens=len(text.split())))
+
+    async def stream(self, *, model: str, messages: Sequence[Message]) -> TokenStream:
+        text = echo_answer(messages)
+        usage = Usage(input_tokens=_count(messages))
+
+        async def tokens() -> AsyncGenerator[str, None]:
+            for token in split_tokens(text):
+                usage.output_tokens += 1
+                yield token
+
+        return TokenStream(tokens=tokens(), usage=usage)
