@@ -151,15 +151,19 @@ def _run_worker(config: Config, *, reuse_port: bool) -> int:
     svc = config.service
     access_log = logging.getLogger("aiohttp.access") if svc.access_log else None
     log.info("listening on http://%s:%d", svc.host, svc.port)
-    web.run_app(
-        create_app(config),
-        host=svc.host,
-        port=svc.port,
-        access_log=access_log,
-        reuse_port=reuse_port,
-        print=None,
-        shutdown_timeout=30,
-    )
+    try:
+        web.run_app(
+            create_app(config),
+            host=svc.host,
+            port=svc.port,
+            access_log=access_log,
+            reuse_port=reuse_port,
+            print=None,
+            shutdown_timeout=30,
+        )
+    except LightspeedError as exc:  # the storage cannot be opened, ...: say so, without a traceback
+        _report(exc)
+        return EXIT_CONFIG
     return 0
 
 
@@ -167,10 +171,12 @@ def _worker_main(config: Config) -> None:
     setup_logging(config.service.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
     try:
-        _run_worker(config, reuse_port=True)
+        code = _run_worker(config, reuse_port=True)
     except OSError as exc:
         log.error("worker cannot listen on %s:%d: %s", config.service.host, config.service.port, exc)
         raise SystemExit(EXIT_CONFIG) from None
+    if code:
+        raise SystemExit(code)
 
 
 def _supervise(config: Config) -> int:

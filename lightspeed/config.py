@@ -483,13 +483,45 @@ def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str
         config = _converter.structure(data, Config)
     except Exception as exc:  # noqa: BLE001 - every structuring failure is a config problem
         problems.extend(_walk_errors(exc, ""))
-        raise ConfigError(problems, source=source) from None
-    # A value whose variable is unset was substituted with "": its own checks would only add noise.
-    unset = {p.split(": ", 1)[0] for p in problems}
-    problems.extend(p for p in _semantic_problems(config) if p.split(": ", 1)[0] not in unset)
+        # Check the values too, with the bad keys left out, so every problem is listed at once.
+        bad = {p.split(": ", 1)[0] for p in problems}
+        try:
+            config = _converter.structure(_without(data, bad), Config)
+        except Exception:  # noqa: BLE001 - a required key was bad: the structural problems must do
+            raise ConfigError(problems, source=source) from None
+    # A value that was bad (or whose variable is unset, substituted with "") gets one problem, not two.
+    bad = {p.split(": ", 1)[0] for p in problems}
+    problems.extend(p for p in _semantic_problems(config) if p.split(": ", 1)[0] not in bad)
     if problems:
         raise ConfigError(problems, source=source)
     return config
+
+
+_PATH_PART: Final = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _without(data: dict[str, Any], paths: set[str]) -> dict[str, Any]:
+    """A deep copy of ``data`` without the keys at the dotted ``paths`` (``a.b[0].c``)."""
+
+    def copy(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: copy(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [copy(v) for v in value]
+        return value
+
+    result: dict[str, Any] = copy(data)
+    for path in paths:
+        parts: list[str | int] = [m[0] if m[0] else int(m[1]) for m in _PATH_PART.findall(path)]
+        node: Any = result
+        for part in parts[:-1]:
+            if isinstance(part, int):
+                node = node[part] if isinstance(node, list) and part < len(node) else None
+            else:
+                node = node.get(part) if isinstance(node, dict) else None
+        if parts and isinstance(node, dict) and isinstance(parts[-1], str):
+            node.pop(parts[-1], None)
+    return result
 
 
 def resolve_config_path(

@@ -142,6 +142,7 @@ def test_typos_all_reported_with_full_paths() -> None:
             "servce: unknown key",
             "service.prot: unknown key",
             "service.port: expected an integer, got a string",
+            "service.workers: must be at least 1, got 0",
             "user_data_collection.feedback_enabled: expected a boolean (true or false), got a string",
             "user_data_collection.data_collector.colection_interval: unknown key",
             "user_data_collection.data_collector.cleanup_after_send: "
@@ -192,6 +193,31 @@ def test_semantic_problems_all_reported() -> None:
         "user_data_collection.data_collector.collection_interval: must be greater than 0, got 0",
         "user_data_collection.data_collector.connection_timeout_seconds: must be greater than 0, got -1",
         "authentication.module: must be one of noop, noop-with-token, got 'oauth'",
+    ]
+
+
+def test_typos_and_bad_values_together() -> None:
+    data = {
+        "service": {"prot": 1, "workers": 0, "port": "x"},
+        "user_data_collection": {
+            "feedback_enabled": True,
+            "data_collector": {"colection_interval": 1, "ingress_content_service_name": "Bad"},
+        },
+        "llm_providers": [{"name": "p", "type": "echo", "models": ["m"], "timeout_seconds": "slow"}],
+    }
+    got = problems(data)
+    assert sorted(p.split(":")[0] for p in got) == [
+        "llm_providers[0].timeout_seconds",
+        "service.port",
+        "service.prot",
+        "service.workers",
+        "user_data_collection.data_collector.colection_interval",
+        "user_data_collection.data_collector.ingress_content_service_name",
+        "user_data_collection.feedback_storage",
+    ]
+    # A bad required key leaves nothing to check values on: the structural problems are listed.
+    assert problems({"llm_providers": [{"name": 1, "type": "echo", "models": ["m"]}]}) == [
+        "llm_providers[0].name: expected a string, got an integer"
     ]
 
 
