@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -66,3 +69,23 @@ def new_conversation() -> NewConversation:
         return cid
 
     return make
+
+
+HttpJson = Callable[..., tuple[int, Any]]
+
+
+def _http_json(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def http_json() -> HttpJson:
+    """``http_json(method, url, body=None) -> (status, parsed JSON)``: a blocking client for
+    servers running in subprocesses (error statuses are returned, not raised)."""
+    return _http_json

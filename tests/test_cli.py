@@ -5,18 +5,16 @@ codes, ``serve`` on the embedded defaults, ``--host/--port``, ``LIGHTSPEED_CONFI
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import yaml
 
 LIGHTSPEED = str(Path(sys.executable).with_name("lightspeed"))
 START_TIMEOUT = 20.0
+HttpJson = Callable[..., tuple[int, Any]]
 
 
 def env_without_config(**extra: str) -> dict[str, str]:
@@ -48,23 +47,6 @@ def run(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> su
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 class Server:
@@ -92,9 +74,10 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log}")
             try:
-                if http("GET", f"{self.base}/liveness")[0] == 200:
-                    return
-            except (urllib.error.URLError, ConnectionError, OSError):
+                with urllib.request.urlopen(f"{self.base}/liveness", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
                 pass
             time.sleep(0.05)
         raise AssertionError(f"server did not start:\n{self.log}")
@@ -297,18 +280,18 @@ def test_version_and_help(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ serve
 
 
-def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
-    port = free_port()
+def test_serve_on_embedded_defaults(tmp_path: Path, unused_tcp_port: int, http_json: HttpJson) -> None:
+    port = unused_tcp_port
     server = Server(["--host", "127.0.0.1", "--port", str(port)], tmp_path, port)
     try:
         server.wait_ready()
-        assert http("GET", f"{server.base}/readiness")[0] == 200
-        status, body = http("GET", f"{server.base}/v1/feedback/status")
+        assert http_json("GET", f"{server.base}/readiness")[0] == 200
+        status, body = http_json("GET", f"{server.base}/v1/feedback/status")
         assert (status, body) == (200, {"functionality": "feedback", "status": {"enabled": True}})
-        status, body = http("POST", f"{server.base}/v1/feedback", {"conversation_id": "../../etc"})
+        status, body = http_json("POST", f"{server.base}/v1/feedback", {"conversation_id": "../../etc"})
         assert status == 422
         assert (tmp_path / "data" / "feedback").is_dir() and (tmp_path / "data" / "transcripts").is_dir()
-        assert http("GET", f"{server.base}/v1/info")[1]["name"] == "lightspeed"
+        assert http_json("GET", f"{server.base}/v1/info")[1]["name"] == "lightspeed"
     finally:
         code = server.stop()
     log = server.log
@@ -319,8 +302,8 @@ def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
     assert "Traceback" not in log
 
 
-def test_serve_host_and_port_override_the_file(tmp_path: Path) -> None:
-    port = free_port()
+def test_serve_host_and_port_override_the_file(tmp_path: Path, unused_tcp_port: int, http_json: HttpJson) -> None:
+    port = unused_tcp_port
     write(
         tmp_path / "lightspeed-stack.yaml",
         """
@@ -330,13 +313,13 @@ def test_serve_host_and_port_override_the_file(tmp_path: Path) -> None:
         """,
     )
     with serving(["serve", "--host", "127.0.0.1", "--port", str(port)], tmp_path, port) as server:
-        assert http("GET", f"{server.base}/v1/info")[1]["name"] == "overridden"
+        assert http_json("GET", f"{server.base}/v1/info")[1]["name"] == "overridden"
         assert server.stop() == 0
     assert "configuration loaded from lightspeed-stack.yaml" in server.log
 
 
-def test_serve_uses_lightspeed_config(tmp_path: Path) -> None:
-    port = free_port()
+def test_serve_uses_lightspeed_config(tmp_path: Path, unused_tcp_port: int, http_json: HttpJson) -> None:
+    port = unused_tcp_port
     conf = write(
         tmp_path / "elsewhere.yaml",
         f"""
@@ -346,18 +329,18 @@ def test_serve_uses_lightspeed_config(tmp_path: Path) -> None:
         """,
     )
     with serving([], tmp_path, port, env_without_config(LIGHTSPEED_CONFIG=str(conf))) as server:
-        assert http("GET", f"{server.base}/v1/info")[1]["name"] == "from-env-var"
-        assert http("GET", f"{server.base}/v1/feedback/status")[1]["status"]["enabled"] is False
+        assert http_json("GET", f"{server.base}/v1/info")[1]["name"] == "from-env-var"
+        assert http_json("GET", f"{server.base}/v1/feedback/status")[1]["status"]["enabled"] is False
         assert server.stop() == 0
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_serve_unusable_storage_fails_clearly(tmp_path: Path, workers: int) -> None:
+def test_serve_unusable_storage_fails_clearly(tmp_path: Path, workers: int, unused_tcp_port: int) -> None:
     (tmp_path / "data").write_bytes(b"")  # ./data must be a directory
     write(
         tmp_path / "lightspeed-stack.yaml",
         f"""
-        service: {{host: 127.0.0.1, port: {free_port()}, workers: {workers}}}
+        service: {{host: 127.0.0.1, port: {unused_tcp_port}, workers: {workers}}}
         user_data_collection: {{feedback_enabled: true, feedback_storage: ./data/feedback}}
         """,
     )
@@ -383,8 +366,10 @@ def _pids_of(log: str, pattern: str) -> set[int]:
     }
 
 
-def test_two_workers_share_the_store_and_stop_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
+def test_two_workers_share_the_store_and_stop_on_sigterm(
+    tmp_path: Path, unused_tcp_port: int, http_json: HttpJson
+) -> None:
+    port = unused_tcp_port
     write(
         tmp_path / "lightspeed-stack.yaml",
         f"""
@@ -401,8 +386,8 @@ def test_two_workers_share_the_store_and_stop_on_sigterm(tmp_path: Path) -> None
         while len(_pids_of(server.log, "storage backend 'filesystem' open")) < 2:
             assert time.monotonic() < deadline, server.log
             time.sleep(0.05)
-        assert http("PUT", f"{server.base}/v1/feedback/status", {"status": False})[0] == 200
-        answers = [http("GET", f"{server.base}/v1/feedback/status")[1]["status"]["enabled"] for _ in range(40)]
+        assert http_json("PUT", f"{server.base}/v1/feedback/status", {"status": False})[0] == 200
+        answers = [http_json("GET", f"{server.base}/v1/feedback/status")[1]["status"]["enabled"] for _ in range(40)]
         assert answers == [False] * 40
         served = _pids_of(server.log, "GET /v1/feedback/status")
         assert len(served) == 2, "both workers must have answered (new connection per request)"

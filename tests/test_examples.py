@@ -3,17 +3,15 @@ few questions on 127.0.0.1, and stopped with SIGTERM."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,28 +23,11 @@ from lightspeed.config import load_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SEED_CONFIG = EXAMPLES / "lightspeed-stack.yaml"
+HttpJson = Callable[..., tuple[int, Any]]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def config_for(tmp_path: Path) -> tuple[Path, int]:
-    """The seed's example configuration, on a free port and with its records under ``tmp_path``."""
-    port = free_port()
+def config_for(tmp_path: Path, port: int) -> Path:
+    """The seed's example configuration, on ``port`` and with its records under ``tmp_path``."""
     data = yaml.safe_load(SEED_CONFIG.read_text())
     data["service"].update(host="127.0.0.1", port=port)
     udc = data["user_data_collection"]
@@ -54,7 +35,7 @@ def config_for(tmp_path: Path) -> tuple[Path, int]:
     udc["transcripts_storage"] = str(tmp_path / "data" / "transcripts")
     path = tmp_path / "lightspeed-stack.yaml"
     path.write_text(yaml.safe_dump(data))
-    return path, port
+    return path
 
 
 @contextmanager
@@ -123,8 +104,9 @@ def test_seed_configuration_passes_check_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["minimal_server", "lightspeed"])
-def test_minimal_server(tmp_path: Path, how: str) -> None:
-    path, port = config_for(tmp_path)
+def test_minimal_server(tmp_path: Path, how: str, unused_tcp_port: int, http_json: HttpJson) -> None:
+    path = config_for(tmp_path, unused_tcp_port)
+    port = unused_tcp_port
     base = f"http://127.0.0.1:{port}"
     args = (
         [str(EXAMPLES / "minimal_server.py"), str(path)]
@@ -132,27 +114,28 @@ def test_minimal_server(tmp_path: Path, how: str) -> None:
         else ["-m", "lightspeed", "-c", str(path)]
     )
     with running(args, tmp_path, base):
-        assert call("GET", f"{base}/liveness") == (200, {"alive": True})
-        assert call("GET", f"{base}/readiness")[0] == 200
-        assert call("GET", f"{base}/v1/info")[1]["name"] == "lightspeed-stack"
-        status, body = call("POST", f"{base}/feedback", {"conversation_id": str(uuid.uuid4())})
+        assert http_json("GET", f"{base}/liveness") == (200, {"alive": True})
+        assert http_json("GET", f"{base}/readiness")[0] == 200
+        assert http_json("GET", f"{base}/v1/info")[1]["name"] == "lightspeed-stack"
+        status, body = http_json("POST", f"{base}/feedback", {"conversation_id": str(uuid.uuid4())})
         assert status == 422 and body["detail"][0]["loc"] == ["body", "user_question"]
     assert (tmp_path / "data" / "feedback").is_dir()
 
 
-def test_embed_as_subapp(tmp_path: Path) -> None:
-    path, port = config_for(tmp_path)
+def test_embed_as_subapp(tmp_path: Path, unused_tcp_port: int, http_json: HttpJson) -> None:
+    path = config_for(tmp_path, unused_tcp_port)
+    port = unused_tcp_port
     base = f"http://127.0.0.1:{port}"
     with running([str(EXAMPLES / "embed_as_subapp.py"), str(path)], tmp_path, base):
-        assert call("GET", f"{base}/") == (200, {"service": "host", "lightspeed": "/lightspeed/v1/feedback"})
-        assert call("GET", f"{base}/lightspeed/liveness") == (200, {"alive": True})
-        status, body = call("GET", f"{base}/lightspeed/v1/feedback/status")
+        assert http_json("GET", f"{base}/") == (200, {"service": "host", "lightspeed": "/lightspeed/v1/feedback"})
+        assert http_json("GET", f"{base}/lightspeed/liveness") == (200, {"alive": True})
+        status, body = http_json("GET", f"{base}/lightspeed/v1/feedback/status")
         assert (status, body) == (200, {"functionality": "feedback", "status": {"enabled": True}})
         cid = str(uuid.uuid4())
         feedback = {"conversation_id": cid, "user_question": "q", "llm_response": "a", "sentiment": 1}
-        status, body = call("POST", f"{base}/lightspeed/v1/feedback", feedback)
+        status, body = http_json("POST", f"{base}/lightspeed/v1/feedback", feedback)
         assert status == 404
         assert body == {
             "detail": {"response": "Conversation not found", "cause": f"Conversation with ID {cid} does not exist"}
         }
-        assert call("GET", f"{base}/lightspeed/nope") == (404, {"detail": "Not Found"})
+        assert http_json("GET", f"{base}/lightspeed/nope") == (404, {"detail": "Not Found"})
