@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import attrs
 
+from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import (
     ConversationTurn,
     FeedbackRecord,
@@ -42,7 +43,6 @@ from lightspeed.storage import (
     StorageBackend,
     StorageUnavailable,
     StoredRecord,
-    UserDataCollectionConfig,
 )
 
 __all__ = ["MemoryStorage"]
