@@ -348,6 +348,32 @@ async def test_malformed_body_is_422(make_client: MakeClient, raw: bytes) -> Non
     assert errs[0]["loc"][0] == "body" and isinstance(errs[0]["loc"][1], int)
 
 
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "recursion"),
+        (b'{"sentiment": ' + b"1" * 5000 + b"}", "4300 digits"),
+        (b'{"sentiment": NaN}', "NaN is not valid JSON"),
+        (b'{"sentiment": -Infinity}', "-Infinity is not valid JSON"),
+    ],
+)
+async def test_json_python_would_choke_on_is_422(make_client: MakeClient, raw: bytes, error: str) -> None:
+    client = await make_client()
+    errs = await errors_of(client, data=raw, headers={"Content-Type": "application/json"})
+    assert [e["type"] for e in errs] == ["json_invalid"]
+    assert error in errs[0]["ctx"]["error"]
+
+
+async def test_lone_surrogate_is_422(make_client: MakeClient, new_conversation: NewConversation) -> None:
+    client = await make_client()
+    cid = await new_conversation(client.app)
+    raw = json.dumps(body_for(cid, user_question="bad \ud800 half")).encode()  # valid JSON, not valid Unicode
+    assert b"\\ud800" in raw
+    errs = await errors_of(client, data=raw, headers={"Content-Type": "application/json"})
+    assert [(e["type"], e["loc"]) for e in errs] == [("string_unicode", ["body", "user_question"])]
+    assert stored(client) == []
+
+
 @pytest.mark.parametrize("value", [[1, 2], ["conversation_id"], 42, 1.5, "text", None, True])
 async def test_non_object_json_is_422(make_client: MakeClient, value: Any) -> None:
     client = await make_client()

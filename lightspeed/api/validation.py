@@ -35,9 +35,15 @@ async def read_json_body(request: web.Request, *, limit: int) -> Any:
     except UnicodeDecodeError as exc:
         raise _json_invalid(exc.start, f"request body is not valid UTF-8: {exc.reason}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise _json_invalid(exc.pos, exc.msg) from None
+    except (ValueError, RecursionError) as exc:  # NaN/Infinity, integers over 4300 digits, nesting too deep
+        raise _json_invalid(0, str(exc)) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _too_large(limit: int) -> ApiError:
@@ -120,6 +126,17 @@ class BodyChecker:
         if not isinstance(value, str):
             self.add("string_type", [name], "Input should be a valid string", value)
             return None
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800": not storable as UTF-8
+                self.add(
+                    "string_unicode",
+                    [name],
+                    "Input should be a valid string, unable to parse raw data as a unicode string",
+                    value,
+                )
+                return None
         if min_length is not None and len(value) < min_length:
             plural = "character" if min_length == 1 else "characters"
             self.add(
