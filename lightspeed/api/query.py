@@ -399,6 +399,14 @@ class _Sink:
 _pending_records: set[asyncio.Task[None]] = set()
 
 
+async def _record_shielded(app: web.Application, it: Interaction, partial: str) -> None:
+    """Store a cut-short answer; shielded, so a cancelled handler (server shutdown) still stores it."""
+    task = asyncio.ensure_future(record(app, it, partial, cut_short=True))
+    _pending_records.add(task)
+    task.add_done_callback(_pending_records.discard)
+    await asyncio.shield(task)
+
+
 async def streaming_query(request: web.Request) -> web.StreamResponse:
     it = await begin(request)
     stream = await it.provider.stream(model=it.model, messages=it.messages)  # refusals are plain JSON errors
@@ -427,6 +435,8 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
         await response.write_eof()
     except LLMError as exc:
         log.warning("streaming query %s: the LLM failed after %d tokens: %s", rid, len(parts), exc)
+        recorded = True
+        await _record_shielded(request.app, it, "".join(parts))  # stored before the client hears the end
         try:
             await sink.error(exc)
             await response.write_eof()
@@ -437,11 +447,7 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
     finally:
         await stream.aclose()
         if not recorded:
-            # Shielded: a cancelled handler (server shutdown) still stores what was produced.
-            task = asyncio.ensure_future(record(request.app, it, "".join(parts), cut_short=True))
-            _pending_records.add(task)
-            task.add_done_callback(_pending_records.discard)
-            await asyncio.shield(task)
+            await _record_shielded(request.app, it, "".join(parts))
     return response
 
 

@@ -16,6 +16,7 @@ reports it. Every failure becomes an :class:`~lightspeed.llm.base.LLMError`:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ log = logging.getLogger("lightspeed.llm.openai")
 
 _KEY_RECHECK_SECONDS: Final = 1.0
 _MAX_ERROR_CHARS: Final = 500
+_LARGE_BODY_BYTES: Final = 512 * 1024
 
 
 class OpenAIProvider(LLMProvider):
@@ -116,11 +118,13 @@ class OpenAIProvider(LLMProvider):
 
     # ------------------------------------------------------------------ calls
 
-    def _body(self, model: str, messages: Sequence[Message], *, stream: bool) -> bytes:
+    def _body(self, model: str, messages: Sequence[Message], *, stream: bool) -> bytes | io.BytesIO:
         body: dict[str, Any] = {"model": model, "messages": [m.to_dict() for m in messages], "stream": stream}
         if stream:
             body["stream_options"] = {"include_usage": True}
-        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        # aiohttp warns about (and writes in one piece) raw bodies over 1 MiB; a file object is streamed.
+        return io.BytesIO(data) if len(data) > _LARGE_BODY_BYTES else data
 
     async def complete(self, *, model: str, messages: Sequence[Message]) -> Completion:
         data = self._body(model, messages, stream=False)

@@ -1,0 +1,46 @@
+"""Fixtures for the query tests: the fake LLM server and clients of the real app wired to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from fake_llm import MODELS, FakeLLM
+
+Client = TestClient[web.Request, web.Application]
+QueryClient = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def fake_llm() -> AsyncIterator[FakeLLM]:
+    fake = await FakeLLM().start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+def llm_sections(url: str, *, timeout: float = 2.0, **extra: Any) -> dict[str, Any]:
+    provider = {"name": "fake", "type": "openai", "url": url, "models": list(MODELS), "timeout_seconds": timeout}
+    provider.update(extra)
+    return {
+        "inference": {"default_provider": "fake", "default_model": "fake-model"},
+        "llm_providers": [provider, {"name": "local", "type": "echo", "models": ["echo"]}],
+    }
+
+
+@pytest.fixture
+def query_client(make_client: Any, fake_llm: FakeLLM) -> QueryClient:
+    """``await query_client(**sections)``: a client of the real app whose default provider is the fake LLM."""
+
+    async def make(*, llm_timeout: float = 2.0, provider: dict[str, Any] | None = None, **sections: Any) -> Client:
+        provider = dict(provider or {})
+        merged = llm_sections(provider.pop("url", fake_llm.url), timeout=llm_timeout, **provider)
+        merged.update(sections)
+        client: Client = await make_client(**merged)
+        return client
+
+    return make

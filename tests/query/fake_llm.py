@@ -1,0 +1,148 @@
+"""A real OpenAI-compatible chat completions server for tests, on 127.0.0.1 and a free port.
+
+The model named in a request picks the behaviour:
+
+``fake-model``   answers ``You asked: <last user message>``, whole or streamed word by word,
+                 with token usage;
+``slow``         streams :attr:`FakeLLM.slow_tokens` tokens, one every :attr:`FakeLLM.slow_delay` s;
+``hang``         says nothing for :attr:`FakeLLM.hang_seconds` s (provider timeouts);
+``drop``         streams three tokens, then closes the connection without ending the answer
+                 (whole answers: closes the connection before answering);
+``ratelimit``    429 with ``Retry-After: 7`` and an OpenAI-style error body;
+``broken``       500;
+``malformed``    streams one good chunk, then a chunk that is not JSON (whole answers: not JSON);
+``reject``       400 with an OpenAI-style error body (context too long).
+
+Every request body is kept in :attr:`FakeLLM.requests`, every ``Authorization`` header in
+:attr:`FakeLLM.auth_headers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+MODELS = ("fake-model", "slow", "hang", "drop", "ratelimit", "broken", "malformed", "reject")
+
+
+def answer_for(messages: list[dict[str, Any]]) -> str:
+    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    return f"You asked: {last}"
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\s*\S+\s*|\s+", text)
+
+
+def _chunk(content: str | None = None, *, usage: dict[str, int] | None = None) -> bytes:
+    data: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "model": "fake",
+        "choices": [] if content is None else [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+    }
+    if usage is not None:
+        data["usage"] = usage
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+class FakeLLM:
+    """Start with ``await fake.start()``, stop with ``await fake.stop()``; ``url`` ends in ``/v1``."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.auth_headers: list[str | None] = []
+        self.slow_tokens = 200
+        self.slow_delay = 0.02
+        self.hang_seconds = 5.0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        self._app = app
+
+    async def start(self) -> FakeLLM:
+        self._runner = web.AppRunner(self._app, handler_cancellation=True, shutdown_timeout=0.1, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def received_text(self) -> str:
+        """Everything every request sent, as one string (for leak checks)."""
+        return json.dumps(self.requests, ensure_ascii=False)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.auth_headers.append(request.headers.get("Authorization"))
+        model = body["model"]
+        stream = bool(body.get("stream"))
+        if model == "ratelimit":
+            return web.json_response(
+                {"error": {"message": "Rate limit reached for requests", "type": "requests"}},
+                status=429,
+                headers={"Retry-After": "7"},
+            )
+        if model == "broken":
+            return web.json_response({"error": {"message": "internal failure"}}, status=500)
+        if model == "reject":
+            return web.json_response(
+                {"error": {"message": "This model's maximum context length is 8 tokens"}}, status=400
+            )
+        if model == "hang":
+            await asyncio.sleep(self.hang_seconds)
+        if model == "drop" and not stream:
+            assert request.transport is not None
+            request.transport.close()
+            await asyncio.sleep(1)
+        answer = answer_for(body["messages"])
+        prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(answer.split())}
+        if not stream:
+            if model == "malformed":
+                return web.Response(text="{not json", content_type="application/json")
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}],
+                    "usage": usage,
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if model == "slow":
+            for i in range(self.slow_tokens):
+                await response.write(_chunk(f"t{i} "))
+                await asyncio.sleep(self.slow_delay)
+        elif model == "drop":
+            for token in words(answer)[:3]:
+                await response.write(_chunk(token))
+            await asyncio.sleep(0.05)
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        elif model == "malformed":
+            await response.write(_chunk("Fine "))
+            await response.write(b"data: {not json\n\n")
+        else:
+            await response.write(b": keep-alive comment\n\n")
+            for token in words(answer):
+                await response.write(_chunk(token))
+        await response.write(_chunk(usage=usage))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response

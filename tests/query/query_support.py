@@ -1,0 +1,51 @@
+"""Helpers for the query tests: stored transcripts, SSE frames, free ports."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from lightspeed.state import CONFIG
+
+Client = TestClient[web.Request, web.Application]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def transcripts_root(client: Client) -> Path:
+    path = client.app[CONFIG].user_data_collection.transcripts_storage
+    assert path is not None
+    return Path(path)
+
+
+def transcripts(client: Client) -> list[dict[str, Any]]:
+    """Every stored transcript, oldest first."""
+    root = transcripts_root(client)
+    files = sorted(root.rglob("*.json"), key=lambda p: p.stat().st_mtime_ns) if root.is_dir() else []
+    return [json.loads(p.read_bytes()) for p in files]
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """The JSON of every ``data:`` frame; fails on anything that is not a well-formed frame."""
+    assert text.endswith("\n\n"), text[-200:]
+    frames = text[:-2].split("\n\n")
+    events = []
+    for frame in frames:
+        assert frame.startswith("data: "), frame
+        events.append(json.loads(frame[len("data: ") :]))
+    return events
+
+
+def all_files(root: Path) -> list[Path]:
+    """Every regular file under ``root``."""
+    return [p for p in root.rglob("*") if p.is_file()]
