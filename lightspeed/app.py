@@ -1,7 +1,7 @@
 """``create_app(config)``: the fully wired, unstarted :class:`aiohttp.web.Application`.
 
 Wiring only: routes, middlewares, typed state and one cleanup context per resource
-(storage, then the HTTP client session), torn down in reverse order.
+(storage, the HTTP client session, then the data collector task), torn down in reverse order.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from lightspeed import __version__
+from lightspeed import __version__, metrics
 from lightspeed.api import feedback, health, query
 from lightspeed.api.errors import error_middleware, request_id_middleware
 from lightspeed.auth import create_auth
+from lightspeed.collector import Collector, CollectorStatus, CollectorTask, IngressClient
 from lightspeed.config import Config
 from lightspeed.llm import LLMRegistry
-from lightspeed.state import AUTH, CONFIG, HTTP, LLM, STORAGE
+from lightspeed.metrics import Metrics
+from lightspeed.state import AUTH, COLLECTOR_STATUS, CONFIG, HTTP, LLM, METRICS, STORAGE
 from lightspeed.storage import StorageBackend, create_backend
 
 __all__ = ["create_app"]
@@ -47,10 +49,15 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     app[AUTH] = create_auth(config.authentication)
     app[LLM] = LLMRegistry.from_config(config, session=lambda: app[HTTP])
 
+    app[METRICS] = Metrics()
+    app[COLLECTOR_STATUS] = CollectorStatus(enabled=config.user_data_collection.data_collector.enabled)
+
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_collector_ctx)
 
     health.add_routes(app)
+    metrics.add_routes(app, app[METRICS])
     feedback.add_routes(app, API_PREFIXES)
     query.add_routes(app, API_PREFIXES)
     return app
@@ -80,3 +87,23 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await session.close()
+
+
+async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
+    udc = app[CONFIG].user_data_collection
+    if not udc.data_collector.enabled:
+        yield
+        return
+    collector = Collector(
+        storage=app[STORAGE],
+        collection=udc,
+        uploader=IngressClient(session=app[HTTP], config=udc.data_collector),
+        metrics=app[METRICS].collector,
+        status=app[COLLECTOR_STATUS],
+    )
+    task = CollectorTask(collector=collector, shutdown_timeout=udc.data_collector.shutdown_timeout_seconds)
+    task.start()
+    try:
+        yield
+    finally:
+        await task.stop()

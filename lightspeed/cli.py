@@ -68,6 +68,21 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and print the effective configuration")
     _add_config_arg(check)
     check.set_defaults(func=cmd_check_config)
+
+    collect = sub.add_parser(
+        "collect", help="ship stored records to the ingress (--once: one cycle; else every collection_interval)"
+    )
+    _add_config_arg(collect)
+    collect.add_argument(
+        "--once", action="store_true", help="one cycle, then exit: 0 when everything pending was shipped, 1 otherwise"
+    )
+    collect.set_defaults(func=cmd_collect)
+
+    ingress = sub.add_parser(
+        "ingress", help="run a local ingress emulator (see lightspeed ingress --help)", add_help=False
+    )
+    ingress.add_argument("ingress_args", nargs=argparse.REMAINDER)
+    ingress.set_defaults(func=cmd_ingress)
     return parser
 
 
@@ -235,7 +250,35 @@ def _supervise(config: Config) -> int:
     return exit_code
 
 
-_SUBCOMMANDS.update({"serve": cmd_serve, "check-config": cmd_check_config})
+def cmd_collect(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lightspeed.collector.run import collector_config_problems, run_collect
+
+    try:
+        config, path = _load(args)
+        problems = collector_config_problems(config)
+        if problems:
+            raise ConfigError(problems, source=str(path) if path else None)
+        from lightspeed.storage import create_backend
+
+        create_backend(config.user_data_collection)  # a bad backend or option fails here, clearly
+    except LightspeedError as exc:
+        _report(exc)
+        return EXIT_CONFIG
+    setup_logging(config.service.log_level)
+    return asyncio.run(run_collect(config, once=args.once))
+
+
+def cmd_ingress(args: argparse.Namespace) -> int:
+    from lightspeed.ingress import main as ingress_main
+
+    return ingress_main(args.ingress_args)
+
+
+_SUBCOMMANDS.update(
+    {"serve": cmd_serve, "check-config": cmd_check_config, "collect": cmd_collect, "ingress": cmd_ingress}
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -243,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or (args_list[0] not in _SUBCOMMANDS and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "serve")
+    if args_list[0] == "ingress":  # its own options, parsed by the emulator
+        return cmd_ingress(argparse.Namespace(ingress_args=args_list[1:]))
     args = _parser().parse_args(args_list)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)

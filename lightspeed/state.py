@@ -10,15 +10,19 @@ from typing import Final
 from aiohttp import ClientSession, web
 
 from lightspeed.auth import AuthModule
+from lightspeed.collector.service import CollectorStatus
 from lightspeed.config import Config
 from lightspeed.llm import LLMRegistry
+from lightspeed.metrics import Metrics
 from lightspeed.storage import StorageBackend
 
 __all__ = [
     "AUTH",
+    "COLLECTOR_STATUS",
     "CONFIG",
     "HTTP",
     "LLM",
+    "METRICS",
     "STORAGE",
     "auth_from",
     "config_from",
@@ -28,6 +32,10 @@ __all__ = [
 ]
 
 CONFIG: Final = web.AppKey("lightspeed.config", Config)
+#: The application's private Prometheus registry and metrics (served at ``/metrics``).
+METRICS: Final = web.AppKey("lightspeed.metrics", Metrics)
+#: What the data collector last did (``/readiness`` details); ``enabled`` false when it is off.
+COLLECTOR_STATUS: Final = web.AppKey("lightspeed.collector_status", CollectorStatus)
 STORAGE: Final = web.AppKey("lightspeed.storage", StorageBackend)
 HTTP: Final = web.AppKey("lightspeed.http", ClientSession)
 AUTH: Final = web.AppKey("lightspeed.auth", AuthModule)

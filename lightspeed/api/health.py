@@ -9,7 +9,7 @@ from aiohttp import web
 
 from lightspeed import __version__
 from lightspeed.api.errors import json_response
-from lightspeed.state import config_from, storage_from
+from lightspeed.state import COLLECTOR_STATUS, config_from, storage_from
 from lightspeed.storage import StorageError, backend_info
 
 __all__ = ["add_routes"]
@@ -38,7 +38,12 @@ async def readiness(request: web.Request) -> web.Response:
             },
             status=503,
         )
-    return json_response({"ready": True, "reason": "Service is ready", "providers": []})
+    body: dict[str, object] = {"ready": True, "reason": "Service is ready", "providers": []}
+    collector = request.app.get(COLLECTOR_STATUS)
+    if collector is not None and collector.enabled:
+        # Upload problems (such as a rejected token) are reported, but do not make the service unready.
+        body["data_collector"] = collector.to_dict()
+    return json_response(body)
 
 
 async def info(request: web.Request) -> web.Response:

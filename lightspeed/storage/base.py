@@ -30,7 +30,7 @@ import attrs
 
 from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
-from lightspeed.storage.errors import StorageConfigError
+from lightspeed.storage.errors import RecordNotFound, StorageConfigError
 
 __all__ = ["Claim", "PendingStats", "StorageBackend", "StoredRecord", "FEEDBACK_ENABLED_FLAG"]
 
@@ -240,6 +240,20 @@ class StorageBackend(abc.ABC):
 
         Raises :class:`~lightspeed.storage.errors.RecordNotFound` if it was deleted.
         """
+
+    async def read_many(self, records: Sequence[StoredRecord]) -> list[bytes | None]:
+        """The exact bytes of each record, in order; ``None`` for a record that was deleted.
+
+        A convenience over :meth:`read_record` that backends may override to read a whole
+        batch in one round trip (the collector reads through it).
+        """
+        out: list[bytes | None] = []
+        for record in records:
+            try:
+                out.append(await self.read_record(record))
+            except RecordNotFound:
+                out.append(None)
+        return out
 
     @abc.abstractmethod
     async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:

@@ -733,6 +733,30 @@ class FilesystemStorage(StorageBackend):
 
         return await self._run(read)
 
+    async def read_many(self, records: Sequence[StoredRecord]) -> list[bytes | None]:
+        paths = [self._record_path(r.name) for r in records]
+
+        def read_all() -> list[bytes | None]:
+            out: list[bytes | None] = []
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOENT, errno.ELOOP):  # deleted, or a symbolic link: not read
+                        out.append(None)
+                        continue
+                    raise
+                try:
+                    parts = []
+                    while chunk := os.read(fd, 1 << 20):
+                        parts.append(chunk)
+                finally:
+                    os.close(fd)
+                out.append(b"".join(parts))
+            return out
+
+        return await self._run(read_all)
+
     def _update_claim(self, claim: Claim, remaining: Sequence[str], expires_at: float | None = None) -> None:
         path = self._claim_path(claim.claim_id)
         if not remaining:

@@ -1,0 +1,429 @@
+"""The collection cycle and the periodic loop around it.
+
+One cycle: (optionally) drop the oldest records when pending data exceeds
+``max_pending_bytes``; then, until nothing is left to claim, claim a batch, pack it into
+a size-bounded tar.gz on disk, upload it, and ack it (delete, or mark exported) only
+after a 202. A failed upload releases what was not delivered and ends the cycle; the loop
+then backs off (exponential, full jitter, ``Retry-After`` honoured) and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import attrs
+
+from lightspeed.collector.archive import ArchiveTooLarge, build_archive
+from lightspeed.collector.ingress import UploadOutcome, UploadResult
+from lightspeed.config import UserDataCollectionConfig
+from lightspeed.metrics import CollectorMetrics
+from lightspeed.records import RecordKind
+from lightspeed.storage import Claim, ClaimLost, StorageBackend, StorageError, StoredRecord
+
+__all__ = ["Collector", "CollectorStatus", "CollectorTask", "CycleReport", "Uploader", "enabled_kinds"]
+
+log = logging.getLogger("lightspeed.collector")
+
+#: Most records claimed (and packed into one archive) at a time.
+BATCH_RECORDS: Final = 20_000
+#: Longest wait a ``Retry-After`` can impose.
+MAX_RETRY_AFTER_SECONDS: Final = 24 * 3600.0
+
+
+class Uploader(Protocol):
+    async def upload(self, archive: Path, *, filename: str | None = None) -> UploadResult: ...
+
+
+def enabled_kinds(collection: UserDataCollectionConfig) -> tuple[RecordKind, ...]:
+    kinds: list[RecordKind] = []
+    if collection.feedback_enabled:
+        kinds.append(RecordKind.FEEDBACK)
+    if collection.transcripts_enabled:
+        kinds.append(RecordKind.TRANSCRIPT)
+    return tuple(kinds)
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@attrs.define(kw_only=True)
+class CollectorStatus:
+    """What the collector last did; shown in ``/readiness`` details."""
+
+    enabled: bool = False
+    consecutive_failures: int = 0
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_error: str | None = None
+    #: The last failure was a configuration or credential problem (400/401/403/415).
+    rejected: bool = False
+
+    @property
+    def state(self) -> str:
+        if not self.enabled:
+            return "disabled"
+        if self.consecutive_failures == 0:
+            return "ok" if self.last_success is not None else "idle"
+        return "rejected" if self.rejected else "failing"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "status": self.state,
+            "consecutive_failures": self.consecutive_failures,
+            "last_success": _iso(self.last_success),
+            "last_failure": _iso(self.last_failure),
+            "last_error": self.last_error,
+        }
+
+
+@attrs.define(kw_only=True)
+class CycleReport:
+    """What one cycle did."""
+
+    uploads: int = 0
+    records: int = 0
+    bytes: int = 0
+    set_aside: int = 0
+    dropped: int = 0
+    missing: int = 0
+    #: The failure that ended the cycle early, if any.
+    failure: UploadResult | None = None
+    #: Pending records (claimed by anyone or not) of the collected kinds after the cycle.
+    remaining: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def summary(self) -> str:
+        parts = [f"uploaded {self.records} record(s) in {self.uploads} archive(s), {self.bytes} bytes"]
+        if self.set_aside:
+            parts.append(f"{self.set_aside} set aside (too large)")
+        if self.dropped:
+            parts.append(f"{self.dropped} dropped (max_pending_bytes)")
+        if self.missing:
+            parts.append(f"{self.missing} vanished before upload")
+        if self.failure is not None:
+            parts.append(f"stopped by a failure: {self.failure.message}")
+        if self.remaining is not None:
+            parts.append(f"{self.remaining} still pending")
+        return "; ".join(parts)
+
+
+class _Failed(Exception):
+    def __init__(self, result: UploadResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
+@attrs.define(kw_only=True, eq=False)
+class Collector:
+    """Ships what ``storage`` holds through ``uploader``; one instance per process."""
+
+    storage: StorageBackend
+    collection: UserDataCollectionConfig
+    uploader: Uploader
+    metrics: CollectorMetrics | None = None
+    status: CollectorStatus = attrs.field(factory=lambda: CollectorStatus(enabled=True))
+    owner: str = attrs.field(factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    tmp_dir: str | None = None
+    batch_records: int = BATCH_RECORDS
+
+    @property
+    def kinds(self) -> tuple[RecordKind, ...]:
+        return enabled_kinds(self.collection)
+
+    # ------------------------------------------------------------------ one cycle
+
+    async def run_once(self) -> CycleReport:
+        """One cycle; never raises for storage or upload failures (see the report)."""
+        report = CycleReport()
+        if not self.kinds:
+            report.remaining = 0
+            return report
+        try:
+            await self._drop_excess(report)
+            while True:
+                claim = await self.storage.claim(
+                    owner=self.owner,
+                    kinds=self.kinds,
+                    max_records=self.batch_records,
+                    max_bytes=self.collection.data_collector.max_payload_bytes,
+                    lease_seconds=self.collection.data_collector.lease_seconds,
+                )
+                if not claim.records:
+                    break
+                if not await self._ship_claim(claim, report):
+                    break
+        except StorageError as exc:
+            result = UploadResult(outcome=UploadOutcome.TRANSIENT, message=f"storage failed: {exc}")
+            log.error("collection cycle stopped: %s", result.message)
+            self._failed(result)
+            report.failure = result
+        with contextlib.suppress(StorageError):
+            report.remaining = await self._refresh_pending()
+        return report
+
+    async def _refresh_pending(self) -> int:
+        stats = await self.storage.pending_stats()
+        if self.metrics is not None:
+            for kind in RecordKind:
+                self.metrics.records_pending.labels(kind=kind.value).set(stats.records.get(kind, 0))
+                self.metrics.bytes_pending.labels(kind=kind.value).set(stats.bytes.get(kind, 0))
+        return sum(stats.records.get(k, 0) for k in self.kinds)
+
+    async def _drop_excess(self, report: CycleReport) -> None:
+        limit = self.collection.data_collector.max_pending_bytes
+        if limit is None:
+            return
+        stats = await self.storage.pending_stats()
+        total = sum(stats.bytes.values())
+        excess = total - limit
+        if excess <= 0:
+            return
+        dropped = dropped_bytes = 0
+        while excess > 0:
+            claim = await self.storage.claim(
+                owner=self.owner,
+                kinds=tuple(RecordKind),
+                max_records=self.batch_records,
+                max_bytes=excess,
+                lease_seconds=self.collection.data_collector.lease_seconds,
+            )
+            if not claim.records:
+                break
+            await self.storage.ack(claim, delete=True)
+            for rec in claim.records:
+                if self.metrics is not None:
+                    self.metrics.records_dropped.labels(kind=rec.kind.value).inc()
+            dropped += len(claim.records)
+            dropped_bytes += claim.size
+            excess -= claim.size
+        report.dropped += dropped
+        log.error(
+            "pending data (%d bytes) exceeds max_pending_bytes (%d): deleted the %d oldest record(s) (%d bytes)"
+            " without sending them",
+            total,
+            limit,
+            dropped,
+            dropped_bytes,
+        )
+
+    async def _ship_claim(self, claim: Claim, report: CycleReport) -> bool:
+        ship = asyncio.ensure_future(self._ship(claim, list(claim.records), report))
+        renewer = asyncio.ensure_future(self._keep_renewed(claim, ship))
+        try:
+            await ship
+            return True
+        except _Failed as exc:
+            self._failed(exc.result)
+            report.failure = exc.result
+            return False
+        except asyncio.CancelledError:
+            if renewer.done() and not renewer.cancelled() and isinstance(renewer.exception(), ClaimLost):
+                result = UploadResult(outcome=UploadOutcome.TRANSIENT, message=str(renewer.exception()))
+                log.error("batch abandoned: %s", result.message)
+                report.failure = result
+                return False
+            raise
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            # Whatever was not delivered goes back, untouched (a no-op when everything was acked).
+            with contextlib.suppress(StorageError):
+                await asyncio.shield(self.storage.release(claim))
+
+    async def _keep_renewed(self, claim: Claim, ship: asyncio.Future[None]) -> None:
+        lease = self.collection.data_collector.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self.storage.renew(claim, lease_seconds=lease)
+            except ClaimLost:
+                ship.cancel()  # another collector has these records now: do not upload them twice
+                raise
+            except StorageError as exc:
+                log.warning("cannot renew claim %s: %s", claim.claim_id, exc)
+
+    async def _ship(self, claim: Claim, records: Sequence[StoredRecord], report: CycleReport) -> None:
+        dc = self.collection.data_collector
+        try:
+            archive = await build_archive(self.storage, records, max_bytes=dc.max_payload_bytes, directory=self.tmp_dir)
+        except ArchiveTooLarge:
+            if len(records) == 1:
+                await self._set_aside(claim, records[0], report, "its compressed archive exceeds max_payload_bytes")
+                return
+            await self._split(claim, records, report)
+            return
+        try:
+            report.missing += len(archive.missing)
+            if not archive.records:
+                await self.storage.ack(claim, records=archive.missing, delete=True)
+                return
+            filename = f"lightspeed-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:12]}.tar.gz"
+            result = await self.uploader.upload(archive.path, filename=filename)
+        finally:
+            archive.discard()
+        if self.metrics is not None:
+            self.metrics.uploads.labels(outcome=result.outcome.value).inc()
+        if result.outcome is UploadOutcome.SUCCESS:
+            log.info(
+                "uploaded %d record(s), %d bytes compressed (%d raw); ingress request_id %s",
+                len(archive.records),
+                archive.size,
+                archive.raw_bytes,
+                result.request_id,
+            )
+            self._succeeded(archive.records, archive.size, report)
+            try:
+                await self.storage.ack(claim, records=archive.records + archive.missing, delete=dc.cleanup_after_send)
+            except ClaimLost as exc:
+                log.error("delivered, but %s; those records will be delivered again (same record ids)", exc)
+            return
+        if result.outcome is UploadOutcome.TOO_LARGE:
+            log.warning("%s (%d records, %d bytes): splitting the batch", result.message, len(records), archive.size)
+            if len(records) == 1:
+                await self._set_aside(claim, records[0], report, f"the ingress refused it alone: {result.message}")
+                return
+            await self._split(claim, records, report)
+            return
+        raise _Failed(result)
+
+    async def _split(self, claim: Claim, records: Sequence[StoredRecord], report: CycleReport) -> None:
+        half = len(records) // 2
+        await self._ship(claim, records[:half], report)
+        await self._ship(claim, records[half:], report)
+
+    async def _set_aside(self, claim: Claim, record: StoredRecord, report: CycleReport, reason: str) -> None:
+        log.error(
+            "record %s (%d bytes) can never be uploaded (%s): moved aside, not deleted",
+            record.name,
+            record.size,
+            reason,
+        )
+        await self.storage.set_aside(claim, [record], reason=reason)
+        report.set_aside += 1
+        if self.metrics is not None:
+            self.metrics.records_set_aside.labels(kind=record.kind.value).inc()
+
+    def _succeeded(self, records: Sequence[StoredRecord], size: int, report: CycleReport) -> None:
+        now = time.time()
+        report.uploads += 1
+        report.records += len(records)
+        report.bytes += size
+        self.status.consecutive_failures = 0
+        self.status.last_success = now
+        self.status.rejected = False
+        if self.metrics is not None:
+            for rec in records:
+                self.metrics.records_uploaded.labels(kind=rec.kind.value).inc()
+            self.metrics.bytes_uploaded.inc(size)
+            self.metrics.last_success.set(now)
+            self.metrics.consecutive_failures.set(0)
+
+    def _failed(self, result: UploadResult) -> None:
+        self.status.consecutive_failures += 1
+        self.status.last_failure = time.time()
+        self.status.last_error = result.message
+        self.status.rejected = result.outcome is UploadOutcome.REJECTED
+        if self.metrics is not None:
+            self.metrics.consecutive_failures.set(self.status.consecutive_failures)
+        if result.outcome is UploadOutcome.REJECTED:
+            log.error(
+                "UPLOAD REJECTED, check the data collector's configuration and credentials"
+                " (ingress_server_url, token, ingress_content_service_name): %s; the data is kept",
+                result.message,
+            )
+        else:
+            log.warning("upload failed: %s; the data is kept", result.message)
+
+    # ------------------------------------------------------------------ the loop
+
+    def backoff_delay(self, failure: UploadResult) -> float:
+        """Seconds to wait after a failed cycle: full jitter, capped by ``collection_interval``,
+        never less than the server's ``Retry-After``."""
+        dc = self.collection.data_collector
+        n = max(1, self.status.consecutive_failures)
+        cap = min(float(dc.collection_interval), dc.retry_base_seconds * 2.0 ** min(n - 1, 62))
+        delay = random.uniform(0, cap)
+        if failure.retry_after is not None:
+            delay = max(delay, min(failure.retry_after, MAX_RETRY_AFTER_SECONDS))
+        return delay
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """A cycle every ``collection_interval`` seconds (start to start) until ``stop`` is set,
+        retrying failures on the backoff schedule; then one final collection."""
+        loop = asyncio.get_running_loop()
+        interval = self.collection.data_collector.collection_interval
+        log.info("data collector started: every %d s, owner %s", interval, self.owner)
+        while not stop.is_set():
+            started = loop.time()
+            report = await self._guarded_cycle()
+            if report is not None and report.failure is not None:
+                delay = self.backoff_delay(report.failure)
+                log.warning("next collection attempt in %.2f s (failure %d)", delay, self.status.consecutive_failures)
+            else:
+                delay = max(0.0, interval - (loop.time() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        log.info("data collector stopping: final collection")
+        await self._guarded_cycle()
+        log.info("data collector stopped")
+
+    async def _guarded_cycle(self) -> CycleReport | None:
+        try:
+            report = await self.run_once()
+        except Exception as exc:
+            log.exception("collection cycle crashed")
+            failure = UploadResult(outcome=UploadOutcome.TRANSIENT, message=f"cycle crashed: {exc!r}")
+            self._failed(failure)
+            return CycleReport(failure=failure)
+        if report.uploads or report.set_aside or report.dropped or report.failure is not None:
+            log.info("collection cycle: %s", report.summary())
+        return report
+
+
+@attrs.define(kw_only=True, eq=False)
+class CollectorTask:
+    """The collector as a background task: :meth:`start`, then :meth:`stop` (final bounded collection)."""
+
+    collector: Collector
+    shutdown_timeout: float
+    _stop: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.collector.run_forever(self._stop), name="lightspeed-collector")
+
+    async def stop(self) -> None:
+        """Ask for the final collection, wait for it at most ``shutdown_timeout`` seconds, then cancel.
+
+        The task's own exception, if it died of one, is raised here.
+        """
+        task = self._task
+        if task is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.shutdown_timeout)
+        except TimeoutError:
+            log.error("final collection did not finish within %.1f s: cancelled", self.shutdown_timeout)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            self._task = None

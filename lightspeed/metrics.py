@@ -1,0 +1,91 @@
+"""Prometheus metrics of one application, in a private registry (two apps in one process never clash).
+
+Served as Prometheus text at ``GET /metrics``. Every name starts with ``lightspeed_``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE", "CollectorMetrics", "Metrics", "add_routes"]
+
+#: The content type of :meth:`Metrics.render`'s output.
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+
+class CollectorMetrics:
+    """What the data collector reports, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = r = registry
+        self.records_pending = Gauge(
+            "lightspeed_records_pending", "Stored records waiting to be uploaded, by kind", ["kind"], registry=r
+        )
+        self.bytes_pending = Gauge(
+            "lightspeed_bytes_pending", "Bytes of stored records waiting to be uploaded, by kind", ["kind"], registry=r
+        )
+        self.records_uploaded = Counter(
+            "lightspeed_records_uploaded", "Records delivered to the ingress (covered by a 202)", ["kind"], registry=r
+        )
+        self.bytes_uploaded = Counter(
+            "lightspeed_uploaded_bytes", "Compressed archive bytes delivered to the ingress", registry=r
+        )
+        self.uploads = Counter(
+            "lightspeed_uploads",
+            "Upload attempts by outcome: success, transient (retried), rejected (400/401/403/415 and other"
+            " client errors), too_large (413)",
+            ["outcome"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "lightspeed_last_successful_upload_timestamp_seconds",
+            "Unix time of the last upload the ingress accepted (0: none yet)",
+            registry=r,
+        )
+        self.consecutive_failures = Gauge(
+            "lightspeed_upload_consecutive_failures", "Failed upload attempts since the last success", registry=r
+        )
+        self.records_set_aside = Counter(
+            "lightspeed_records_set_aside", "Records too large for any upload, moved aside", ["kind"], registry=r
+        )
+        self.records_dropped = Counter(
+            "lightspeed_records_dropped",
+            "Oldest records deleted unsent because pending data exceeded max_pending_bytes",
+            ["kind"],
+            registry=r,
+        )
+        for outcome in ("success", "transient", "rejected", "too_large"):
+            self.uploads.labels(outcome=outcome)
+        for kind in ("feedback", "transcripts"):
+            self.records_pending.labels(kind=kind)
+            self.bytes_pending.labels(kind=kind)
+            self.records_uploaded.labels(kind=kind)
+
+
+@attrs.define(kw_only=True)
+class Metrics:
+    """All metrics of one application."""
+
+    registry: CollectorRegistry = attrs.field(factory=lambda: CollectorRegistry(auto_describe=True))
+    collector: CollectorMetrics = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.collector = CollectorMetrics(registry=self.registry)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+def add_routes(app: web.Application, metrics: Metrics) -> None:
+    """Serve ``metrics`` as Prometheus text at ``GET /metrics``."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    app.router.add_get("/metrics", handle)
