@@ -383,15 +383,16 @@ def test_two_workers_share_the_store_and_stop_on_sigterm(
     try:
         server.wait_ready()
         deadline = time.monotonic() + START_TIMEOUT
-        while len(_pids_of(server.log, "storage backend 'filesystem' open")) < 2:
+        while len(_pids_of(server.log, "GET /liveness")) < 2:  # until both workers listen
             assert time.monotonic() < deadline, server.log
-            time.sleep(0.05)
+            http_json("GET", f"{server.base}/liveness")
+        workers = _pids_of(server.log, "storage backend 'filesystem' open")
+        assert len(workers) == 2
         assert http_json("PUT", f"{server.base}/v1/feedback/status", {"status": False})[0] == 200
+        # Each request is a new connection, which SO_REUSEPORT hands to either worker.
         answers = [http_json("GET", f"{server.base}/v1/feedback/status")[1]["status"]["enabled"] for _ in range(40)]
         assert answers == [False] * 40
-        served = _pids_of(server.log, "GET /v1/feedback/status")
-        assert len(served) == 2, "both workers must have answered (new connection per request)"
-        workers = _pids_of(server.log, "storage backend 'filesystem' open")
+        assert _pids_of(server.log, "GET /v1/feedback/status") == workers, "both workers must have answered"
     finally:
         code = server.stop()
     log = server.log
