@@ -1,0 +1,573 @@
+"""PostgreSQL storage backend for lightspeed: one store for any number of replicas.
+
+Records, conversation owners, history turns and flags live in tables of one schema. The
+plugin creates and migrates the schema when it opens (versioned, idempotent, serialised
+across replicas by an advisory lock). Collectors on every replica share the work: a claim
+is ``SELECT ... FOR UPDATE SKIP LOCKED`` over the pending records followed by setting a
+lease (``lease_until``, on the database's clock) in the same transaction, so no two
+claims ever hold one record and a dead collector's records come back when its lease ends.
+
+When the database cannot be reached, every operation raises ``StorageUnavailable``
+naming the server and the cause (the service answers 503 and reports it on
+``/readiness``); the connection pool reconnects by itself once the server is back.
+
+Options (``user_data_collection.storage.options``):
+
+``dsn``
+    ``postgresql://user:password@host:port/database``; or give the parts instead:
+``host``, ``port``, ``user``, ``password``, ``database``
+    (a Unix socket directory is a ``host`` starting with ``/``). Secrets can be given as
+    ``${env.NAME}``.
+``schema``
+    the schema holding the tables (default ``lightspeed``); created when missing.
+``pool_min_size`` / ``pool_max_size``
+    connections kept open / at most (default 1 / 10).
+``connect_timeout_seconds`` / ``command_timeout_seconds``
+    default 5 / 30.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import asyncpg
+
+from lightspeed.config import UserDataCollectionConfig
+from lightspeed.records import (
+    ConversationTurn,
+    FeedbackRecord,
+    RecordKind,
+    Transcript,
+    is_valid_conversation_id,
+    is_valid_record_id,
+    is_valid_user_hash,
+)
+from lightspeed.storage import (
+    Claim,
+    ClaimLost,
+    PendingStats,
+    RecordNotFound,
+    StorageBackend,
+    StorageUnavailable,
+    StoredRecord,
+)
+
+__all__ = ["PostgresStorage"]
+
+__version__ = "0.1.0"
+
+T = TypeVar("T")
+
+_PARTS: Final = ("host", "port", "user", "password", "database")
+_KNOWN_OPTIONS: Final = frozenset(
+    {"dsn", *_PARTS, "schema", "pool_min_size", "pool_max_size", "connect_timeout_seconds", "command_timeout_seconds"}
+)
+_IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+#: Schema migrations, applied in order; ``{s}`` is the quoted schema name. Never edit one
+#: that has shipped: add a new one.
+_MIGRATIONS: Final = (
+    """
+    CREATE TABLE {s}.records (
+        id bigserial PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        kind text NOT NULL,
+        record_id text NOT NULL,
+        size integer NOT NULL,
+        data bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        state text NOT NULL DEFAULT 'pending',
+        claim_id uuid,
+        lease_until timestamptz,
+        reason text
+    );
+    CREATE INDEX records_pending ON {s}.records (id) WHERE state = 'pending';
+    CREATE INDEX records_claim ON {s}.records (claim_id) WHERE claim_id IS NOT NULL;
+    CREATE TABLE {s}.conversations (conversation_id text PRIMARY KEY, owner text NOT NULL);
+    CREATE TABLE {s}.turns (id bigserial PRIMARY KEY, conversation_id text NOT NULL, turn text NOT NULL);
+    CREATE INDEX turns_by_conversation ON {s}.turns (conversation_id, id);
+    CREATE TABLE {s}.flags (name text PRIMARY KEY, value boolean NOT NULL);
+    """,
+)
+
+#: Failures that mean "the server is not there (now)": the pool reconnects on the next use.
+_CONNECTION_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def _positive_int(options: Mapping[str, Any], key: str, problems: list[str]) -> None:
+    value = options.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        problems.append(f"{key}: must be a positive integer, got {value!r}")
+
+
+class PostgresStorage(StorageBackend):
+    """Tables in one PostgreSQL schema, shared by every replica."""
+
+    supports_multiple_processes = True
+
+    def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
+        super().__init__(options=options, collection=collection)
+        self.schema: str = options.get("schema", "lightspeed")
+        self._s = f'"{self.schema}"'
+        self.pool_min_size = int(options.get("pool_min_size", 1))
+        self.pool_max_size = int(options.get("pool_max_size", 10))
+        self.connect_timeout = float(options.get("connect_timeout_seconds", 5))
+        self.command_timeout = float(options.get("command_timeout_seconds", 30))
+        self._connect_args: dict[str, Any] = {"dsn": options["dsn"]} if options.get("dsn") else {}
+        for part in _PARTS:
+            if options.get(part) is not None:
+                self._connect_args[part] = options[part]
+        self._pool: asyncpg.Pool | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
+        known = ", ".join(sorted(_KNOWN_OPTIONS))
+        problems = [f"{key}: unknown option (known: {known})" for key in sorted(set(options) - _KNOWN_OPTIONS)]
+        if options.get("dsn") is not None and not isinstance(options["dsn"], str):
+            problems.append("dsn: must be a string such as postgresql://user@host:5432/database")
+        if not options.get("dsn") and not options.get("host"):
+            problems.append("dsn: required (or give host, port, user, password and database)")
+        for key in ("host", "user", "password", "database"):
+            if options.get(key) is not None and not isinstance(options[key], str):
+                problems.append(f"{key}: must be a string")
+        for key in ("port", "pool_min_size", "pool_max_size"):
+            _positive_int(options, key, problems)
+        schema = options.get("schema", "lightspeed")
+        if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
+            problems.append(f"schema: must be a lower-case SQL identifier ([a-z_][a-z0-9_]*), got {schema!r}")
+        if (
+            isinstance(options.get("pool_min_size", 1), int)
+            and isinstance(options.get("pool_max_size", 10), int)
+            and options.get("pool_min_size", 1) > options.get("pool_max_size", 10)
+        ):
+            problems.append("pool_min_size: must not exceed pool_max_size")
+        for key in ("connect_timeout_seconds", "command_timeout_seconds"):
+            value = options.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                problems.append(f"{key}: must be a positive number, got {value!r}")
+        return problems
+
+    @property
+    def where(self) -> str:
+        """The server, for messages (never the password)."""
+        dsn = self._connect_args.get("dsn")
+        if isinstance(dsn, str):
+            return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", dsn)
+        host, port = self._connect_args.get("host", "?"), self._connect_args.get("port", 5432)
+        return f"{host}:{port}/{self._connect_args.get('database', '')}"
+
+    def __repr__(self) -> str:
+        return f"<PostgresStorage {self.where} schema={self.schema}>"
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _unavailable(self, exc: BaseException) -> StorageUnavailable:
+        cause = str(exc) or type(exc).__name__
+        return StorageUnavailable(f"PostgreSQL at {self.where} is not available: {cause}")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, *, transaction: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._pool
+        if pool is None:
+            raise StorageUnavailable(f"the PostgreSQL store at {self.where} is not open")
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            async with pool.acquire(timeout=self.connect_timeout) as conn:
+                if transaction:
+                    async with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
+        except _CONNECTION_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        except (asyncpg.PostgresError, asyncpg.InternalClientError) as exc:
+            raise StorageUnavailable(f"PostgreSQL at {self.where} failed: {exc}") from exc
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op``, once more if the connection was lost (a pooled connection may have died
+        with a server restart; the retry gets a fresh one). Only for operations safe to retry."""
+        try:
+            return await op()
+        except StorageUnavailable as exc:
+            if not isinstance(exc.__cause__, _CONNECTION_ERRORS) or self._pool is None:
+                raise
+        return await op()
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                **self._connect_args,
+                min_size=min(self.pool_min_size, self.pool_max_size),
+                max_size=self.pool_max_size,
+                timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
+            )
+        except _CONNECTION_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        except asyncpg.PostgresError as exc:
+            raise StorageUnavailable(f"cannot connect to PostgreSQL at {self.where}: {exc}") from exc
+        self._pool = pool
+        try:
+            await self._migrate()
+        except BaseException:
+            self._pool = None
+            pool.terminate()
+            raise
+
+    async def _migrate(self) -> None:
+        """Bring the schema to the newest version; concurrent openers wait for each other."""
+        async with self._connection(transaction=True) as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"lightspeed-storage:{self.schema}")
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._s}")
+            await conn.execute(f"CREATE TABLE IF NOT EXISTS {self._s}.schema_version (version integer NOT NULL)")
+            version = await conn.fetchval(f"SELECT max(version) FROM {self._s}.schema_version") or 0
+            if version > len(_MIGRATIONS):
+                raise StorageUnavailable(
+                    f"schema {self.schema} is at version {version}, newer than this plugin knows"
+                    f" ({len(_MIGRATIONS)}); upgrade lightspeed-storage-postgres"
+                )
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                await conn.execute(script.format(s=self._s))
+                await conn.execute(f"INSERT INTO {self._s}.schema_version (version) VALUES ($1)", number)
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                # Operations already under way finish first; new ones see a closed store.
+                await asyncio.wait_for(self._idle.wait(), self.command_timeout)
+                await asyncio.wait_for(pool.close(), self.command_timeout)
+            except (TimeoutError, *_CONNECTION_ERRORS):
+                pool.terminate()
+
+    async def ping(self) -> None:
+        async def probe() -> None:
+            async with self._connection() as conn:
+                if await conn.fetchval("SELECT pg_is_in_recovery()"):
+                    raise StorageUnavailable(f"PostgreSQL at {self.where} is a read-only standby")
+
+        await self._retrying(probe)
+
+    # ------------------------------------------------------------------ records
+
+    async def _put(self, ref: StoredRecord, data: bytes) -> StoredRecord:
+        async def insert() -> None:
+            async with self._connection() as conn:
+                await conn.execute(
+                    f"INSERT INTO {self._s}.records (name, kind, record_id, size, data) VALUES ($1, $2, $3, $4, $5)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    ref.name,
+                    ref.kind.value,
+                    ref.record_id,
+                    ref.size,
+                    data,
+                )
+
+        await self._retrying(insert)  # idempotent by record id
+        return ref
+
+    async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
+        if not is_valid_record_id(record.record_id):
+            raise ValueError(f"invalid record id {record.record_id!r}")
+        data = record.to_json()
+        name = f"feedback/{record.record_id}.json"
+        return await self._put(
+            StoredRecord(kind=RecordKind.FEEDBACK, record_id=record.record_id, name=name, size=len(data)), data
+        )
+
+    async def put_transcript(self, record: Transcript) -> StoredRecord:
+        user, conv, rid = record.user_id, record.conversation_id, record.record_id
+        if not (is_valid_user_hash(user) and is_valid_conversation_id(conv) and is_valid_record_id(rid)):
+            raise ValueError(f"invalid user hash, conversation id or record id in transcript {rid!r}")
+        data = record.to_json()
+        name = f"transcripts/{user}/{conv}/{rid}.json"
+        return await self._put(StoredRecord(kind=RecordKind.TRANSCRIPT, record_id=rid, name=name, size=len(data)), data)
+
+    # ------------------------------------------------------------------ conversations
+
+    async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
+        async def insert() -> str:
+            async with self._connection() as conn:
+                inserted = await conn.fetchval(
+                    f"INSERT INTO {self._s}.conversations (conversation_id, owner) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING RETURNING owner",
+                    conversation_id,
+                    owner,
+                )
+                if inserted is not None:
+                    return str(inserted)
+                # A statement of its own, so its snapshot sees the winner's committed row.
+                recorded = await conn.fetchval(
+                    f"SELECT owner FROM {self._s}.conversations WHERE conversation_id = $1", conversation_id
+                )
+                return str(recorded)
+
+        return await self._retrying(insert)
+
+    async def get_conversation_owner(self, conversation_id: str) -> str | None:
+        async def read() -> str | None:
+            async with self._connection() as conn:
+                owner = await conn.fetchval(
+                    f"SELECT owner FROM {self._s}.conversations WHERE conversation_id = $1", conversation_id
+                )
+            return None if owner is None else str(owner)
+
+        return await self._retrying(read)
+
+    async def append_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
+        text = json.dumps(turn.to_dict(), ensure_ascii=False)
+        async with self._connection() as conn:  # not retried: an append is not idempotent
+            await conn.execute(
+                f"INSERT INTO {self._s}.turns (conversation_id, turn) VALUES ($1, $2)", conversation_id, text
+            )
+
+    async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
+        if limit <= 0:
+            return []
+
+        async def read() -> list[ConversationTurn]:
+            async with self._connection() as conn:
+                rows = await conn.fetch(
+                    f"SELECT turn FROM (SELECT id, turn FROM {self._s}.turns WHERE conversation_id = $1"
+                    " ORDER BY id DESC LIMIT $2) AS last ORDER BY id",
+                    conversation_id,
+                    limit,
+                )
+            return [ConversationTurn.from_dict(json.loads(row["turn"])) for row in rows]
+
+        return await self._retrying(read)
+
+    # ------------------------------------------------------------------ flags
+
+    async def get_flag(self, name: str) -> bool | None:
+        async def read() -> bool | None:
+            async with self._connection() as conn:
+                value = await conn.fetchval(f"SELECT value FROM {self._s}.flags WHERE name = $1", name)
+            return None if value is None else bool(value)
+
+        return await self._retrying(read)
+
+    async def set_flag(self, name: str, value: bool) -> bool | None:
+        async def swap() -> bool | None:
+            async with self._connection(transaction=True) as conn:
+                inserted = await conn.fetchval(
+                    f"INSERT INTO {self._s}.flags (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
+                    name,
+                    value,
+                )
+                if inserted is not None:
+                    return None
+                previous = await conn.fetchval(f"SELECT value FROM {self._s}.flags WHERE name = $1 FOR UPDATE", name)
+                await conn.execute(f"UPDATE {self._s}.flags SET value = $2 WHERE name = $1", name, value)
+                return bool(previous)
+
+        return await self._retrying(swap)
+
+    # ------------------------------------------------------------------ collection
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        kinds: Collection[RecordKind],
+        max_records: int,
+        max_bytes: int,
+        lease_seconds: float,
+    ) -> Claim:
+        if max_records < 1 or max_bytes < 1 or lease_seconds <= 0:
+            raise ValueError("max_records, max_bytes and lease_seconds must be positive")
+        kind_values = [RecordKind(k).value for k in kinds]
+        claim_id = uuid.uuid4()
+
+        async def take() -> Claim:
+            async with self._connection(transaction=True) as conn:
+                rows = await conn.fetch(
+                    f"SELECT id, name, kind, record_id, size FROM {self._s}.records"
+                    " WHERE state = 'pending' AND kind = ANY($1::text[])"
+                    " AND (lease_until IS NULL OR lease_until <= now())"
+                    " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    kind_values,
+                    max_records,
+                )
+                chosen: list[asyncpg.Record] = []
+                total = 0
+                for row in rows:
+                    if not chosen and row["size"] > max_bytes:
+                        chosen.append(row)  # alone, so the caller can set it aside
+                        break
+                    if total + row["size"] > max_bytes:
+                        break
+                    chosen.append(row)
+                    total += row["size"]
+                expires_at = await conn.fetchval(
+                    f"UPDATE {self._s}.records SET claim_id = $1, lease_until = now() + make_interval(secs => $2)"
+                    " WHERE id = ANY($3::bigint[])"
+                    " RETURNING extract(epoch FROM lease_until)::float8",
+                    claim_id,
+                    float(lease_seconds),
+                    [r["id"] for r in chosen],
+                )
+                if expires_at is None:
+                    expires_at = await conn.fetchval(
+                        "SELECT extract(epoch FROM now() + make_interval(secs => $1))::float8", float(lease_seconds)
+                    )
+            records = tuple(
+                StoredRecord(kind=RecordKind(r["kind"]), record_id=r["record_id"], name=r["name"], size=r["size"])
+                for r in chosen
+            )
+            return Claim(claim_id=str(claim_id), owner=owner, expires_at=float(expires_at), records=records)
+
+        return await self._retrying(take)  # an abandoned claim expires: safe to retry
+
+    async def read_record(self, record: StoredRecord) -> bytes:
+        async def read() -> bytes | None:
+            async with self._connection() as conn:
+                data = await conn.fetchval(f"SELECT data FROM {self._s}.records WHERE name = $1", record.name)
+            return None if data is None else bytes(data)
+
+        data = await self._retrying(read)
+        if data is None:
+            raise RecordNotFound(f"record {record.name} does not exist (any more)")
+        return data
+
+    async def read_many(self, records: Sequence[StoredRecord]) -> list[bytes | None]:
+        """The bytes of each record in order (``None`` for a deleted one), in one query."""
+
+        async def read() -> dict[str, bytes]:
+            async with self._connection() as conn:
+                rows = await conn.fetch(
+                    f"SELECT name, data FROM {self._s}.records WHERE name = ANY($1::text[])", [r.name for r in records]
+                )
+            return {row["name"]: bytes(row["data"]) for row in rows}
+
+        found = await self._retrying(read)
+        return [found.get(r.name) for r in records]
+
+    async def _lost(self, conn: asyncpg.Connection, claim: Claim, names: Sequence[str]) -> list[str]:
+        """Lock the named records and return those another live claim holds."""
+        rows = await conn.fetch(
+            f"SELECT name, state = 'pending' AND claim_id IS NOT NULL AND claim_id <> $2::uuid"
+            f" AND lease_until > now() AS lost FROM {self._s}.records WHERE name = ANY($1::text[])"
+            " ORDER BY id FOR UPDATE",
+            list(names),
+            claim.claim_id,
+        )
+        return [row["name"] for row in rows if row["lost"]]
+
+    async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:
+        async def extend() -> Claim:
+            async with self._connection(transaction=True) as conn:
+                lost = await self._lost(conn, claim, [r.name for r in claim.records])
+                if lost:
+                    raise ClaimLost(
+                        f"claim {claim.claim_id}: {len(lost)} record(s) were taken over after the lease expired"
+                        f" (first: {lost[0]})"
+                    )
+                rows = await conn.fetch(
+                    f"UPDATE {self._s}.records SET lease_until = now() + make_interval(secs => $2)"
+                    " WHERE claim_id = $1::uuid AND state = 'pending'"
+                    " RETURNING name, extract(epoch FROM lease_until)::float8 AS expires_at",
+                    claim.claim_id,
+                    float(lease_seconds),
+                )
+                expires_at = (
+                    rows[0]["expires_at"]
+                    if rows
+                    else await conn.fetchval(
+                        "SELECT extract(epoch FROM now() + make_interval(secs => $1))::float8", float(lease_seconds)
+                    )
+                )
+            mine = {row["name"] for row in rows}
+            return Claim(
+                claim_id=claim.claim_id,
+                owner=claim.owner,
+                expires_at=float(expires_at),
+                records=tuple(r for r in claim.records if r.name in mine),
+            )
+
+        return await self._retrying(extend)
+
+    async def _settle(
+        self, claim: Claim, records: Sequence[StoredRecord] | None, *, delete: bool, state: str, reason: str | None
+    ) -> None:
+        names = [r.name for r in (claim.records if records is None else records)]
+
+        async def settle() -> None:
+            async with self._connection(transaction=True) as conn:
+                lost = await self._lost(conn, claim, names)
+                if lost:
+                    raise ClaimLost(
+                        f"claim {claim.claim_id}: {len(lost)} record(s) were taken over by another collector"
+                        f" after the lease expired (first: {lost[0]}); nothing was changed"
+                    )
+                if delete:
+                    await conn.execute(f"DELETE FROM {self._s}.records WHERE name = ANY($1::text[])", names)
+                else:
+                    await conn.execute(
+                        f"UPDATE {self._s}.records SET state = $2, reason = $3, claim_id = NULL, lease_until = NULL"
+                        " WHERE name = ANY($1::text[])",
+                        names,
+                        state,
+                        reason,
+                    )
+
+        await self._retrying(settle)  # all or nothing: safe to retry
+
+    async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
+        await self._settle(claim, records, delete=delete, state="exported", reason=None)
+
+    async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
+        names = [r.name for r in (claim.records if records is None else records)]
+
+        async def give_back() -> None:
+            async with self._connection() as conn:
+                await conn.execute(
+                    f"UPDATE {self._s}.records SET claim_id = NULL, lease_until = NULL"
+                    " WHERE claim_id = $1::uuid AND name = ANY($2::text[])",
+                    claim.claim_id,
+                    names,
+                )
+
+        await self._retrying(give_back)
+
+    async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
+        await self._settle(claim, records, delete=False, state="aside", reason=reason)
+
+    async def pending_stats(self) -> PendingStats:
+        async def count() -> list[asyncpg.Record]:
+            async with self._connection() as conn:
+                rows: list[asyncpg.Record] = await conn.fetch(
+                    f"SELECT kind, count(*) AS n, coalesce(sum(size), 0) AS bytes FROM {self._s}.records"
+                    " WHERE state = 'pending' GROUP BY kind"
+                )
+            return rows
+
+        counts = {k: 0 for k in RecordKind}
+        sizes = {k: 0 for k in RecordKind}
+        for row in await self._retrying(count):
+            counts[RecordKind(row["kind"])] = int(row["n"])
+            sizes[RecordKind(row["kind"])] = int(row["bytes"])
+        return PendingStats(records=counts, bytes=sizes)
