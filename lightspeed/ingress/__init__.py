@@ -253,7 +253,7 @@ async def _serve(app: web.Application, host: str, port: int, emulator: IngressEm
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     # One line on stdout once listening, with the real port (useful with --port 0).
-    print(f"ingress listening on http://{host}:{bound}{UPLOAD_PATH}, storing in {emulator.store}", flush=True)
+    print(f"ingress listening on http://{host}:{bound}{UPLOAD_PATH} (storing uploads in {emulator.store})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
