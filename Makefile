@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit install-run install-test
+.PHONY: run test lint typecheck unit install-run install-test postgres-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ run: install-run
 
 install-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(foreach p,$(STORAGE_PLUGINS),-e '$(p)[test]')
 
 lint: install-test
 	$(BIN)/ruff check .
@@ -26,8 +27,21 @@ lint: install-test
 typecheck: install-test
 	$(BIN)/mypy
 
-unit: install-test
+unit: install-test postgres-server
 	$(BIN)/python -m pytest
+	set -e; for p in $(STORAGE_PLUGINS); do (cd $$p && $(abspath $(BIN))/python -m pytest); done
+
+# The storage plugins and the plugin skeleton: installed editable, each runs its own tests.
+STORAGE_PLUGINS := plugins/lightspeed-storage-sqlite plugins/lightspeed-storage-postgres examples/storage_plugin_skeleton
+
+# The postgres plugin's tests start a throwaway PostgreSQL server: install one when missing,
+# and stop here, loudly, when there is still none (the tests must never skip for lack of it).
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || \
+		{ echo "PostgreSQL server not found: apt-get install -y postgresql"; \
+		  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || \
+		{ echo "ERROR: pg_ctl still not found after installing postgresql; the postgres plugin tests cannot run" >&2; exit 1; }
 
 # Installs what the tests need, then runs linters, type checks and the whole suite.
 test: lint typecheck unit
