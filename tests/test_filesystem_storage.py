@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -277,6 +278,54 @@ async def test_removed_directories_are_recreated(store: FilesystemStorage, tmp_p
     await store.put_transcript(transcript(cid=cid))
     assert len(list((tmp_path / "transcripts" / ALICE / cid).glob("*.json"))) == 1
     await store.ping()
+
+
+SIDECAR = """
+import contextlib, pathlib, sys, time
+stop, roots = pathlib.Path(sys.argv[1]), [pathlib.Path(a) for a in sys.argv[2:]]
+while not stop.exists():
+    for root in roots:
+        for path in sorted(root.rglob("*.json"), reverse=True):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                print(path.name, flush=True)
+        for d in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            root.rmdir()
+    time.sleep(0.01)
+"""
+
+
+async def test_writes_survive_a_sidecar_that_keeps_removing_folders(store: FilesystemStorage, tmp_path: Path) -> None:
+    """Like the upstream exporter, in its own process: take every finished record, then remove
+    every emptied folder, the roots included, about a hundred times a second."""
+    stop = tmp_path / "stop"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SIDECAR,
+        str(stop),
+        str(tmp_path / "feedback"),
+        str(tmp_path / "transcripts"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        cid = str(uuid.uuid4())
+        refs = await asyncio.gather(
+            *(
+                store.put_feedback(feedback_record(cid)) if i % 2 else store.put_transcript(transcript(cid=cid))
+                for i in range(400)
+            )
+        )
+    finally:
+        stop.touch()
+        out, _ = await proc.communicate()
+    taken = out.decode().split()
+    remaining = [p.name for p in tree(tmp_path) if p.suffix == ".json" and "conversations" not in p.parts]
+    assert taken, "the sidecar took nothing: the test tested nothing"
+    assert sorted(taken + remaining) == sorted(f"{r.record_id}.json" for r in refs)
 
 
 async def test_removed_state_directory_is_recreated(store: FilesystemStorage) -> None:

@@ -95,13 +95,26 @@ def _describe(exc: OSError) -> str:
 
 
 class _BatchWriter:
-    """One thread that writes record files in batches and settles their futures together."""
+    """One thread that writes record files in batches and settles their futures together.
 
-    def __init__(self, *, fsync: bool, file_mode: int, ensure_dir: Callable[[Path], None]) -> None:
+    It also reads flags (an item whose data is ``None``): each flag file is read once per
+    batch for every reader queued in it, so a flag check costs the event loop a queue put,
+    never a thread-pool hop of its own, and still sees any value set before it was queued.
+    """
+
+    def __init__(
+        self,
+        *,
+        fsync: bool,
+        file_mode: int,
+        ensure_dir: Callable[[Path], None],
+        read_flag: Callable[[Path], bool | None],
+    ) -> None:
         self._fsync = fsync
         self._file_mode = file_mode
         self._ensure_dir = ensure_dir
-        self._queue: queue.SimpleQueue[tuple[Path, bytes, asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._read_flag = read_flag
+        self._queue: queue.SimpleQueue[tuple[Path, bytes | None, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counter = 0
@@ -115,6 +128,12 @@ class _BatchWriter:
         assert self._loop is not None, "writer not started"
         fut: asyncio.Future[None] = self._loop.create_future()
         self._queue.put((path, data, fut))
+        return fut
+
+    def read_flag(self, path: Path) -> asyncio.Future[bool | None]:
+        assert self._loop is not None, "writer not started"
+        fut: asyncio.Future[bool | None] = self._loop.create_future()
+        self._queue.put((path, None, fut))
         return fut
 
     async def stop(self) -> None:
@@ -140,23 +159,40 @@ class _BatchWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            results = self._write_batch(batch)
+            writes = [(p, d, f) for p, d, f in batch if d is not None]
+            results = self._read_flags([(p, f) for p, d, f in batch if d is None]) + self._write_batch(writes)
             assert self._loop is not None
             with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
                 self._loop.call_soon_threadsafe(_settle, results)
 
+    def _read_flags(
+        self, readers: list[tuple[Path, asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
+        values: dict[Path, tuple[BaseException | None, bool | None]] = {}
+        results: list[tuple[asyncio.Future[Any], BaseException | None, Any]] = []
+        for path, fut in readers:
+            if path not in values:
+                try:
+                    values[path] = (None, self._read_flag(path))
+                except OSError as exc:
+                    values[path] = (StorageUnavailable(f"cannot read flag {path}: {_describe(exc)}"), None)
+                except (ValueError, KeyError, TypeError) as exc:
+                    values[path] = (StorageUnavailable(f"flag file {path} is damaged: {exc!r}"), None)
+            results.append((fut, *values[path]))
+        return results
+
     def _write_batch(
-        self, batch: list[tuple[Path, bytes, asyncio.Future[None]]]
-    ) -> list[tuple[asyncio.Future[None], BaseException | None]]:
-        results: list[tuple[asyncio.Future[None], BaseException | None]] = []
+        self, batch: list[tuple[Path, bytes, asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
+        results: list[tuple[asyncio.Future[Any], BaseException | None, Any]] = []
         dirs: set[Path] = set()
         for path, data, fut in batch:
             try:
                 self._write_one(path, data)
                 dirs.add(path.parent)
-                results.append((fut, None))
+                results.append((fut, None, None))
             except OSError as exc:
-                results.append((fut, StorageUnavailable(f"cannot write {path}: {_describe(exc)}")))
+                results.append((fut, StorageUnavailable(f"cannot write {path}: {_describe(exc)}"), None))
         if self._fsync:
             failed: dict[Path, StorageUnavailable] = {}
             for d in dirs:
@@ -169,18 +205,20 @@ class _BatchWriter:
                 except OSError as exc:  # renamed, but not known to be durable: report it
                     failed[d] = StorageUnavailable(f"cannot fsync directory {d}: {_describe(exc)}")
             if failed:
-                results = [(f, e or failed.get(p.parent)) for (f, e), (p, _, _) in zip(results, batch, strict=True)]
+                results = [
+                    (f, e or failed.get(p.parent), None) for (f, e, _), (p, _, _) in zip(results, batch, strict=True)
+                ]
         return results
 
     def _write_one(self, path: Path, data: bytes) -> None:
         self._counter += 1
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.{self._counter}.tmp")
-        for attempt in range(3):
+        for attempt in range(10):
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self._file_mode)
                 break
             except FileNotFoundError:
-                if attempt == 2:
+                if attempt == 9:
                     raise
                 # A directory was removed (by us after an upload, or by an exporter sidecar): re-create it.
                 self._ensure_dir(path.parent)
@@ -203,12 +241,12 @@ class _BatchWriter:
             raise
 
 
-def _settle(results: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
-    for fut, exc in results:
+def _settle(results: list[tuple[asyncio.Future[Any], BaseException | None, Any]]) -> None:
+    for fut, exc, value in results:
         if fut.done():  # the waiting request was cancelled
             continue
         if exc is None:
-            fut.set_result(None)
+            fut.set_result(value)
         else:
             fut.set_exception(exc)
 
@@ -229,7 +267,9 @@ class FilesystemStorage(StorageBackend):
         self.fsync = options.get("durability", "rename") == "fsync"
         self.file_mode = _parse_mode(options.get("file_mode", 0o600)) or 0o600
         self.dir_mode = _parse_mode(options.get("dir_mode", 0o700)) or 0o700
-        self._writer = _BatchWriter(fsync=self.fsync, file_mode=self.file_mode, ensure_dir=self._ensure_dir)
+        self._writer = _BatchWriter(
+            fsync=self.fsync, file_mode=self.file_mode, ensure_dir=self._ensure_dir, read_flag=self._read_flag
+        )
         self._executor: ThreadPoolExecutor | None = None
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._exported: set[str] = set()
@@ -287,23 +327,32 @@ class FilesystemStorage(StorageBackend):
             raise StorageUnavailable(f"filesystem store failed: {_describe(exc)} ({exc.filename})") from exc
 
     def _ensure_dir(self, path: Path) -> None:
-        """Create ``path`` and missing parents below the storage root with ``dir_mode``."""
-        missing: list[Path] = []
-        p = path
-        while not p.is_dir():
-            missing.append(p)
-            if p.parent == p:
-                break
-            p = p.parent
-        for d in reversed(missing):
+        """Create ``path`` and missing parents below the storage root with ``dir_mode``.
+
+        A folder removed meanwhile (an exporter sidecar deletes emptied ones) is created again.
+        """
+        for attempt in range(10):
+            missing: list[Path] = []
+            p = path
+            while not p.is_dir():
+                missing.append(p)
+                if p.parent == p:
+                    break
+                p = p.parent
             try:
-                os.mkdir(d, self.dir_mode)
-            except FileExistsError:
-                if not os.path.isdir(d):  # a file (or dangling link) where a directory belongs
-                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(d)) from None
-                continue
-            if os.stat(d).st_mode & 0o777 != self.dir_mode:
-                os.chmod(d, self.dir_mode)
+                for d in reversed(missing):
+                    try:
+                        os.mkdir(d, self.dir_mode)
+                    except FileExistsError:
+                        if not os.path.isdir(d):  # a file (or dangling link) where a directory belongs
+                            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(d)) from None
+                        continue
+                    if os.stat(d).st_mode & 0o777 != self.dir_mode:
+                        os.chmod(d, self.dir_mode)
+                return
+            except FileNotFoundError:  # a parent was removed while we worked: start again, after a
+                time.sleep(0.001 * attempt)  # pause that lets a sweep in progress end (we are in a thread)
+        raise FileNotFoundError(errno.ENOENT, "directory keeps being removed while it is created", str(path))
 
     def _create(self, path: Path, flags: int) -> int:
         """``os.open`` with ``O_CREAT`` and ``file_mode``, which the umask may not narrow."""
@@ -536,7 +585,14 @@ class FilesystemStorage(StorageBackend):
             return None
 
     async def get_flag(self, name: str) -> bool | None:
-        return await self._run(self._read_flag, self._flag_path(name))
+        # Read by the writer thread, once per batch for every reader queued in it: POST
+        # /v1/feedback checks this flag on every request, and a thread-pool hop each was
+        # its largest cost after the write itself (docs/benchmarks.md). Still a real read
+        # made after this call was queued, so a value set by any process is seen at once.
+        path = self._flag_path(name)
+        if not self._open:
+            raise StorageUnavailable("the filesystem store is not open")
+        return await self._writer.read_flag(path)
 
     async def set_flag(self, name: str, value: bool) -> bool | None:
         path = self._flag_path(name)
@@ -784,7 +840,7 @@ class FilesystemStorage(StorageBackend):
                 now = time.time()
                 names = self._current_names(claim)
                 held = self._held_by_others(claim.claim_id, now)
-                if held.intersection(names) or not names:
+                if held.intersection(names):  # a claim with no records left is renewed as empty
                     raise ClaimLost(f"claim {claim.claim_id} was taken over after its lease expired")
                 expires = now + lease_seconds
                 self._update_claim(claim, names, expires)
@@ -808,7 +864,9 @@ class FilesystemStorage(StorageBackend):
     ) -> None:
         with self._locked():
             now = time.time()
-            targets = list(claim.records if records is None else records)
+            # Only what is still in the claim: a record released earlier is not acked with it.
+            current = set(self._current_names(claim))
+            targets = [r for r in (claim.records if records is None else records) if r.name in current]
             held = self._held_by_others(claim.claim_id, now)
             lost = [r.name for r in targets if r.name in held]
             if lost and strict:
