@@ -591,6 +591,39 @@ class AckReleaseTests(_Kit):
         again = await self.claim_all(backend)
         assert sorted(_names(again.records)) == sorted(_names(stored[1:]))
 
+    async def test_released_records_are_not_acked_with_the_rest(self, backend: StorageBackend) -> None:
+        stored = [await backend.put_feedback(make_feedback()) for _ in range(3)]
+        claim = await self.claim_all(backend)
+        given_back = [r for r in claim.records if r.name == stored[0].name]
+        await backend.release(claim, records=given_back)
+        await backend.ack(claim, delete=True)  # "all of them": the records still in the claim
+        assert await backend.read_record(stored[0]), "a record released before the ack was deleted by it"
+        again = await self.claim_all(backend)
+        assert _names(again.records) == [stored[0].name]
+        for gone in stored[1:]:
+            with pytest.raises(RecordNotFound):
+                await backend.read_record(gone)
+
+    async def test_a_released_record_claimed_by_another_does_not_fail_the_ack(self, backend: StorageBackend) -> None:
+        stored = [await backend.put_feedback(make_feedback()) for _ in range(2)]
+        first = await self.claim_all(backend)
+        await backend.release(first, records=[r for r in first.records if r.name == stored[0].name])
+        second = await self.claim_all(backend)
+        assert _names(second.records) == [stored[0].name]
+        await backend.ack(first, delete=True)  # stored[0] left the first claim: not lost, not acked
+        with pytest.raises(RecordNotFound):
+            await backend.read_record(stored[1])
+        assert await backend.read_record(stored[0])
+        await backend.ack(second, delete=False)
+
+    async def test_renewing_a_claim_without_records_is_harmless(self, backend: StorageBackend) -> None:
+        empty = await self.claim_all(backend)
+        assert empty.records == ()
+        renewed = await backend.renew(empty, lease_seconds=30)
+        assert renewed.records == ()
+        await backend.release(empty)
+        await backend.ack(empty, delete=True)
+
     async def test_ack_is_safe_to_retry(self, backend: StorageBackend) -> None:
         stored = await backend.put_feedback(make_feedback())
         claim = await self.claim_all(backend)

@@ -74,6 +74,8 @@ class _Store:
     owners: dict[str, str] = attrs.Factory(dict)
     turns: dict[str, list[ConversationTurn]] = attrs.Factory(dict)
     flags: dict[str, bool] = attrs.Factory(dict)
+    #: claim id -> names of the records still in that claim (released or settled ones leave it).
+    members: dict[str, set[str]] = attrs.Factory(dict)
 
 
 #: Every store of this process, by name.
@@ -193,12 +195,13 @@ class MemoryStorage(StorageBackend):
             total += entry.ref.size
         return chosen
 
-    @staticmethod
-    def _hold(entries: Sequence[_Entry], *, owner: str, lease_seconds: float, now: float) -> Claim:
+    def _hold(self, entries: Sequence[_Entry], *, owner: str, lease_seconds: float, now: float) -> Claim:
         claim_id = str(uuid.uuid4())
         expires_at = now + lease_seconds
         for entry in entries:
             entry.claim_id, entry.expires_at = claim_id, expires_at
+        if entries:
+            self._live().members[claim_id] = {e.ref.name for e in entries}
         return Claim(claim_id=claim_id, owner=owner, expires_at=expires_at, records=tuple(e.ref for e in entries))
 
     async def claim(
@@ -222,9 +225,12 @@ class MemoryStorage(StorageBackend):
             raise RecordNotFound(f"record {record.name} does not exist (any more)")
         return entry.data
 
-    def _entries(self, records: Sequence[StoredRecord]) -> list[_Entry]:
+    def _in_claim(self, claim: Claim, records: Sequence[StoredRecord] | None) -> list[_Entry]:
+        """The existing records among ``records`` (all of the claim's when ``None``) still in the claim."""
         store = self._live()
-        return [e for e in (store.records.get(r.name) for r in records) if e is not None]
+        members = store.members.get(claim.claim_id, set())
+        chosen = claim.records if records is None else records
+        return [store.records[r.name] for r in chosen if r.name in members and r.name in store.records]
 
     def _check_not_lost(self, claim: Claim, entries: Sequence[_Entry], now: float) -> None:
         lost = [e.ref.name for e in entries if e.held_by_other(claim.claim_id, now)]
@@ -234,19 +240,26 @@ class MemoryStorage(StorageBackend):
                 f" after the lease expired (first: {lost[0]})"
             )
 
+    def _leave(self, claim_id: str, names: Collection[str]) -> None:
+        members = self._live().members
+        left = members.get(claim_id, set()) - set(names)
+        if left:
+            members[claim_id] = left
+        else:
+            members.pop(claim_id, None)
+
     async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:
         now = time.time()
-        entries = [e for e in self._entries(claim.records) if e.state == PENDING]
+        entries = [e for e in self._in_claim(claim, None) if e.state == PENDING]
         self._check_not_lost(claim, entries, now)
-        mine = [e for e in entries if e.claim_id == claim.claim_id]
         expires_at = now + lease_seconds
-        for entry in mine:
-            entry.expires_at = expires_at
-        return attrs.evolve(claim, expires_at=expires_at, records=tuple(e.ref for e in mine))
+        for entry in entries:
+            entry.claim_id, entry.expires_at = claim.claim_id, expires_at
+        return attrs.evolve(claim, expires_at=expires_at, records=tuple(e.ref for e in entries))
 
     def _settle(self, claim: Claim, records: Sequence[StoredRecord] | None, *, state: str, reason: str | None) -> None:
         now = time.time()
-        entries = self._entries(claim.records if records is None else records)
+        entries = self._in_claim(claim, records)
         self._check_not_lost(claim, entries, now)  # all or nothing
         store = self._live()
         for entry in entries:
@@ -254,14 +267,17 @@ class MemoryStorage(StorageBackend):
                 del store.records[entry.ref.name]
             else:
                 entry.state, entry.claim_id, entry.reason = state, None, reason
+        self._leave(claim.claim_id, [e.ref.name for e in entries])
 
     async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
         self._settle(claim, records, state="deleted" if delete else EXPORTED, reason=None)
 
     async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
-        for entry in self._entries(claim.records if records is None else records):
+        entries = self._in_claim(claim, records)
+        for entry in entries:
             if entry.claim_id == claim.claim_id:  # records now held by another claim are skipped
                 entry.claim_id = None
+        self._leave(claim.claim_id, [e.ref.name for e in entries])
 
     async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
         self._settle(claim, records, state=ASIDE, reason=reason)

@@ -93,6 +93,8 @@ _MIGRATIONS: Final = (
     CREATE TABLE {s}.turns (id bigserial PRIMARY KEY, conversation_id text NOT NULL, turn text NOT NULL);
     CREATE INDEX turns_by_conversation ON {s}.turns (conversation_id, id);
     CREATE TABLE {s}.flags (name text PRIMARY KEY, value boolean NOT NULL);
+    CREATE TABLE {s}.claim_members (claim_id uuid NOT NULL, name text NOT NULL, PRIMARY KEY (claim_id, name));
+    CREATE INDEX claim_members_by_name ON {s}.claim_members (name);
     """,
 )
 
@@ -430,6 +432,11 @@ class PostgresStorage(StorageBackend):
                     float(lease_seconds),
                     [r["id"] for r in chosen],
                 )
+                await conn.execute(
+                    f"INSERT INTO {self._s}.claim_members (claim_id, name) SELECT $1, unnest($2::text[])",
+                    claim_id,
+                    [r["name"] for r in chosen],
+                )
                 if expires_at is None:
                     expires_at = await conn.fetchval(
                         "SELECT extract(epoch FROM now() + make_interval(secs => $1))::float8", float(lease_seconds)
@@ -466,6 +473,14 @@ class PostgresStorage(StorageBackend):
         found = await self._retrying(read)
         return [found.get(r.name) for r in records]
 
+    async def _members(
+        self, conn: asyncpg.Connection, claim: Claim, records: Sequence[StoredRecord] | None
+    ) -> list[str]:
+        """The names among ``records`` (all of the claim's when ``None``) still in the claim, in order."""
+        rows = await conn.fetch(f"SELECT name FROM {self._s}.claim_members WHERE claim_id = $1::uuid", claim.claim_id)
+        members = {row["name"] for row in rows}
+        return [r.name for r in (claim.records if records is None else records) if r.name in members]
+
     async def _lost(self, conn: asyncpg.Connection, claim: Claim, names: Sequence[str]) -> list[str]:
         """Lock the named records and return those another live claim holds."""
         rows = await conn.fetch(
@@ -480,25 +495,22 @@ class PostgresStorage(StorageBackend):
     async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:
         async def extend() -> Claim:
             async with self._connection(transaction=True) as conn:
-                lost = await self._lost(conn, claim, [r.name for r in claim.records])
+                names = await self._members(conn, claim, None)
+                lost = await self._lost(conn, claim, names)
                 if lost:
                     raise ClaimLost(
                         f"claim {claim.claim_id}: {len(lost)} record(s) were taken over after the lease expired"
                         f" (first: {lost[0]})"
                     )
                 rows = await conn.fetch(
-                    f"UPDATE {self._s}.records SET lease_until = now() + make_interval(secs => $2)"
-                    " WHERE claim_id = $1::uuid AND state = 'pending'"
-                    " RETURNING name, extract(epoch FROM lease_until)::float8 AS expires_at",
+                    f"UPDATE {self._s}.records SET claim_id = $1::uuid, lease_until = now() + make_interval(secs => $2)"
+                    " WHERE name = ANY($3::text[]) AND state = 'pending' RETURNING name",
                     claim.claim_id,
                     float(lease_seconds),
+                    names,
                 )
-                expires_at = (
-                    rows[0]["expires_at"]
-                    if rows
-                    else await conn.fetchval(
-                        "SELECT extract(epoch FROM now() + make_interval(secs => $1))::float8", float(lease_seconds)
-                    )
+                expires_at = await conn.fetchval(
+                    "SELECT extract(epoch FROM now() + make_interval(secs => $1))::float8", float(lease_seconds)
                 )
             mine = {row["name"] for row in rows}
             return Claim(
@@ -513,10 +525,9 @@ class PostgresStorage(StorageBackend):
     async def _settle(
         self, claim: Claim, records: Sequence[StoredRecord] | None, *, delete: bool, state: str, reason: str | None
     ) -> None:
-        names = [r.name for r in (claim.records if records is None else records)]
-
         async def settle() -> None:
             async with self._connection(transaction=True) as conn:
+                names = await self._members(conn, claim, records)
                 lost = await self._lost(conn, claim, names)
                 if lost:
                     raise ClaimLost(
@@ -533,6 +544,7 @@ class PostgresStorage(StorageBackend):
                         state,
                         reason,
                     )
+                await conn.execute(f"DELETE FROM {self._s}.claim_members WHERE name = ANY($1::text[])", names)
 
         await self._retrying(settle)  # all or nothing: safe to retry
 
@@ -540,13 +552,17 @@ class PostgresStorage(StorageBackend):
         await self._settle(claim, records, delete=delete, state="exported", reason=None)
 
     async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
-        names = [r.name for r in (claim.records if records is None else records)]
-
         async def give_back() -> None:
-            async with self._connection() as conn:
+            async with self._connection(transaction=True) as conn:
+                names = await self._members(conn, claim, records)
                 await conn.execute(
                     f"UPDATE {self._s}.records SET claim_id = NULL, lease_until = NULL"
                     " WHERE claim_id = $1::uuid AND name = ANY($2::text[])",
+                    claim.claim_id,
+                    names,
+                )
+                await conn.execute(
+                    f"DELETE FROM {self._s}.claim_members WHERE claim_id = $1::uuid AND name = ANY($2::text[])",
                     claim.claim_id,
                     names,
                 )

@@ -85,6 +85,8 @@ _MIGRATIONS: Final = (
     );
     CREATE INDEX turns_by_conversation ON turns (conversation_id, id);
     CREATE TABLE flags (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE claim_members (claim_id TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (claim_id, name));
+    CREATE INDEX claim_members_by_name ON claim_members (name);
     """,
 )
 
@@ -329,6 +331,9 @@ class SqliteStorage(StorageBackend):
                     f"UPDATE records SET claim_id = ?, expires_at = ? WHERE name IN ({_marks(len(part))})",
                     (claim_id, expires_at, *part),
                 )
+            await conn.executemany(
+                "INSERT INTO claim_members (claim_id, name) VALUES (?, ?)", [(claim_id, r.name) for r in chosen]
+            )
         return Claim(claim_id=claim_id, owner=owner, expires_at=expires_at, records=tuple(chosen))
 
     async def read_record(self, record: StoredRecord) -> bytes:
@@ -350,41 +355,56 @@ class SqliteStorage(StorageBackend):
         return [found.get(r.name) for r in records]
 
     @staticmethod
-    async def _states(conn: aiosqlite.Connection, names: Sequence[str]) -> dict[str, tuple[str, str | None, float]]:
-        """name -> (state, claim_id, expires_at) for the names that exist."""
-        states: dict[str, tuple[str, str | None, float]] = {}
-        for part in _chunks(names):
-            rows = await conn.execute_fetchall(
-                f"SELECT name, state, claim_id, expires_at FROM records WHERE name IN ({_marks(len(part))})",
-                tuple(part),
-            )
-            states.update((name, (state, cid, exp)) for name, state, cid, exp in rows)
-        return states
+    async def _members(conn: aiosqlite.Connection, claim: Claim, records: Sequence[StoredRecord] | None) -> list[str]:
+        """The names among ``records`` (all of the claim's when ``None``) still in the claim, in order."""
+        rows = await conn.execute_fetchall("SELECT name FROM claim_members WHERE claim_id = ?", (claim.claim_id,))
+        members = {row[0] for row in rows}
+        return [r.name for r in (claim.records if records is None else records) if r.name in members]
 
     @staticmethod
-    def _lost(claim: Claim, states: Mapping[str, tuple[str, str | None, float]], now: float) -> list[str]:
-        return [
-            name
-            for name, (state, cid, expires_at) in states.items()
-            if state == "pending" and cid is not None and cid != claim.claim_id and expires_at > now
-        ]
+    async def _lost(conn: aiosqlite.Connection, claim: Claim, names: Sequence[str], now: float) -> list[str]:
+        """The names that another unexpired claim holds."""
+        lost: list[str] = []
+        for part in _chunks(names):
+            rows = await conn.execute_fetchall(
+                f"SELECT name FROM records WHERE name IN ({_marks(len(part))}) AND state = 'pending'"
+                " AND claim_id IS NOT NULL AND claim_id <> ? AND expires_at > ?",
+                (*part, claim.claim_id, now),
+            )
+            lost.extend(row[0] for row in rows)
+        return lost
+
+    @staticmethod
+    async def _leave(conn: aiosqlite.Connection, claim_id: str | None, names: Sequence[str]) -> None:
+        """Take ``names`` out of the claim (out of every claim when ``claim_id`` is ``None``)."""
+        for part in _chunks(names):
+            if claim_id is None:
+                await conn.execute(f"DELETE FROM claim_members WHERE name IN ({_marks(len(part))})", tuple(part))
+            else:
+                await conn.execute(
+                    f"DELETE FROM claim_members WHERE claim_id = ? AND name IN ({_marks(len(part))})",
+                    (claim_id, *part),
+                )
 
     async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:
         async with self._session(write=True) as conn:
             now = time.time()
-            states = await self._states(conn, [r.name for r in claim.records])
-            lost = self._lost(claim, states, now)
+            names = await self._members(conn, claim, None)
+            lost = await self._lost(conn, claim, names, now)
             if lost:
                 raise ClaimLost(
                     f"claim {claim.claim_id}: {len(lost)} record(s) were taken over after the lease expired"
                     f" (first: {lost[0]})"
                 )
             expires_at = now + lease_seconds
-            await conn.execute(
-                "UPDATE records SET expires_at = ? WHERE claim_id = ? AND state = 'pending'",
-                (expires_at, claim.claim_id),
-            )
-        mine = {n for n, (state, cid, _) in states.items() if state == "pending" and cid == claim.claim_id}
+            mine: set[str] = set()
+            for part in _chunks(names):
+                rows = await conn.execute_fetchall(
+                    f"UPDATE records SET claim_id = ?, expires_at = ? WHERE state = 'pending'"
+                    f" AND name IN ({_marks(len(part))}) RETURNING name",
+                    (claim.claim_id, expires_at, *part),
+                )
+                mine.update(row[0] for row in rows)
         return Claim(
             claim_id=claim.claim_id,
             owner=claim.owner,
@@ -395,9 +415,9 @@ class SqliteStorage(StorageBackend):
     async def _settle(
         self, claim: Claim, records: Sequence[StoredRecord] | None, *, delete: bool, state: str, reason: str | None
     ) -> None:
-        names = [r.name for r in (claim.records if records is None else records)]
         async with self._session(write=True) as conn:
-            lost = self._lost(claim, await self._states(conn, names), time.time())
+            names = await self._members(conn, claim, records)
+            lost = await self._lost(conn, claim, names, time.time())
             if lost:
                 raise ClaimLost(
                     f"claim {claim.claim_id}: {len(lost)} record(s) were taken over by another collector"
@@ -412,18 +432,20 @@ class SqliteStorage(StorageBackend):
                         f"UPDATE records SET state = ?, reason = ?, claim_id = NULL WHERE {where}",
                         (state, reason, *part),
                     )
+            await self._leave(conn, None, names)
 
     async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
         await self._settle(claim, records, delete=delete, state="exported", reason=None)
 
     async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
-        names = [r.name for r in (claim.records if records is None else records)]
         async with self._session(write=True) as conn:
+            names = await self._members(conn, claim, records)
             for part in _chunks(names):
                 await conn.execute(
                     f"UPDATE records SET claim_id = NULL WHERE claim_id = ? AND name IN ({_marks(len(part))})",
                     (claim.claim_id, *part),
                 )
+            await self._leave(conn, claim.claim_id, names)
 
     async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
         await self._settle(claim, records, delete=False, state="aside", reason=reason)
