@@ -233,6 +233,17 @@ class WriteTests(_Kit):
         assert claim.records == (stored,)
         assert await backend.read_record(claim.records[0]) == data
 
+    async def test_read_many_reads_a_batch_in_order(self, backend: StorageBackend) -> None:
+        records = [make_feedback(user_feedback=AWKWARD_TEXT), make_transcript(), make_feedback()]
+        stored = [await backend.put(r) for r in records]
+        claim = await self.claim_all(backend)
+        await backend.ack(claim, records=[r for r in claim.records if r.name == stored[0].name], delete=True)
+        rid = new_record_id()
+        ghost = StoredRecord(kind=RecordKind.FEEDBACK, record_id=rid, name=f"feedback/{rid}.json", size=1)
+        got = await backend.read_many([stored[2], ghost, stored[0], stored[1]])
+        assert got == [records[2].to_json(), None, None, records[1].to_json()]
+        assert await backend.read_many([]) == []
+
     async def test_put_stores_either_kind(self, backend: StorageBackend) -> None:
         feedback, transcript = make_feedback(), make_transcript()
         assert (await backend.put(feedback)).kind is RecordKind.FEEDBACK
