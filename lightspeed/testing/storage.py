@@ -234,7 +234,11 @@ class WriteTests(_Kit):
         assert await backend.read_record(claim.records[0]) == data
 
     async def test_read_many_reads_a_batch_in_order(self, backend: StorageBackend) -> None:
-        records = [make_feedback(user_feedback=AWKWARD_TEXT), make_transcript(), make_feedback()]
+        records: list[FeedbackRecord | Transcript] = [
+            make_feedback(user_feedback=AWKWARD_TEXT),
+            make_transcript(),
+            make_feedback(),
+        ]
         stored = [await backend.put(r) for r in records]
         claim = await self.claim_all(backend)
         await backend.ack(claim, records=[r for r in claim.records if r.name == stored[0].name], delete=True)
