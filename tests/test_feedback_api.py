@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from lightspeed.auth import DEFAULT_USER_ID as DEFAULT_USER
-from lightspeed.state import CONFIG
+from lightspeed.state import CONFIG, STORAGE
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -534,3 +534,35 @@ async def test_conversation_owner_survives_restart(make_client: MakeClient, new_
     again = await make_client()
     assert (await post(again, body_for(cid), path="/v1/feedback?user_id=alice"))[0] == 200
     assert (await post(again, body_for(cid), path="/v1/feedback?user_id=bob"))[0] == 403
+
+
+async def test_damaged_flag_file_is_a_clear_error_and_put_repairs_it(
+    make_client: MakeClient, new_conversation: NewConversation
+) -> None:
+    client = await make_client()
+    cid = await new_conversation(client.app)
+    await client.put("/v1/feedback/status", json={"status": True})
+    flag = client.app[STORAGE].state_root / "flags" / "feedback_enabled.json"  # type: ignore[attr-defined]
+    flag.write_bytes(b"{not json")  # a hand edit gone wrong
+    for resp in (await client.get("/v1/feedback/status"), await client.post("/v1/feedback", json=body_for(cid))):
+        assert resp.status == 500
+        detail = (await resp.json())["detail"]
+        assert detail["response"] == "Failed to read feedback status"
+        assert "damaged" in detail["cause"]
+    resp = await client.put("/v1/feedback/status", json={"status": True})
+    assert resp.status == 200
+    assert (await post(client, body_for(cid)))[0] == 200
+
+
+async def test_damaged_owner_file_is_503(make_client: MakeClient, new_conversation: NewConversation) -> None:
+    first = await make_client()
+    cid = await new_conversation(first.app)
+    state = first.app[STORAGE].state_root  # type: ignore[attr-defined]
+    await first.close()
+    (state / "conversations" / cid[-2:] / f"{cid}.json").write_bytes(b"")
+    client = await make_client()
+    status, answer = await post(client, body_for(cid))
+    assert status == 503
+    assert answer["detail"]["response"] == "Unable to access conversation storage"
+    assert "damaged" in answer["detail"]["cause"]
+    assert stored(client) == []

@@ -485,6 +485,13 @@ class FilesystemStorage(StorageBackend):
         if len(self._owners) > _OWNER_CACHE_MAX:
             self._owners.popitem(last=False)
 
+    @staticmethod
+    def _read_owner(path: Path) -> str:
+        try:
+            return str(json.loads(path.read_bytes())["owner"])
+        except (ValueError, KeyError, TypeError) as exc:  # only a hand edit or a disk fault does this
+            raise StorageUnavailable(f"conversation owner file {path} is damaged: {exc!r}") from exc
+
     async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
         if not is_valid_user_hash(owner):
             raise ValueError(f"invalid owner hash {owner!r}")
@@ -507,7 +514,7 @@ class FilesystemStorage(StorageBackend):
                 os.link(tmp, path)  # fails if the conversation already has an owner
                 return owner
             except FileExistsError:
-                return str(json.loads(path.read_bytes())["owner"])
+                return self._read_owner(path)
             finally:
                 os.unlink(tmp)
 
@@ -523,7 +530,7 @@ class FilesystemStorage(StorageBackend):
 
         def read() -> str | None:
             try:
-                return str(json.loads(path.read_bytes())["owner"])
+                return self._read_owner(path)
             except FileNotFoundError:
                 return None
 
@@ -599,7 +606,10 @@ class FilesystemStorage(StorageBackend):
 
         def swap() -> bool | None:
             with self._locked():
-                previous = self._read_flag(path)
+                try:
+                    previous = self._read_flag(path)
+                except (ValueError, KeyError, TypeError):  # damaged by hand: setting it repairs it
+                    previous = None
                 if previous != value:
                     self._write_small(path, json.dumps({"value": value}).encode())
                 return previous
