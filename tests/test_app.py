@@ -3,6 +3,7 @@ mounting ``create_app`` as a sub-application of another app on a real server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -18,10 +19,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from lightspeed import __version__, create_app
+from lightspeed.api import health
 from lightspeed.config import Config
 from lightspeed.records import hash_user_id
 from lightspeed.state import AUTH, CONFIG, HTTP, STORAGE
-from lightspeed.storage import StorageUnavailable
+from lightspeed.storage import StorageUnavailable, register_backend
+from lightspeed.storage.filesystem import FilesystemStorage
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -290,3 +293,37 @@ async def test_mounted_under_a_prefix_on_a_real_server(make_config: Callable[...
             await storage.ping()
         assert sub[HTTP].closed
     assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize(
+    ("ping", "reason"),
+    [
+        ("hang", "no answer within 0.05 s"),
+        ("oserror", "unexpected ConnectionRefusedError: [Errno 111] refused"),
+        ("unavailable", "database is down"),
+    ],
+)
+async def test_readiness_503_whatever_the_backend_does(
+    make_config: Callable[..., Config], aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, ping: str, reason: str
+) -> None:
+    class Flaky(FilesystemStorage):
+        async def ping(self) -> None:
+            if ping == "hang":
+                await asyncio.sleep(10)
+            elif ping == "oserror":
+                raise ConnectionRefusedError(111, "refused")
+            raise StorageUnavailable("database is down")
+
+    monkeypatch.setattr(health, "PING_TIMEOUT_SECONDS", 0.05)
+    with register_backend("flaky-test", Flaky):
+        app = create_app(make_config(user_data_collection={"storage": {"backend": "flaky-test"}}))
+    client = await aiohttp_client(app)
+    resp = await client.get("/readiness")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body == {
+        "ready": False,
+        "reason": f"Storage backend 'flaky-test' is not available: {reason}",
+        "providers": [],
+    }
+    assert (await client.get("/liveness")).status == 200

@@ -27,9 +27,13 @@ async def readiness(request: web.Request) -> web.Response:
     storage = storage_from(request)
     try:
         await asyncio.wait_for(storage.ping(), PING_TIMEOUT_SECONDS)
-    except (StorageError, TimeoutError) as exc:
-        cause = str(exc) or f"no answer within {PING_TIMEOUT_SECONDS} s"
-        log.warning("readiness: storage backend %s is not available: %s", storage.name, cause)
+    except Exception as exc:  # a probe answers 503, never 500 (logged, not swallowed)
+        if isinstance(exc, StorageError | TimeoutError):
+            cause = str(exc) or f"no answer within {PING_TIMEOUT_SECONDS} s"
+            log.warning("readiness: storage backend %s is not available: %s", storage.name, cause)
+        else:  # the backend broke its contract (only StorageError): keep the traceback for its author
+            cause = f"unexpected {type(exc).__name__}: {exc}"
+            log.exception("readiness: storage backend %s failed its ping", storage.name)
         return json_response(
             {
                 "ready": False,
