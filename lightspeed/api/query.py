@@ -7,8 +7,10 @@ choose the provider and model (404 ``Model not found``); find or start the conve
 the conversation's last ``inference.max_history_turns`` turns and the redacted query
 with its attachments; ask the LLM; store the turn in the conversation's history and, when
 ``transcripts_enabled``, a transcript. Nothing unredacted reaches the LLM or the store.
-A failure to store is logged and counted in :data:`QUERY_STATS` and never takes the
-answer away from the user.
+The conversation's owner is recorded while the LLM thinks, before the answer is
+returned; the turn and the transcript are stored just after, by a :class:`RecordWriter`
+that the next query of the conversation and the shutdown wait for. A failure to store
+is logged and counted in :data:`QUERY_STATS` and never takes the answer away from the user.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, Final
 
 import attrs
@@ -38,10 +40,13 @@ __all__ = [
     "Attachment",
     "DEFAULT_SYSTEM_PROMPT",
     "QUERY_STATS",
+    "RECORDS",
     "QueryRequest",
     "QueryStats",
+    "RecordWriter",
     "add_routes",
     "parse_query_request",
+    "records_ctx",
 ]
 
 log = logging.getLogger("lightspeed.api.query")
@@ -208,6 +213,8 @@ class Interaction:
     model: str
     messages: tuple[Message, ...]
     history_truncated: bool
+    #: Recording the owner of a new conversation, done while the LLM thinks.
+    owner_recorded: asyncio.Task[None] | None = None
 
 
 def prompt_text(query: str, attachments: Sequence[Attachment]) -> str:
@@ -233,9 +240,11 @@ async def begin(request: web.Request) -> Interaction:
     storage = request.app[STORAGE]
     max_turns = config.inference.max_history_turns
     history: list[ConversationTurn] = []
+    owner_recorded = None
     if q.conversation_id is not None:
         conversation_id = q.conversation_id
         await check_conversation_access(request, conversation_id, user, action="query")
+        await request.app[RECORDS].settled(conversation_id)
         if max_turns > 0:
             try:
                 history = await storage.get_turns(conversation_id, limit=max_turns + 1)
@@ -246,11 +255,7 @@ async def begin(request: web.Request) -> Interaction:
             history = await _has_history(request, conversation_id)
     else:
         conversation_id = str(uuid.uuid4())
-        try:
-            await storage.set_conversation_owner(conversation_id, owner=hash_user_id(user.user_id))
-        except Exception as exc:  # noqa: BLE001 - the answer still goes to the user
-            log.error("cannot record the owner of new conversation %s: %s", conversation_id, exc)
-            request.app[QUERY_STATS].history_failures += 1
+        owner_recorded = _background(_record_owner(request.app, conversation_id, hash_user_id(user.user_id)))
     truncated = len(history) > max_turns
     kept = history[len(history) - max_turns :] if max_turns > 0 else []
 
@@ -270,7 +275,27 @@ async def begin(request: web.Request) -> Interaction:
         model=model,
         messages=tuple(messages),
         history_truncated=truncated,
+        owner_recorded=owner_recorded,
     )
+
+
+async def _record_owner(app: web.Application, conversation_id: str, owner: str) -> None:
+    try:
+        await app[STORAGE].set_conversation_owner(conversation_id, owner=owner)
+    except Exception as exc:  # noqa: BLE001 - the answer still goes to the user
+        log.error("cannot record the owner of new conversation %s: %s", conversation_id, exc)
+        app[QUERY_STATS].history_failures += 1
+
+
+_background_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task that is kept referenced until it is done (the loop holds tasks only weakly)."""
+    task = asyncio.ensure_future(coro)
+    _background_tasks.add(task)
+    task.add_done_callback(_background_tasks.discard)
+    return task
 
 
 async def _has_history(request: web.Request, conversation_id: str) -> list[ConversationTurn]:
@@ -281,23 +306,112 @@ async def _has_history(request: web.Request, conversation_id: str) -> list[Conve
         return []
 
 
+class RecordWriter:
+    """Stores each answer's history turn and transcript after the answer has gone out,
+    so the disk is never on the user's path.
+
+    Turns of one conversation are stored in order, and :meth:`settled` lets the next query
+    of a conversation wait for the previous turn before it reads the history. At most
+    ``max_pending`` stores run at once; beyond that the caller waits for its own
+    (backpressure, so memory stays bounded when the store is slower than the queries).
+    :meth:`drain` waits for every pending store; :func:`records_ctx` calls it at shutdown,
+    before the storage backend closes, so a clean shutdown loses nothing.
+    """
+
+    def __init__(self, app: web.Application, *, max_pending: int = 256) -> None:
+        self.app = app
+        self.max_pending = max_pending
+        self._pending: set[asyncio.Task[None]] = set()
+        self._last_turn: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def submit(self, conversation_id: str, turn: ConversationTurn, transcript: Transcript | None) -> None:
+        previous = self._last_turn.get(conversation_id)
+        task = asyncio.ensure_future(self._store(conversation_id, turn, transcript, previous))
+        self._pending.add(task)
+        self._last_turn[conversation_id] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._pending.discard(t)
+            if self._last_turn.get(conversation_id) is t:
+                del self._last_turn[conversation_id]
+
+        task.add_done_callback(done)
+        if len(self._pending) > self.max_pending:
+            await asyncio.shield(task)
+
+    async def settled(self, conversation_id: str) -> None:
+        """Wait until the turns of ``conversation_id`` given so far are stored."""
+        task = self._last_turn.get(conversation_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        while self._pending:
+            await asyncio.gather(*self._pending)
+
+    async def _store(
+        self,
+        conversation_id: str,
+        turn: ConversationTurn,
+        transcript: Transcript | None,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        if previous is not None:
+            await previous  # never raises: failures are logged below
+        if transcript is None:
+            await self._put_turn(conversation_id, turn)
+        else:
+            await asyncio.gather(self._put_turn(conversation_id, turn), self._put_transcript(transcript))
+
+    async def _put_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
+        try:
+            await self.app[STORAGE].append_turn(conversation_id, turn)
+        except Exception as exc:  # noqa: BLE001 - logged and counted; the answer stands
+            self.app[QUERY_STATS].history_failures += 1
+            log.error("cannot store a turn of conversation %s: %s", conversation_id, exc)
+
+    async def _put_transcript(self, transcript: Transcript) -> None:
+        stats = self.app[QUERY_STATS]
+        try:
+            await self.app[STORAGE].put_transcript(transcript)
+        except Exception as exc:  # noqa: BLE001 - logged and counted; the answer stands
+            stats.transcript_failures += 1
+            log.error(
+                "cannot store the transcript %s of conversation %s: %s",
+                transcript.record_id,
+                transcript.conversation_id,
+                exc,
+            )
+        else:
+            stats.transcripts_stored += 1
+
+
+RECORDS: Final = web.AppKey("lightspeed.query_records", RecordWriter)
+
+
+async def records_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: at shutdown, wait for the turns and transcripts still being stored."""
+    yield
+    writer = app[RECORDS]
+    if writer.pending:
+        log.info("storing %d pending answer(s) before shutdown", writer.pending)
+    await writer.drain()
+
+
 async def record(app: web.Application, it: Interaction, answer: str, *, cut_short: bool) -> None:
-    """Store the turn and (when enabled) the transcript; failures are logged and counted, never raised."""
-    storage = app[STORAGE]
-    stats = app[QUERY_STATS]
-    truncated = it.history_truncated or cut_short
+    """Make sure the conversation's owner is stored, then hand the turn and (when enabled)
+    the transcript to the :class:`RecordWriter`. Failures are logged and counted, never raised."""
+    if it.owner_recorded is not None:
+        await it.owner_recorded  # feedback on the answer finds its conversation
     turn = ConversationTurn(
         query=it.redacted_query, response=answer, provider=it.provider.name, model=it.model, truncated=cut_short
     )
-
-    async def put_turn() -> None:
-        try:
-            await storage.append_turn(it.conversation_id, turn)
-        except Exception as exc:  # noqa: BLE001 - logged and counted; the answer stands
-            stats.history_failures += 1
-            log.error("cannot store a turn of conversation %s: %s", it.conversation_id, exc)
-
-    async def put_transcript() -> None:
+    transcript = None
+    if app[CONFIG].user_data_collection.transcripts_enabled:
         transcript = Transcript(
             metadata=TranscriptMetadata(
                 provider=it.provider.name,
@@ -310,26 +424,10 @@ async def record(app: web.Application, it: Interaction, answer: str, *, cut_shor
             redacted_query=it.redacted_query,
             query_is_valid=True,
             llm_response=answer,
-            truncated=truncated,
+            truncated=it.history_truncated or cut_short,
             attachments=tuple(a.to_dict() for a in it.attachments),
         )
-        try:
-            await storage.put_transcript(transcript)
-        except Exception as exc:  # noqa: BLE001 - logged and counted; the answer stands
-            stats.transcript_failures += 1
-            log.error(
-                "cannot store the transcript %s of conversation %s: %s",
-                transcript.record_id,
-                it.conversation_id,
-                exc,
-            )
-        else:
-            stats.transcripts_stored += 1
-
-    if app[CONFIG].user_data_collection.transcripts_enabled:
-        await asyncio.gather(put_turn(), put_transcript())
-    else:
-        await put_turn()
+    await app[RECORDS].submit(it.conversation_id, turn, transcript)
 
 
 # --------------------------------------------------------------------------- handlers
@@ -396,15 +494,9 @@ class _Sink:
             await self.response.write(_frame("error", data))
 
 
-_pending_records: set[asyncio.Task[None]] = set()
-
-
 async def _record_shielded(app: web.Application, it: Interaction, partial: str) -> None:
     """Store a cut-short answer; shielded, so a cancelled handler (server shutdown) still stores it."""
-    task = asyncio.ensure_future(record(app, it, partial, cut_short=True))
-    _pending_records.add(task)
-    task.add_done_callback(_pending_records.discard)
-    await asyncio.shield(task)
+    await asyncio.shield(_background(record(app, it, partial, cut_short=True)))
 
 
 async def streaming_query(request: web.Request) -> web.StreamResponse:
@@ -452,8 +544,14 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application, prefixes: tuple[str, ...]) -> None:
-    """The query routes under each prefix, and the state they use."""
+    """The query routes under each prefix, the state they use, and :func:`records_ctx`.
+
+    Call after the storage backend's cleanup context is appended: contexts are torn down
+    in reverse, so pending transcripts are stored before the backend closes.
+    """
     app[QUERY_STATS] = QueryStats()
+    app[RECORDS] = RecordWriter(app)
+    app.cleanup_ctx.append(records_ctx)
     app[REDACTOR] = Redactor(app[CONFIG].query_filters)
     for prefix in prefixes:
         app.router.add_post(f"{prefix}/query", query)

@@ -14,12 +14,17 @@ The model named in a request picks the behaviour:
 ``reject``       400 with an OpenAI-style error body (context too long).
 
 Every request body is kept in :attr:`FakeLLM.requests`, every ``Authorization`` header in
-:attr:`FakeLLM.auth_headers`.
+:attr:`FakeLLM.auth_headers` (unless ``keep_requests`` is false). ``delay`` seconds pass
+before every answer (a stand-in for the model's thinking time in benchmarks).
+
+Run on its own for benchmarks: ``python tests/query/fake_llm.py --port 8000 --delay-ms 20``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import re
 from typing import Any
@@ -53,7 +58,9 @@ def _chunk(content: str | None = None, *, usage: dict[str, int] | None = None) -
 class FakeLLM:
     """Start with ``await fake.start()``, stop with ``await fake.stop()``; ``url`` ends in ``/v1``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, delay: float = 0.0, keep_requests: bool = True) -> None:
+        self.delay = delay
+        self.keep_requests = keep_requests
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str | None] = []
         self.slow_tokens = 200
@@ -65,10 +72,10 @@ class FakeLLM:
         app.router.add_post("/v1/chat/completions", self.chat)
         self._app = app
 
-    async def start(self) -> FakeLLM:
+    async def start(self, port: int = 0) -> FakeLLM:
         self._runner = web.AppRunner(self._app, handler_cancellation=True, shutdown_timeout=0.1, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}/v1"
@@ -85,8 +92,11 @@ class FakeLLM:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(body)
-        self.auth_headers.append(request.headers.get("Authorization"))
+        if self.keep_requests:
+            self.requests.append(body)
+            self.auth_headers.append(request.headers.get("Authorization"))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         model = body["model"]
         stream = bool(body.get("stream"))
         if model == "ratelimit":
@@ -146,3 +156,25 @@ class FakeLLM:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+async def _serve(port: int, delay: float) -> None:
+    fake = await FakeLLM(delay=delay, keep_requests=False).start(port)
+    print(fake.url, flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await fake.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="An OpenAI-compatible fake LLM server on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="wait this long before every answer")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.port, args.delay_ms / 1000))
+
+
+if __name__ == "__main__":
+    main()

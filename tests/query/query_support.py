@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from lightspeed.api.query import RECORDS
 from lightspeed.state import CONFIG
 
 Client = TestClient[web.Request, web.Application]
@@ -28,9 +29,13 @@ def transcripts_root(client: Client) -> Path:
     return Path(path)
 
 
-def transcripts(client: Client) -> list[dict[str, Any]]:
-    """Every stored transcript, oldest first."""
-    root = transcripts_root(client)
+async def transcripts(client: Client) -> list[dict[str, Any]]:
+    """Every stored transcript, oldest first, once the transcripts still being stored are."""
+    await client.app[RECORDS].drain()
+    return read_transcripts(transcripts_root(client))
+
+
+def read_transcripts(root: Path) -> list[dict[str, Any]]:
     files = sorted(root.rglob("*.json"), key=lambda p: p.stat().st_mtime_ns) if root.is_dir() else []
     return [json.loads(p.read_bytes()) for p in files]
 

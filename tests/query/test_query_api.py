@@ -15,7 +15,7 @@ import pytest
 from fake_llm import FakeLLM
 from query_support import Client, all_files, free_port, transcripts, transcripts_root
 
-from lightspeed.api.query import QUERY_STATS
+from lightspeed.api.query import QUERY_STATS, RECORDS
 from lightspeed.auth import DEFAULT_USER_ID
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -62,11 +62,11 @@ async def test_a_new_conversation_gets_the_answer_and_one_transcript(query_clien
             "stream": False,
         }
     ]
-    files = list(transcripts_root(client).rglob("*.json"))
+    [stored] = await transcripts(client)
+    files = all_files(transcripts_root(client))
     assert len(files) == 1
     rel = files[0].relative_to(transcripts_root(client))
     assert rel.parts[:2] == (sha(DEFAULT_USER_ID), cid) and UUID4.fullmatch(rel.stem)
-    [stored] = transcripts(client)
     assert ISO_UTC.fullmatch(stored["metadata"].pop("timestamp"))
     assert stored == {
         "metadata": {
@@ -93,7 +93,7 @@ async def test_named_provider_and_model_are_used_and_recorded(query_client: Any)
     status, body = await ask(client, {"query": "hello there", "provider": "local", "model": "echo"})
     assert status == 200, body
     assert body["response"] == "hello there"
-    meta = transcripts(client)[0]["metadata"]
+    meta = (await transcripts(client))[0]["metadata"]
     assert (meta["provider"], meta["model"], meta["query_provider"], meta["query_model"]) == (
         "local",
         "echo",
@@ -124,8 +124,8 @@ async def test_history_is_sent_up_to_the_limit_and_truncation_is_reported(query_
         {"role": "assistant", "content": "You asked: q3"},
         {"role": "user", "content": "q4"},
     ]
-    assert [t["truncated"] for t in transcripts(client)] == [False, False, False, True]
-    assert {t["metadata"]["conversation_id"] for t in transcripts(client)} == {cid}
+    assert [t["truncated"] for t in await transcripts(client)] == [False, False, False, True]
+    assert {t["metadata"]["conversation_id"] for t in await transcripts(client)} == {cid}
 
 
 async def test_someone_elses_conversation_is_403_and_an_unknown_one_404(query_client: Any, fake_llm: FakeLLM):
@@ -148,7 +148,7 @@ async def test_someone_elses_conversation_is_403_and_an_unknown_one_404(query_cl
         "detail": {"response": "Conversation not found", "cause": f"Conversation with ID {unknown} does not exist"}
     }
     assert len(fake_llm.requests) == 1
-    assert len(transcripts(client)) == 1
+    assert len(await transcripts(client)) == 1
 
 
 async def test_feedback_accepts_a_conversation_started_by_a_query(query_client: Any):
@@ -282,7 +282,7 @@ async def test_invalid_bodies_are_422_in_pydantic_shape(query_client: Any, fake_
         assert status == 422
         assert got == {"detail": errors}
     assert fake_llm.requests == []
-    assert transcripts(client) == []
+    assert await transcripts(client) == []
 
 
 async def test_upstream_optional_fields_are_accepted(query_client: Any):
@@ -386,7 +386,7 @@ async def test_provider_failures_are_explained(
         assert cause_part in got["detail"]["cause"]
         if status == 429:
             assert resp.headers["Retry-After"] == "7"
-    assert transcripts(client) == []
+    assert await transcripts(client) == []
 
 
 async def test_an_unreachable_provider_is_503(query_client: Any):
@@ -407,7 +407,7 @@ async def test_attachments_reach_the_llm_and_the_transcript(query_client: Any, f
         "role": "user",
         "content": "Why?\n\n[Attachment 1: configuration, application/yaml]\nkind: Pod",
     }
-    [stored] = transcripts(client)
+    [stored] = await transcripts(client)
     assert stored["attachments"] == [attachment]
     assert stored["redacted_query"] == "Why?"
 
@@ -433,7 +433,7 @@ async def test_secrets_matching_a_filter_never_reach_the_llm_or_the_store(
 
     assert SECRET not in fake_llm.received_text
     assert "my password is [PASSWORD]" in fake_llm.received_text
-    stored = transcripts(client)
+    stored = await transcripts(client)
     assert len(stored) == 2
     assert stored[0]["redacted_query"] == "my password is [PASSWORD]"
     assert stored[1]["attachments"][0]["content"] == "login [PASSWORD] from <ip>"
@@ -452,6 +452,7 @@ async def test_a_failure_to_store_the_transcript_does_not_take_the_answer_away(q
     status, body = await ask(client, {"query": "still answered?"})
     assert status == 200
     assert body["response"] == "You asked: still answered?"
+    await client.app[RECORDS].drain()
     stats = client.app[QUERY_STATS]
     assert (stats.transcript_failures, stats.transcripts_stored) == (1, 0)
     assert "cannot store the transcript" in caplog.text

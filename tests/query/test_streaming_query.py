@@ -62,7 +62,7 @@ async def test_frames_in_the_upstream_order_and_a_transcript_with_attachments(
         },
     ]
     assert fake_llm.requests[0]["stream"] is True
-    [stored] = transcripts(client)
+    [stored] = await transcripts(client)
     assert stored["metadata"]["conversation_id"] == cid
     assert stored["llm_response"] == answer
     assert stored["truncated"] is False
@@ -128,7 +128,7 @@ async def test_a_failure_after_the_stream_began_is_an_error_event_and_a_truncate
     assert error["data"]["response"] == response
     assert error["data"]["cause"]
     assert [e["event"] for e in events].count("end") == 0
-    [stored] = transcripts(client)
+    [stored] = await transcripts(client)
     assert stored["truncated"] is True
     assert stored["llm_response"] == llm_response
 
@@ -143,7 +143,7 @@ async def test_a_client_that_goes_away_mid_stream_leaves_a_truncated_transcript(
     resp.close()  # drop the connection with the answer half sent
 
     for _ in range(200):
-        stored = transcripts(client)
+        stored = await transcripts(client)
         if stored:
             break
         await asyncio.sleep(0.025)
@@ -163,4 +163,4 @@ async def test_errors_before_the_stream_begins_are_plain_json(query_client: Any,
     resp, text = await stream(client, {"query": "q", "provider": "local", "model": "nope"})
     assert resp.status == 404
     assert json.loads(text)["detail"]["response"] == "Model not found"
-    assert transcripts(client) == []
+    assert await transcripts(client) == []

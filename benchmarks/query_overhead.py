@@ -1,0 +1,241 @@
+"""Overhead of ``/v1/query`` and ``/v1/streaming_query`` over calling the LLM directly (issue 3).
+
+One run starts, on 127.0.0.1:
+
+* the fake OpenAI-compatible LLM of the tests (``tests/query/fake_llm.py``), in its own
+  process, answering after ``--delay-ms`` (a stand-in for the model's thinking time);
+* ``python -m lightspeed serve`` with one worker, its default provider that fake LLM,
+  transcripts on (filesystem store in a temporary directory), access log off;
+
+then drives, with ``wrk`` at ``--connections`` connections (one wrk thread), in turn for
+each round: the fake's ``/v1/chat/completions`` directly (non-streaming, then streaming),
+and lightspeed's ``/v1/query`` and ``/v1/streaming_query`` (each request a new
+conversation, so each stores an owner, a history turn and a transcript). It prints
+requests per second and p50/p99 latency of each, the p50 latency lightspeed adds, and
+lightspeed's throughput as a share of the direct call's; medians over the rounds.
+
+Target (issue 3): p50 added latency under 2 ms, throughput at least 50% of the direct call's,
+at 32 connections on one worker.
+
+Needs ``wrk`` on PATH. Run from the repository root::
+
+    .venv/bin/python benchmarks/query_overhead.py                       # 20 ms LLM, 3 rounds x 5 s
+    .venv/bin/python benchmarks/query_overhead.py --delay-ms 0 --rounds 1 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE = ROOT / "tests" / "query" / "fake_llm.py"
+QUESTION = "What is Kubernetes and how does it schedule pods?"
+TARGET_ADDED_P50_MS = 2.0
+TARGET_RATIO = 0.5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], *, method: str = "GET", timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode} before it was ready ({url})")
+        try:
+            req = urllib.request.Request(url, method=method)
+            with urllib.request.urlopen(req, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.05)
+    raise SystemExit(f"{url} not ready within {timeout} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def lua(body: dict[str, Any]) -> str:
+    payload = json.dumps(json.dumps(body))  # a Lua string literal is close enough to a JSON one
+    return (
+        'wrk.method = "POST"\n'
+        f"wrk.body = {payload}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        "function response(status, headers, body)\n"
+        '  if status ~= 200 then io.stderr:write("status " .. status .. "\\n") end\n'
+        "end\n"
+    )
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(f"unexpected latency {text!r} in wrk output")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    return {
+        "rps": rps,
+        "p50": p50,
+        "p99": p99,
+        "non2xx": float(errors.group(1)) if errors else 0.0,
+        "socket_errors": 1.0 if socket_errors else 0.0,
+    }
+
+
+def run_wrk(url: str, script: Path, args: argparse.Namespace) -> dict[str, float]:
+    cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(script), url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
+    if done.returncode != 0:
+        raise SystemExit(f"wrk failed: {done.stderr}")
+    result = parse_wrk(done.stdout)
+    if result["non2xx"] or result["socket_errors"]:
+        print(f"  warning: {url}: {int(result['non2xx'])} non-2xx answers; wrk: {done.stdout[-300:]}", flush=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--delay-ms", type=float, default=20.0, help="the fake LLM's answer delay (default 20)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not on PATH (Debian: apt-get install -y wrk)")
+
+    with tempfile.TemporaryDirectory(prefix="lightspeed-bench-") as tmp:
+        work = Path(tmp)
+        llm_port, ls_port = free_port(), free_port()
+        llm_url = f"http://127.0.0.1:{llm_port}/v1"
+        config = {
+            "service": {
+                "host": "127.0.0.1",
+                "port": ls_port,
+                "workers": 1,
+                "access_log": False,
+                "log_level": "warning",
+            },
+            "user_data_collection": {
+                "feedback_enabled": True,
+                "feedback_storage": str(work / "feedback"),
+                "transcripts_enabled": True,
+                "transcripts_storage": str(work / "transcripts"),
+            },
+            "inference": {"default_provider": "fake", "default_model": "fake-model"},
+            "llm_providers": [{"name": "fake", "type": "openai", "url": llm_url, "models": ["fake-model"]}],
+        }
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        messages = [
+            {"role": "system", "content": "You are a helpful assistant"},
+            {"role": "user", "content": QUESTION},
+        ]
+        scripts = {
+            "direct": lua({"model": "fake-model", "messages": messages, "stream": False}),
+            "direct-stream": lua(
+                {"model": "fake-model", "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+            ),
+            "query": lua({"query": QUESTION}),
+            "streaming_query": lua({"query": QUESTION}),
+        }
+        paths = {}
+        for name, text in scripts.items():
+            paths[name] = work / f"{name}.lua"
+            paths[name].write_text(text)
+        urls = {
+            "direct": f"{llm_url}/chat/completions",
+            "direct-stream": f"{llm_url}/chat/completions",
+            "query": f"http://127.0.0.1:{ls_port}/v1/query",
+            "streaming_query": f"http://127.0.0.1:{ls_port}/v1/streaming_query",
+        }
+        env = {k: v for k, v in os.environ.items() if k != "LIGHTSPEED_CONFIG"}
+        fake = subprocess.Popen(
+            [sys.executable, str(FAKE), "--port", str(llm_port), "--delay-ms", str(args.delay_ms)],
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
+        service = subprocess.Popen(
+            [sys.executable, "-m", "lightspeed", "serve", "-c", str(work / "config.yaml")],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            wait_ready(f"{llm_url}/chat/completions", fake)
+            wait_ready(f"http://127.0.0.1:{ls_port}/liveness", service)
+            print(
+                f"fake LLM delay {args.delay_ms:g} ms, {args.connections} connections, one worker, "
+                f"{args.rounds} round(s) x {args.duration} s per endpoint",
+                flush=True,
+            )
+            results: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
+            for rnd in range(1, args.rounds + 1):
+                for name in scripts:
+                    r = run_wrk(urls[name], paths[name], args)
+                    results[name].append(r)
+                    print(
+                        f"round {rnd} {name:16s} {r['rps']:9.0f} req/s  p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms",
+                        flush=True,
+                    )
+        finally:
+            stop(service)
+            stop(fake)
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[name])
+
+    print("\nmedians over the rounds:")
+    ok = True
+    for ours, direct in (("query", "direct"), ("streaming_query", "direct-stream")):
+        added = med(ours, "p50") - med(direct, "p50")
+        ratio = med(ours, "rps") / med(direct, "rps")
+        passed = added < TARGET_ADDED_P50_MS and ratio >= TARGET_RATIO
+        ok &= passed
+        print(
+            f"/v1/{ours:16s} {med(ours, 'rps'):8.0f} req/s vs {med(direct, 'rps'):8.0f} direct "
+            f"({ratio:6.1%});  p50 {med(ours, 'p50'):6.2f} ms vs {med(direct, 'p50'):6.2f} ms "
+            f"(added {added:+.2f} ms);  p99 {med(ours, 'p99'):6.2f} ms vs {med(direct, 'p99'):6.2f} ms  "
+            f"[{'meets' if passed else 'misses'} target: added p50 < {TARGET_ADDED_P50_MS:g} ms, "
+            f"throughput >= {TARGET_RATIO:.0%}]"
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
