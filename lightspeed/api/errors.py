@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import uuid
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -42,6 +43,27 @@ def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | Non
     return web.json_response(body, status=status, headers=headers)
 
 
+class _RequestIds:
+    """Request ids unique per process without a syscall each: a random prefix and a counter.
+
+    (``uuid.uuid4()`` calls ``os.urandom``, which releases the GIL; with the store's writer
+    thread waiting for it, every release costs the event loop a wait to get it back.)
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_request_ids = _RequestIds()
+
 # FastAPI's bodies for the errors the router itself raises.
 _PLAIN_DETAIL: Final = {404: "Not Found", 405: "Method Not Allowed"}
 
@@ -50,7 +72,7 @@ _PLAIN_DETAIL: Final = {404: "Not Found", 405: "Method Not Allowed"}
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give each request an id (the client's ``X-Request-ID`` when it is sane) and echo it back."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    rid = given if 0 < len(given) <= 128 and given.isascii() and given.isprintable() else uuid.uuid4().hex
+    rid = given if 0 < len(given) <= 128 and given.isascii() and given.isprintable() else _request_ids.next()
     request[REQUEST_ID] = rid
     response = await handler(request)
     if not response.prepared:

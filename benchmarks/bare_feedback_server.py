@@ -1,0 +1,160 @@
+"""The reference servers of the feedback benchmark: one aiohttp handler, no framework of ours.
+
+``POST /v1/feedback`` reads the body, parses it as JSON, serialises it again (as a stored
+record would be) and writes it to ``{directory}/{uuid4}.json``; ``GET /health`` answers 200.
+``--write`` chooses how the file is written, so the write paths can be compared on equal terms:
+
+``sync``
+    ``open``/``write``/``close`` on the event loop itself (it blocks the loop on disk; this is
+    the issue's "bare handler", the ceiling every non-blocking path is measured against);
+``aiofiles``
+    the naive non-blocking path: ``aiofiles.open``/``write``/``close`` per record (three thread
+    hops per file);
+``executor``
+    one ``run_in_executor`` hop per record, doing open/write/close/rename in the worker thread;
+``batch``
+    one writer thread fed through a queue, writing whatever has queued up in one go and
+    settling the waiting requests with one ``call_soon_threadsafe`` per batch (the path
+    ``lightspeed.storage.filesystem`` takes).
+
+The ``executor`` and ``batch`` modes write a temporary dot-name and rename it into place, as
+the real store does; ``sync`` and ``aiofiles`` write the final name directly, as the issue's
+reference handlers did.
+
+Run: ``python benchmarks/bare_feedback_server.py --port 8081 --directory /tmp/fb --write sync``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import threading
+import uuid
+from pathlib import Path
+
+import aiofiles
+from aiohttp import web
+
+WRITE_MODES = ("sync", "aiofiles", "executor", "batch")
+
+
+def _dumps(body: object) -> bytes:
+    return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def _write_renamed(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class BatchWriter:
+    """A minimal copy of the store's writer thread: queue in, one loop wake-up per batch out."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: queue.SimpleQueue[tuple[Path, bytes, asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def submit(self, path: Path, data: bytes) -> asyncio.Future[None]:
+        fut = self._loop.create_future()
+        self._queue.put((path, data, fut))
+        return fut
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            batch = [item]
+            while len(batch) < 512:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            done: list[tuple[asyncio.Future[None], BaseException | None]] = []
+            for path, data, fut in batch:
+                try:
+                    _write_renamed(path, data)
+                    done.append((fut, None))
+                except OSError as exc:
+                    done.append((fut, exc))
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_settle, done)
+
+
+def _settle(done: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    for fut, exc in done:
+        if fut.done():
+            continue
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+
+WRITER = web.AppKey("writer", BatchWriter)
+
+
+def make_app(directory: Path, write: str) -> web.Application:
+    directory.mkdir(parents=True, exist_ok=True)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def feedback(request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        data = _dumps(body)
+        path = directory / f"{uuid.uuid4()}.json"
+        if write == "sync":
+            with open(path, "wb") as fh:  # noqa: ASYNC230 - blocking on purpose: the reference
+                fh.write(data)
+        elif write == "aiofiles":
+            async with aiofiles.open(path, "wb") as fh:
+                await fh.write(data)
+        elif write == "executor":
+            await asyncio.get_running_loop().run_in_executor(None, _write_renamed, path, data)
+        else:
+            await asyncio.shield(request.app[WRITER].submit(path, data))
+        return web.json_response({"response": "feedback received"})
+
+    async def writer_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+        if write == "batch":
+            app[WRITER] = BatchWriter(asyncio.get_running_loop())
+        yield
+        if write == "batch":
+            app[WRITER].stop()
+
+    app = web.Application()
+    app.cleanup_ctx.append(writer_ctx)
+    app.router.add_get("/health", health)
+    app.router.add_post("/v1/feedback", feedback)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--directory", type=Path, required=True, help="where the records are written")
+    parser.add_argument("--write", choices=WRITE_MODES, default="sync", help="how each record is written")
+    args = parser.parse_args()
+    web.run_app(make_app(args.directory, args.write), host=args.host, port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
