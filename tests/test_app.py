@@ -327,3 +327,15 @@ async def test_readiness_503_whatever_the_backend_does(
         "providers": [],
     }
     assert (await client.get("/liveness")).status == 200
+
+
+async def test_create_app_with_a_given_storage(make_config: Callable[..., Config], aiohttp_client: Any) -> None:
+    config = make_config()
+    storage = FilesystemStorage(options={}, collection=config.user_data_collection)
+    app = create_app(config, storage=storage)
+    assert app[STORAGE] is storage
+    client = await aiohttp_client(app)
+    assert (await client.get("/readiness")).status == 200
+    await client.close()
+    with pytest.raises(StorageUnavailable):  # the app opened it, and closed it
+        await storage.ping()

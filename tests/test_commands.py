@@ -316,6 +316,7 @@ def test_serve_host_and_port_override_the_file(tmp_path: Path, unused_tcp_port: 
         assert http_json("GET", f"{server.base}/v1/info")[1]["name"] == "overridden"
         assert server.stop() == 0
     assert "configuration loaded from lightspeed-stack.yaml" in server.log
+    assert "GET /v1/info" not in server.log  # service.access_log: false
 
 
 def test_serve_uses_lightspeed_config(tmp_path: Path, unused_tcp_port: int, http_json: HttpJson) -> None:
