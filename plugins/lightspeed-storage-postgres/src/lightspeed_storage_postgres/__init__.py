@@ -84,6 +84,7 @@ _MIGRATIONS: Final = (
         created_at timestamptz NOT NULL DEFAULT now(),
         state text NOT NULL DEFAULT 'pending',
         claim_id uuid,
+        claim_owner text,
         lease_until timestamptz,
         reason text
     );
@@ -425,12 +426,13 @@ class PostgresStorage(StorageBackend):
                     chosen.append(row)
                     total += row["size"]
                 expires_at = await conn.fetchval(
-                    f"UPDATE {self._s}.records SET claim_id = $1, lease_until = now() + make_interval(secs => $2)"
-                    " WHERE id = ANY($3::bigint[])"
+                    f"UPDATE {self._s}.records SET claim_id = $1, lease_until = now() + make_interval(secs => $2),"
+                    " claim_owner = $4 WHERE id = ANY($3::bigint[])"
                     " RETURNING extract(epoch FROM lease_until)::float8",
                     claim_id,
                     float(lease_seconds),
                     [r["id"] for r in chosen],
+                    owner,
                 )
                 await conn.execute(
                     f"INSERT INTO {self._s}.claim_members (claim_id, name) SELECT $1, unnest($2::text[])",
@@ -503,11 +505,13 @@ class PostgresStorage(StorageBackend):
                         f" (first: {lost[0]})"
                     )
                 rows = await conn.fetch(
-                    f"UPDATE {self._s}.records SET claim_id = $1::uuid, lease_until = now() + make_interval(secs => $2)"
+                    f"UPDATE {self._s}.records SET claim_id = $1::uuid, claim_owner = $4,"
+                    " lease_until = now() + make_interval(secs => $2)"
                     " WHERE name = ANY($3::text[]) AND state = 'pending' RETURNING name",
                     claim.claim_id,
                     float(lease_seconds),
                     names,
+                    claim.owner,
                 )
                 expires_at = await conn.fetchval(
                     "SELECT extract(epoch FROM now() + make_interval(secs => $1))::float8", float(lease_seconds)
@@ -538,8 +542,8 @@ class PostgresStorage(StorageBackend):
                     await conn.execute(f"DELETE FROM {self._s}.records WHERE name = ANY($1::text[])", names)
                 else:
                     await conn.execute(
-                        f"UPDATE {self._s}.records SET state = $2, reason = $3, claim_id = NULL, lease_until = NULL"
-                        " WHERE name = ANY($1::text[])",
+                        f"UPDATE {self._s}.records SET state = $2, reason = $3, claim_id = NULL, claim_owner = NULL,"
+                        " lease_until = NULL WHERE name = ANY($1::text[])",
                         names,
                         state,
                         reason,
@@ -556,7 +560,7 @@ class PostgresStorage(StorageBackend):
             async with self._connection(transaction=True) as conn:
                 names = await self._members(conn, claim, records)
                 await conn.execute(
-                    f"UPDATE {self._s}.records SET claim_id = NULL, lease_until = NULL"
+                    f"UPDATE {self._s}.records SET claim_id = NULL, claim_owner = NULL, lease_until = NULL"
                     " WHERE claim_id = $1::uuid AND name = ANY($2::text[])",
                     claim.claim_id,
                     names,
