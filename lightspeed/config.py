@@ -560,6 +560,7 @@ def load_config(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] |
     return parse_config(data, env=env, source=str(p))
 
 
+_URL_PASSWORD: Final = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
 _SECRET_KEYS: Final = re.compile(r"(token|password|passwd|secret|api_key|dsn|credential)", re.IGNORECASE)
 
 
@@ -574,6 +575,8 @@ def config_to_dict(config: Config, *, mask_secrets: bool = True) -> dict[str, An
             return [mask(v, key) for v in value]
         if mask_secrets and value is not None and _SECRET_KEYS.search(key) and not key.endswith("_path"):
             return MASK
+        if mask_secrets and isinstance(value, str):
+            return _URL_PASSWORD.sub(rf"\1{MASK}@", value)  # https://user:secret@host
         return value
 
     result: dict[str, Any] = mask(raw)

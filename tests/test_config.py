@@ -402,3 +402,20 @@ def test_secrets_masked() -> None:
     assert raw["llm_providers"][0]["api_key"] == "sk-123"
     # What is printed parses back to the same configuration (unmasked).
     assert parse_config(raw, env={}) == config
+
+
+def test_credentials_inside_urls_masked() -> None:
+    data = {
+        "user_data_collection": {
+            "data_collector": {"ingress_server_url": "https://collector:hunter2@ingress.example/upload"},
+        },
+    }
+    shown = config_to_dict(parse_config(data, env={}))
+    url = shown["user_data_collection"]["data_collector"]["ingress_server_url"]
+    assert "hunter2" not in url
+    assert url == "https://collector:********@ingress.example/upload"
+    # Unmasked on request, and URLs without a password untouched.
+    raw = config_to_dict(parse_config(data, env={}), mask_secrets=False)
+    assert raw["user_data_collection"]["data_collector"]["ingress_server_url"].endswith(
+        "hunter2@ingress.example/upload"
+    )

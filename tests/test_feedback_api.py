@@ -566,3 +566,14 @@ async def test_damaged_owner_file_is_503(make_client: MakeClient, new_conversati
     assert answer["detail"]["response"] == "Unable to access conversation storage"
     assert "damaged" in answer["detail"]["cause"]
     assert stored(client) == []
+
+
+async def test_put_status_refuses_to_enable_feedback_without_storage(make_client: MakeClient) -> None:
+    client = await make_client(user_data_collection={"feedback_enabled": False, "feedback_storage": None})
+    resp = await client.put("/v1/feedback/status", json={"status": True})
+    assert resp.status == 409
+    assert (await resp.json())["detail"]["response"] == "Cannot enable feedback"
+    status = await (await client.get("/v1/feedback/status")).json()
+    assert status["status"]["enabled"] is False
+    # Disabling is always possible.
+    assert (await client.put("/v1/feedback/status", json={"status": False})).status == 200

@@ -11,7 +11,7 @@ from aiohttp import web
 from lightspeed.api.common import authenticate, check_conversation_access
 from lightspeed.api.errors import ApiError, json_response
 from lightspeed.api.validation import BodyChecker, read_json_body
-from lightspeed.records import FeedbackRecord, hash_user_id, is_valid_conversation_id, utc_timestamp
+from lightspeed.records import FeedbackRecord, RecordKind, hash_user_id, is_valid_conversation_id, utc_timestamp
 from lightspeed.state import config_from, storage_from
 from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
 
@@ -119,8 +119,16 @@ async def put_feedback_status(request: web.Request) -> web.Response:
     status = c.boolean("status", required=True)
     c.raise_if_errors()
     assert status is not None
+    storage = storage_from(request)
+    if status and not storage.accepts(RecordKind.FEEDBACK):
+        raise ApiError(
+            409,
+            "Cannot enable feedback",
+            f"Storage backend {storage.name!r} has nowhere to store feedback"
+            " (set user_data_collection.feedback_storage).",
+        )
     try:
-        previous = await storage_from(request).set_flag(FEEDBACK_ENABLED_FLAG, status)
+        previous = await storage.set_flag(FEEDBACK_ENABLED_FLAG, status)
     except StorageUnavailable as exc:
         raise ApiError(500, "Failed to update feedback status", str(exc)) from exc
     if previous is None:

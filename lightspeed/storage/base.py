@@ -158,6 +158,13 @@ class StorageBackend(abc.ABC):
     async def put_transcript(self, record: Transcript) -> StoredRecord:
         """Store one transcript; the same contract as :meth:`put_feedback`."""
 
+    def accepts(self, kind: RecordKind) -> bool:
+        """Whether this instance is configured to store records of ``kind`` (no I/O).
+
+        The filesystem backend, for one, cannot store feedback without ``feedback_storage``.
+        """
+        return True
+
     async def put(self, record: FeedbackRecord | Transcript) -> StoredRecord:
         """Store either kind of record."""
         if isinstance(record, FeedbackRecord):

@@ -315,6 +315,10 @@ class FilesystemStorage(StorageBackend):
                     )
         return problems
 
+    def accepts(self, kind: RecordKind) -> bool:
+        root = self.feedback_root if kind is RecordKind.FEEDBACK else self.transcripts_root
+        return root is not None
+
     # ------------------------------------------------------------------ helpers
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -109,10 +109,13 @@ def get_backend_class(name: str) -> type[StorageBackend]:
 
 
 @contextlib.contextmanager
-def _unregister_on_exit(name: str, previous: type[StorageBackend] | None) -> Iterator[None]:
+def _unregister_on_exit(
+    name: str, cls: type[StorageBackend], previous: type[StorageBackend] | None, previous_name: str
+) -> Iterator[None]:
     try:
         yield
     finally:
+        cls.name = previous_name
         if previous is None:
             _registered.pop(name, None)
         else:
@@ -129,7 +132,7 @@ def register_backend(name: str, cls: type[StorageBackend]) -> contextlib.Abstrac
     """
     if not (isinstance(cls, type) and issubclass(cls, StorageBackend)):
         raise TypeError(f"{cls!r} is not a StorageBackend subclass")
-    previous = _registered.get(name)
+    previous, previous_name = _registered.get(name), cls.name
     _registered[name] = cls
     cls.name = name
-    return _unregister_on_exit(name, previous)
+    return _unregister_on_exit(name, cls, previous, previous_name)
