@@ -11,6 +11,10 @@ Servers (``--servers``, comma-separated):
     the real service, ``python -m lightspeed serve -c <generated config>``, one worker unless
     ``--workers``; its conversations are registered through the storage interface before it
     starts, and every request names their owner with ``?user_id=``;
+``lightspeed-sqlite``, ``lightspeed-postgres``
+    the same service on the ``sqlite`` and ``postgres`` storage plugins (installed by
+    ``make install-test``); PostgreSQL is a throwaway server started for the run
+    (``lightspeed_storage_postgres.testing``), one schema per run;
 ``bare-sync``, ``bare-aiofiles``, ``bare-executor``, ``bare-batch``
     ``benchmarks/bare_feedback_server.py`` with the matching ``--write`` mode; ``bare-sync``
     (blocking write on the loop) is the reference the target is stated against.
@@ -53,8 +57,9 @@ from lightspeed.records import hash_user_id
 from lightspeed.storage import create_backend
 
 HERE = Path(__file__).resolve().parent
-BARE_MODES = ("sync", "aiofiles", "executor", "batch")
-ALL_SERVERS = ("lightspeed", *(f"bare-{m}" for m in BARE_MODES))
+BARE_MODES = ("sync", "aiofiles", "executor", "batch", "process")
+BACKENDS = {"lightspeed": "filesystem", "lightspeed-sqlite": "sqlite", "lightspeed-postgres": "postgres"}
+ALL_SERVERS = (*BACKENDS, *(f"bare-{m}" for m in BARE_MODES))
 REFERENCE = "bare-sync"
 TARGET_RATIO = 0.70
 TARGET_P99_MS = 25.0
@@ -183,8 +188,33 @@ class Bench:
         ]
         self.script = workdir / "post_feedback.lua"
         self.script.write_text(lua_script(bodies))
+        self.postgres: Any = None  # a TemporaryCluster, started on first use
 
-    def lightspeed_config(self, port: int, root: Path) -> Path:
+    def storage_section(self, backend: str, root: Path) -> dict[str, Any]:
+        if backend == "sqlite":
+            return {"backend": "sqlite", "options": {"path": str(root / "store.db")}}
+        if backend == "postgres":
+            if self.postgres is None:
+                from lightspeed_storage_postgres.testing import TemporaryCluster
+
+                self.postgres = TemporaryCluster().start()
+            return {
+                "backend": "postgres",
+                "options": {"dsn": self.postgres.dsn, "schema": "bench_" + re.sub(r"\W", "_", root.name)},
+            }
+        return {"backend": "filesystem", "options": {"state_path": str(root / "state")}}
+
+    def stored_records(self, server: str, root: Path) -> int:
+        config = parse_config(yaml.safe_load((root / "lightspeed-stack.yaml").read_text()), env={})
+
+        async def count() -> int:
+            storage = create_backend(config.user_data_collection)
+            async with storage:
+                return sum((await storage.pending_stats()).records.values())
+
+        return asyncio.run(count())
+
+    def lightspeed_config(self, port: int, root: Path, backend: str = "filesystem") -> Path:
         data = {
             "name": "feedback-benchmark",
             "service": {
@@ -198,7 +228,7 @@ class Bench:
                 "feedback_enabled": True,
                 "feedback_storage": str(root / "feedback"),
                 "transcripts_enabled": False,
-                "storage": {"backend": "filesystem", "options": {"state_path": str(root / "state")}},
+                "storage": self.storage_section(backend, root),
             },
         }
         path = root / "lightspeed-stack.yaml"
@@ -221,8 +251,9 @@ class Bench:
     def start(self, server: str, root: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
         port = free_port()
         log = open(root / "server.log", "wb")  # noqa: SIM115 - closed with the process
-        if server == "lightspeed":
-            cmd = [sys.executable, "-m", "lightspeed", "serve", "-c", str(self.lightspeed_config(port, root))]
+        if server in BACKENDS:
+            config = self.lightspeed_config(port, root, BACKENDS[server])
+            cmd = [sys.executable, "-m", "lightspeed", "serve", "-c", str(config)]
             ready, records = f"http://127.0.0.1:{port}/readiness", root / "feedback"
         else:
             mode = server.removeprefix("bare-")
@@ -263,7 +294,10 @@ class Bench:
         finally:
             stop(proc)
         rps, p50, p99, requests, errors = parse_wrk(out)
-        files = sum(1 for name in os.listdir(records) if name.endswith(".json"))
+        if server in BACKENDS:
+            files = self.stored_records(server, root)
+        else:
+            files = sum(1 for name in os.listdir(records) if name.endswith(".json"))
         if not self.args.keep:
             shutil.rmtree(root)
         os.sync()  # flush this run's files now, so their writeback does not slow the next run
@@ -338,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="lightspeed-bench-", dir=args.tmpdir))
     print(f"working in {workdir}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     results: list[Result] = []
+    bench = Bench(args, workdir)
     try:
-        bench = Bench(args, workdir)
         for round_no in range(1, args.rounds + 1):
             for server in servers:
                 r = bench.run_one(server, round_no)
@@ -348,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"round {round_no} {server:<14} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
                 )
     finally:
+        if bench.postgres is not None:
+            bench.postgres.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
