@@ -57,6 +57,7 @@ from lightspeed.storage import (
     StorageBackend,
     StorageConfigError,
     StorageError,
+    StorageUnavailable,
     StoredRecord,
 )
 
@@ -151,6 +152,11 @@ class _Kit:
     async def make_second_backend(self, tmp_path: Path) -> StorageBackend:
         """Return a second unopened backend on the same store; by default ``make_backend`` again."""
         return await self.make_backend(tmp_path)
+
+    async def make_unreachable_backend(self, tmp_path: Path) -> StorageBackend | None:
+        """Optionally return an unopened backend whose store cannot be reached (a database
+        nobody listens for, a directory where a file stands); ``None`` skips that test."""
+        return None
 
     def require(self, flag: str) -> None:
         """Skip the running test unless the capability flag ``flag`` is true, naming it."""
@@ -696,6 +702,19 @@ class ErrorContractTests(_Kit):
             type(backend)(options={**backend.options, "no_such_option": 1}, collection=backend.collection)
         assert "no_such_option" in str(info.value)
         assert any("no_such_option" in p for p in info.value.problems)
+
+    async def test_an_unreachable_store_raises_storage_unavailable(self, tmp_path: Path) -> None:
+        unreachable = await self.make_unreachable_backend(tmp_path)
+        if unreachable is None:
+            pytest.skip(f"{type(self).__name__}.make_unreachable_backend returns None")
+        try:
+            with pytest.raises(StorageUnavailable) as info:
+                await unreachable.open()
+            assert str(info.value), "StorageUnavailable without a message for the operator"
+            with pytest.raises(StorageError):
+                await unreachable.put_feedback(make_feedback())
+        finally:
+            await unreachable.aclose()
 
     async def test_use_before_open_raises_a_storage_error(self, tmp_path: Path) -> None:
         unopened = await self.make_backend(tmp_path)

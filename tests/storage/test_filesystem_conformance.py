@@ -16,3 +16,7 @@ class TestFilesystemStorage(StorageConformanceTests):
         return FilesystemStorage(
             options={"state_path": str(tmp_path / "state")}, collection=collection_config(tmp_path)
         )
+
+    async def make_unreachable_backend(self, tmp_path: Path) -> StorageBackend:
+        (tmp_path / "blocked").write_text("a file where the storage directories belong")
+        return await self.make_backend(tmp_path / "blocked")

@@ -25,3 +25,8 @@ class TestPostgresStorage(StorageConformanceTests):
         schema = "kit_" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:20]
         options = {"dsn": self.dsn, "schema": schema, "pool_max_size": 4}
         return PostgresStorage(options=options, collection=collection_config(tmp_path, backend="postgres"))
+
+    async def make_unreachable_backend(self, tmp_path: Path) -> StorageBackend:
+        # A socket directory where no server listens.
+        options = {"dsn": f"postgresql://postgres@/postgres?host={tmp_path}", "connect_timeout_seconds": 2}
+        return PostgresStorage(options=options, collection=collection_config(tmp_path, backend="postgres"))

@@ -16,3 +16,8 @@ class TestSqliteStorage(StorageConformanceTests):
     async def make_backend(self, tmp_path: Path) -> StorageBackend:
         options = {"path": str(tmp_path / "lightspeed.sqlite3")}
         return SqliteStorage(options=options, collection=collection_config(tmp_path, backend="sqlite"))
+
+    async def make_unreachable_backend(self, tmp_path: Path) -> StorageBackend:
+        (tmp_path / "blocked").write_text("a file where the database's directory belongs")
+        options = {"path": str(tmp_path / "blocked" / "lightspeed.sqlite3")}
+        return SqliteStorage(options=options, collection=collection_config(tmp_path, backend="sqlite"))
