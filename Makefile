@@ -26,6 +26,7 @@ lint: install-test
 
 typecheck: install-test
 	$(BIN)/mypy
+	$(BIN)/mypy --strict --ignore-missing-imports $(addsuffix /src,$(STORAGE_PLUGINS))
 
 unit: install-test postgres-server
 	$(BIN)/python -m pytest
