@@ -529,9 +529,14 @@ class LeaseExpiryTests(_Kit):
 
     async def test_an_expired_lease_is_taken_over(self, backend: StorageBackend) -> None:
         stored = await backend.put_feedback(make_feedback())
+        started = time.time()
         old = await self.claim_all(backend, lease=self.min_lease_seconds)
         assert _names(old.records) == [stored.name]
-        assert (await self.claim_all(backend)).records == (), "a record was claimed while its lease ran"
+        early = await self.claim_all(backend)
+        if time.time() - started < self.min_lease_seconds:  # else the machine was too slow to tell
+            assert early.records == (), "a record was claimed while its lease ran"
+        else:
+            await backend.release(early)
         await self.expire()
         new = await self.claim_all(backend)
         assert _names(new.records) == [stored.name], "the record was not claimable after its lease expired"
