@@ -96,7 +96,7 @@ def arrivals(ingress: Ingress) -> list[tuple[int, str, str, bytes]]:
 
 async def test_collectors_killed_at_random_points_lose_nothing(tmp_path: Path, ingress: Ingress) -> None:
     rnd = random.Random(int.from_bytes(os.urandom(4)))
-    lease = 1
+    lease = 2  # renewed every lease/3 s while a collector lives
     udc = udc_for(tmp_path, ingress, lease_seconds=lease)
     stored: dict[str, bytes] = {}
     zygote = await Zygote.start(tmp_path / "workers.log")
@@ -137,7 +137,10 @@ async def test_collectors_killed_at_random_points_lose_nothing(tmp_path: Path, i
         if name in seen:
             first_idx, first_identity = seen[name]
             # Sent twice only when the first sender got its 202 and was killed before the ack.
-            assert first_identity.startswith("crash-") and last_upload[first_identity] == first_idx, name
+            assert first_identity.startswith("crash-") and last_upload[first_identity] == first_idx, (
+                f"{name} first sent by {first_identity} in upload {first_idx} (its last: {last_upload[first_identity]}),"
+                f" again by {identity} in upload {idx}"
+            )
         else:
             seen[name] = (idx, identity)
     assert set(seen) == set(stored)
