@@ -138,7 +138,8 @@ async def test_collectors_killed_at_random_points_lose_nothing(tmp_path: Path, i
             first_idx, first_identity = seen[name]
             # Sent twice only when the first sender got its 202 and was killed before the ack.
             assert first_identity.startswith("crash-") and last_upload[first_identity] == first_idx, (
-                f"{name} first sent by {first_identity} in upload {first_idx} (its last: {last_upload[first_identity]}),"
+                f"{name} first sent by {first_identity} in upload {first_idx}"
+                f" (its last: {last_upload[first_identity]}),"
                 f" again by {identity} in upload {idx}"
             )
         else:
