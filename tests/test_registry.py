@@ -247,12 +247,3 @@ def test_plugin_options_validated(make_config: MakeConfig) -> None:
     assert info.value.problems == ["sise: unknown option"]
     assert "user_data_collection.storage.options.sise: unknown option" in str(info.value)
 
-
-def test_register_backend_restores_the_class_name() -> None:
-    class Named(MemoryStorage):
-        pass
-
-    before = Named.name
-    with register_backend("test-named", Named):
-        assert Named.name == "test-named"
-    assert Named.name == before

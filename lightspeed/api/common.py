@@ -8,9 +8,14 @@ from lightspeed.api.errors import ApiError
 from lightspeed.auth import AuthResult
 from lightspeed.records import hash_user_id
 from lightspeed.state import auth_from, storage_from
-from lightspeed.storage import StorageUnavailable
+from lightspeed.storage import StorageUnavailable, StorageUnreachable
 
-__all__ = ["authenticate", "check_conversation_access"]
+__all__ = ["authenticate", "check_conversation_access", "storage_failure"]
+
+
+def storage_failure(exc: StorageUnavailable, response: str) -> ApiError:
+    """The API error for a store that failed: 503 when it cannot be reached (retry later), else 500."""
+    return ApiError(503 if isinstance(exc, StorageUnreachable) else 500, response, str(exc))
 
 
 async def authenticate(request: web.Request) -> AuthResult:

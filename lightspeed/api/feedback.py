@@ -8,7 +8,7 @@ import uuid
 
 from aiohttp import web
 
-from lightspeed.api.common import authenticate, check_conversation_access
+from lightspeed.api.common import authenticate, check_conversation_access, storage_failure
 from lightspeed.api.errors import ApiError, json_response
 from lightspeed.api.validation import BodyChecker, read_json_body
 from lightspeed.records import FeedbackRecord, RecordKind, hash_user_id, is_valid_conversation_id, utc_timestamp
@@ -52,7 +52,7 @@ async def feedback_enabled(request: web.Request) -> bool:
     try:
         flag = await storage_from(request).get_flag(FEEDBACK_ENABLED_FLAG)
     except StorageUnavailable as exc:
-        raise ApiError(500, "Failed to read feedback status", str(exc)) from exc
+        raise storage_failure(exc, "Failed to read feedback status") from exc
     return config_from(request).user_data_collection.feedback_enabled if flag is None else flag
 
 
@@ -101,7 +101,7 @@ async def post_feedback(request: web.Request) -> web.Response:
         stored = await storage_from(request).put_feedback(record)
     except StorageUnavailable as exc:
         log.error("failed to store feedback for conversation %s: %s", conversation_id, exc)
-        raise ApiError(500, "Failed to store feedback", str(exc)) from exc
+        raise storage_failure(exc, "Failed to store feedback") from exc
     log.debug("stored feedback %s (%d bytes)", stored.name, stored.size)
     return json_response({"response": "feedback received"})
 
@@ -130,7 +130,7 @@ async def put_feedback_status(request: web.Request) -> web.Response:
     try:
         previous = await storage.set_flag(FEEDBACK_ENABLED_FLAG, status)
     except StorageUnavailable as exc:
-        raise ApiError(500, "Failed to update feedback status", str(exc)) from exc
+        raise storage_failure(exc, "Failed to update feedback status") from exc
     if previous is None:
         previous = config.user_data_collection.feedback_enabled
     log.info("feedback status changed from %s to %s by %s", previous, status, user.user_id)

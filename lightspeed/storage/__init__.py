@@ -10,6 +10,7 @@ from lightspeed.storage.errors import (
     StorageConfigError,
     StorageError,
     StorageUnavailable,
+    StorageUnreachable,
     UnknownBackendError,
 )
 from lightspeed.storage.registry import (
@@ -33,6 +34,7 @@ __all__ = [
     "StorageConfigError",
     "StorageError",
     "StorageUnavailable",
+    "StorageUnreachable",
     "StoredRecord",
     "UnknownBackendError",
     "available_backends",

@@ -13,6 +13,7 @@ __all__ = [
     "StorageConfigError",
     "StorageError",
     "StorageUnavailable",
+    "StorageUnreachable",
     "UnknownBackendError",
 ]
 
@@ -25,6 +26,12 @@ class StorageError(LightspeedError):
 class StorageUnavailable(StorageError):
     """The store cannot be reached or written right now (disk full, permission denied,
     database down). The operation did not take effect; retrying later is safe."""
+
+
+class StorageUnreachable(StorageUnavailable):
+    """The store cannot be reached at all (connection refused, lost or timed out), as
+    opposed to reached but refusing a write. The HTTP API answers 503 for it, so clients
+    and load balancers retry; the backend recovers by itself when the store returns."""
 
 
 class RecordNotFound(StorageError):

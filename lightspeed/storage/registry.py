@@ -109,13 +109,11 @@ def get_backend_class(name: str) -> type[StorageBackend]:
 
 
 @contextlib.contextmanager
-def _unregister_on_exit(
-    name: str, cls: type[StorageBackend], previous: type[StorageBackend] | None, previous_name: str
-) -> Iterator[None]:
+def _unregister_on_exit(name: str, previous: type[StorageBackend] | None) -> Iterator[None]:
+    # The class keeps the name it was registered under: instances made meanwhile report it.
     try:
         yield
     finally:
-        cls.name = previous_name
         if previous is None:
             _registered.pop(name, None)
         else:
@@ -132,7 +130,7 @@ def register_backend(name: str, cls: type[StorageBackend]) -> contextlib.Abstrac
     """
     if not (isinstance(cls, type) and issubclass(cls, StorageBackend)):
         raise TypeError(f"{cls!r} is not a StorageBackend subclass")
-    previous, previous_name = _registered.get(name), cls.name
+    previous = _registered.get(name)
     _registered[name] = cls
     cls.name = name
-    return _unregister_on_exit(name, cls, previous, previous_name)
+    return _unregister_on_exit(name, previous)

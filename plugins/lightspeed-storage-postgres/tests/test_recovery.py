@@ -101,7 +101,7 @@ async def test_the_service_answers_with_the_cause_and_recovers(cluster: Temporar
         assert ready.status == 503
         assert "PostgreSQL at" in (await ready.json())["reason"]
         failed = await client.post("/v1/feedback", json=body)
-        assert failed.status >= 500
+        assert failed.status == 503  # unreachable, not broken: clients and balancers retry
         assert "PostgreSQL at" in (await failed.json())["detail"]["cause"]
 
         await asyncio.to_thread(cluster.start)

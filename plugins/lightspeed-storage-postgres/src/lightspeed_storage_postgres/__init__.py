@@ -55,6 +55,7 @@ from lightspeed.storage import (
     RecordNotFound,
     StorageBackend,
     StorageUnavailable,
+    StorageUnreachable,
     StoredRecord,
 )
 
@@ -182,7 +183,7 @@ class PostgresStorage(StorageBackend):
 
     def _unavailable(self, exc: BaseException) -> StorageUnavailable:
         cause = str(exc) or type(exc).__name__
-        return StorageUnavailable(f"PostgreSQL at {self.where} is not available: {cause}")
+        return StorageUnreachable(f"PostgreSQL at {self.where} is not available: {cause}")
 
     @contextlib.asynccontextmanager
     async def _connection(self, *, transaction: bool = False) -> AsyncIterator[asyncpg.Connection]:
