@@ -508,3 +508,31 @@ def test_state_path_default_and_option(make_config: MakeConfig, tmp_path: Path) 
     assert backend(make_config()).state_root == tmp_path / ".lightspeed-state"
     s = backend(make_config(user_data_collection={"storage": {"options": {"state_path": str(tmp_path / "st")}}}))
     assert s.state_root == tmp_path / "st"
+
+
+async def test_claim_files_of_dead_collectors_do_not_pile_up(make_config: MakeConfig) -> None:
+    """A collector that died holding a claim leaves a file; once another collector delivered its
+    records, the next claim removes it (while a record is still pending the file stays, so the
+    dead claim's owner would still learn ClaimLost)."""
+    storage = FilesystemStorage(options={}, collection=make_config().user_data_collection)
+    await storage.open()
+    try:
+        stored = await storage.put_feedback(feedback_record())
+
+        async def claim(owner: str, lease: float = 60) -> Any:
+            return await storage.claim(
+                owner=owner, kinds=[RecordKind.FEEDBACK], max_records=10, max_bytes=10**6, lease_seconds=lease
+            )
+
+        await claim("dead", lease=0.05)
+        await asyncio.sleep(0.1)  # the dead collector's lease runs out
+        live = await claim("live")
+        assert [r.name for r in live.records] == [stored.name]
+        claims_dir = storage.state_root / "claims"
+        assert len(list(claims_dir.glob("*.json"))) == 2
+        await storage.ack(live, delete=True)
+        assert len(list(claims_dir.glob("*.json"))) == 1  # only the dead one is left
+        await claim("next")
+        assert list(claims_dir.glob("*.json")) == []
+    finally:
+        await storage.aclose()

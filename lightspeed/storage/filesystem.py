@@ -741,6 +741,26 @@ class FilesystemStorage(StorageBackend):
                 held.update(data["records"])
         return held
 
+    def _prune_expired_claims(self, now: float, exported: set[str]) -> None:
+        """Remove the files of expired claims (of collectors that died) whose records are all
+        gone or exported, so dead collectors do not leave files for every later claim to read.
+        A claim with a record still pending keeps its file: its owner must still learn
+        ``ClaimLost`` if another claim took that record. Called under the lock."""
+        for cid, data in self._load_claims(now).items():
+            if float(data["expires_at"]) > now:
+                continue
+            pending = False
+            for name in data["records"]:
+                try:
+                    if name not in exported and self._record_path(name).exists():
+                        pending = True
+                        break
+                except ValueError:
+                    continue
+            if not pending:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._claim_path(cid))
+
     def _load_exported(self) -> set[str]:
         path = self.state_root / "exported.log"
         try:
@@ -805,6 +825,7 @@ class FilesystemStorage(StorageBackend):
                 if chosen:
                     body = {"owner": owner, "expires_at": expires, "records": [r.name for r in chosen]}
                     self._write_small(self._claim_path(claim_id), json.dumps(body).encode())
+                self._prune_expired_claims(now, exported)
                 return Claim(claim_id=claim_id, owner=owner, expires_at=expires, records=tuple(chosen))
 
         return await self._run(do_claim)
@@ -898,6 +919,7 @@ class FilesystemStorage(StorageBackend):
         action: Callable[[list[StoredRecord]], None],
         *,
         strict: bool,
+        act_unlocked: bool = False,
     ) -> None:
         with self._locked():
             now = time.time()
@@ -912,10 +934,16 @@ class FilesystemStorage(StorageBackend):
                     f" after the lease expired (first: {lost[0]})"
                 )
             targets = [r for r in targets if r.name not in held]
-            action(targets)
             done = {r.name for r in targets} | set(lost)
-            remaining = [n for n in self._current_names(claim) if n not in done]
-            self._update_claim(claim, remaining)
+            if not act_unlocked:
+                action(targets)
+                self._update_claim(claim, [n for n in self._current_names(claim) if n not in done])
+                return
+        # Deleting thousands of files takes a while; the claim (still listing these records)
+        # keeps every other collector off them meanwhile, so other claims and acks need not wait.
+        action(targets)
+        with self._locked():
+            self._update_claim(claim, [n for n in self._current_names(claim) if n not in done])
 
     async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
         def delete_files(targets: list[StoredRecord]) -> None:
@@ -947,7 +975,9 @@ class FilesystemStorage(StorageBackend):
                 os.close(fd)
 
         action = delete_files if delete else mark_exported
-        await self._run(functools.partial(self._settle_records, claim, records, action, strict=True))
+        await self._run(
+            functools.partial(self._settle_records, claim, records, action, strict=True, act_unlocked=delete)
+        )
 
     async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
         await self._run(functools.partial(self._settle_records, claim, records, lambda _: None, strict=False))
