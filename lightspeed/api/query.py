@@ -255,7 +255,8 @@ async def begin(request: web.Request) -> Interaction:
             history = await _has_history(request, conversation_id)
     else:
         conversation_id = str(uuid.uuid4())
-        owner_recorded = _background(_record_owner(request.app, conversation_id, hash_user_id(user.user_id)))
+        owner = hash_user_id(user.user_id)
+        owner_recorded = request.app[RECORDS].spawn(_record_owner(request.app, conversation_id, owner))
     truncated = len(history) > max_turns
     kept = history[len(history) - max_turns :] if max_turns > 0 else []
 
@@ -287,17 +288,6 @@ async def _record_owner(app: web.Application, conversation_id: str, owner: str) 
         app[QUERY_STATS].history_failures += 1
 
 
-_background_tasks: set[asyncio.Task[None]] = set()
-
-
-def _background(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """A task that is kept referenced until it is done (the loop holds tasks only weakly)."""
-    task = asyncio.ensure_future(coro)
-    _background_tasks.add(task)
-    task.add_done_callback(_background_tasks.discard)
-    return task
-
-
 async def _has_history(request: web.Request, conversation_id: str) -> list[ConversationTurn]:
     """With ``max_history_turns: 0`` no turn is sent; one is read to tell whether any was left out."""
     try:
@@ -327,6 +317,13 @@ class RecordWriter:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` (which must not raise) as a task that :meth:`drain` waits for."""
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
 
     async def submit(self, conversation_id: str, turn: ConversationTurn, transcript: Transcript | None) -> None:
         previous = self._last_turn.get(conversation_id)
@@ -496,7 +493,7 @@ class _Sink:
 
 async def _record_shielded(app: web.Application, it: Interaction, partial: str) -> None:
     """Store a cut-short answer; shielded, so a cancelled handler (server shutdown) still stores it."""
-    await asyncio.shield(_background(record(app, it, partial, cut_short=True)))
+    await asyncio.shield(app[RECORDS].spawn(record(app, it, partial, cut_short=True)))
 
 
 async def streaming_query(request: web.Request) -> web.StreamResponse:
@@ -528,7 +525,7 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
     except LLMError as exc:
         log.warning("streaming query %s: the LLM failed after %d tokens: %s", rid, len(parts), exc)
         recorded = True
-        await _record_shielded(request.app, it, "".join(parts))  # stored before the client hears the end
+        await _record_shielded(request.app, it, "".join(parts))  # handed over before the client hears the end
         try:
             await sink.error(exc)
             await response.write_eof()

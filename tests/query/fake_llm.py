@@ -11,7 +11,9 @@ The model named in a request picks the behaviour:
 ``ratelimit``    429 with ``Retry-After: 7`` and an OpenAI-style error body;
 ``broken``       500;
 ``malformed``    streams one good chunk, then a chunk that is not JSON (whole answers: not JSON);
-``reject``       400 with an OpenAI-style error body (context too long).
+``reject``       400 with an OpenAI-style error body (context too long);
+``denied``       401 (a wrong API key);
+``gone``         404 (the server does not know the model).
 
 Every request body is kept in :attr:`FakeLLM.requests`, every ``Authorization`` header in
 :attr:`FakeLLM.auth_headers` (unless ``keep_requests`` is false). ``delay`` seconds pass
@@ -31,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-MODELS = ("fake-model", "slow", "hang", "drop", "ratelimit", "broken", "malformed", "reject")
+MODELS = ("fake-model", "slow", "hang", "drop", "ratelimit", "broken", "malformed", "reject", "denied", "gone")
 
 
 def answer_for(messages: list[dict[str, Any]]) -> str:
@@ -111,6 +113,10 @@ class FakeLLM:
             return web.json_response(
                 {"error": {"message": "This model's maximum context length is 8 tokens"}}, status=400
             )
+        if model == "denied":
+            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
+        if model == "gone":
+            return web.json_response({"error": {"message": "The model `gone` does not exist"}}, status=404)
         if model == "hang":
             await asyncio.sleep(self.hang_seconds)
         if model == "drop" and not stream:
@@ -133,29 +139,32 @@ class FakeLLM:
                 }
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        if model == "slow":
-            for i in range(self.slow_tokens):
-                await response.write(_chunk(f"t{i} "))
-                await asyncio.sleep(self.slow_delay)
-        elif model == "drop":
-            for token in words(answer)[:3]:
-                await response.write(_chunk(token))
-            await asyncio.sleep(0.05)
-            assert request.transport is not None
-            request.transport.close()
+        try:
+            await response.prepare(request)
+            if model == "slow":
+                for i in range(self.slow_tokens):
+                    await response.write(_chunk(f"t{i} "))
+                    await asyncio.sleep(self.slow_delay)
+            elif model == "drop":
+                for token in words(answer)[:3]:
+                    await response.write(_chunk(token))
+                await asyncio.sleep(0.05)
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            elif model == "malformed":
+                await response.write(_chunk("Fine "))
+                await response.write(b"data: {not json\n\n")
+            else:
+                await response.write(b": keep-alive comment\n\n")
+                for token in words(answer):
+                    await response.write(_chunk(token))
+            await response.write(_chunk(usage=usage))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
             return response
-        elif model == "malformed":
-            await response.write(_chunk("Fine "))
-            await response.write(b"data: {not json\n\n")
-        else:
-            await response.write(b": keep-alive comment\n\n")
-            for token in words(answer):
-                await response.write(_chunk(token))
-        await response.write(_chunk(usage=usage))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
+        except ConnectionResetError:  # the client went away mid-answer (as load generators do at the end)
+            return response
 
 
 async def _serve(port: int, delay: float) -> None:

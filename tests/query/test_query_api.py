@@ -366,6 +366,8 @@ async def test_unknown_provider_or_model_is_404(query_client: Any, body: dict[st
         ("ratelimit", 429, "The LLM provider is rate limiting requests", "answered 429: Rate limit reached"),
         ("broken", 503, "Unable to connect to the LLM provider", "answered 500: internal failure"),
         ("reject", 400, "The LLM provider rejected the request", "maximum context length"),
+        ("denied", 502, "The LLM provider refused the service's credentials", "answered 401: Incorrect API key"),
+        ("gone", 404, "Model not found", "Model 'gone' is unknown to provider 'fake': The model `gone` does not"),
         ("malformed", 502, "The LLM provider sent an invalid answer", "not a chat completion"),
         ("drop", 503, "Unable to connect to the LLM provider", "Provider 'fake' at http://127.0.0.1:"),
         ("hang", 504, "The LLM provider did not answer in time", "no answer within 0.3 s"),
