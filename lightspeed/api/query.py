@@ -465,11 +465,13 @@ class _Sink:
         if not self.text:
             await self.response.write(_frame("start", {"conversation_id": conversation_id, "request_id": request_id}))
 
-    async def token(self, index: int, token: str) -> None:
+    async def tokens(self, first: int, tokens: Sequence[str]) -> None:
+        """Tokens that arrived together, numbered from ``first``, in one write."""
         if self.text:
-            await self.response.write(token.encode())
+            await self.response.write("".join(tokens).encode())
         else:
-            await self.response.write(_frame("token", {"id": index, "token": token}))
+            frames = (_frame("token", {"id": first + i, "token": t}) for i, t in enumerate(tokens))
+            await self.response.write(b"".join(frames))
 
     async def complete(self, index: int, answer: str, *, truncated: bool, usage: Usage) -> None:
         if self.text:
@@ -514,9 +516,9 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await sink.start(it.conversation_id, rid)
-        async for token in stream.tokens:
-            await sink.token(len(parts), token)
-            parts.append(token)
+        async for batch in stream.tokens:
+            await sink.tokens(len(parts), batch)
+            parts.extend(batch)
         answer = "".join(parts)
         recorded = True
         await record(request.app, it, answer, cut_short=False)

@@ -62,12 +62,13 @@ class Completion:
 class TokenStream:
     """An answer arriving piece by piece.
 
-    Iterate ``tokens`` (text pieces, in order, that join to the answer); ``usage`` is
-    filled in as the provider reports it, at the latest when ``tokens`` is exhausted.
+    Iterate ``tokens``: lists of text pieces, in order, that join to the answer; each list
+    holds the pieces that arrived together, so they can be passed on together. ``usage``
+    is filled in as the provider reports it, at the latest when ``tokens`` is exhausted.
     Call :meth:`aclose` when stopping early, so the connection to the provider is released.
     """
 
-    tokens: AsyncGenerator[str, None]
+    tokens: AsyncGenerator[list[str], None]
     usage: Usage = attrs.field(factory=Usage)
 
     async def aclose(self) -> None:

@@ -47,9 +47,9 @@ class EchoProvider(LLMProvider):
         text = echo_answer(messages)
         usage = Usage(input_tokens=_count(messages))
 
-        async def tokens() -> AsyncGenerator[str, None]:
+        async def tokens() -> AsyncGenerator[list[str], None]:
             for token in split_tokens(text):
                 usage.output_tokens += 1
-                yield token
+                yield [token]
 
         return TokenStream(tokens=tokens(), usage=usage)

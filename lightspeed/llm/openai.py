@@ -169,35 +169,29 @@ class OpenAIProvider(LLMProvider):
         usage = Usage()
         return TokenStream(tokens=self._tokens(resp, usage), usage=usage)
 
-    async def _tokens(self, resp: aiohttp.ClientResponse, usage: Usage) -> AsyncGenerator[str, None]:
+    async def _tokens(self, resp: aiohttp.ClientResponse, usage: Usage) -> AsyncGenerator[list[str], None]:
+        """The answer's tokens, a list per network read: tokens that arrived together go on together."""
         done = False
+        rest = b""
         try:
-            async for raw_line in resp.content:
-                line = raw_line.strip()
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, comments, event: / id: lines
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    done = True
-                    break
+            while not done:
+                data = await resp.content.readany()
+                lines = (rest + data).split(b"\n")
+                rest = lines.pop() if data else b""  # at the end, the last line needs no newline
+                batch: list[str] = []
                 try:
-                    chunk = json.loads(payload)
-                except ValueError:
-                    raise self._bad_answer(f"a stream chunk is not JSON: {payload[:200]!r}") from None
-                if not isinstance(chunk, dict):
-                    raise self._bad_answer(f"a stream chunk is not an object: {payload[:200]!r}")
-                if "error" in chunk:
-                    raise LLMError(503, UNAVAILABLE, f"Provider {self.name!r} failed mid-answer: {chunk['error']}")
-                if chunk.get("usage"):
-                    got = _usage(chunk["usage"])
-                    usage.input_tokens, usage.output_tokens = got.input_tokens, got.output_tokens
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") if isinstance(choice, dict) else None
-                    content = delta.get("content") if isinstance(delta, dict) else None
-                    if content:
-                        if not isinstance(content, str):
-                            raise self._bad_answer(f"a stream chunk's content is not a string: {payload[:200]!r}")
-                        yield content
+                    for line in lines:
+                        if self._parse_line(line, usage, batch):
+                            done = True
+                            break
+                except LLMError:
+                    if batch:
+                        yield batch  # what came before the bad piece still counts
+                    raise
+                if batch:
+                    yield batch
+                if not data:
+                    break
         except TimeoutError:
             raise self._timed_out() from None
         except aiohttp.ClientError as exc:
@@ -209,6 +203,34 @@ class OpenAIProvider(LLMProvider):
                 resp.close()  # the rest of the answer is not wanted: the connection cannot be reused
         if not done:
             raise LLMError(503, UNAVAILABLE, f"Provider {self.name!r} ended the stream before the answer was complete")
+
+    def _parse_line(self, raw: bytes, usage: Usage, out: list[str]) -> bool:
+        """Add one SSE line's text to ``out`` and its usage to ``usage``; true at ``data: [DONE]``."""
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            return False  # blank separators, comments, event: / id: lines
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return True
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            raise self._bad_answer(f"a stream chunk is not JSON: {payload[:200]!r}") from None
+        if not isinstance(chunk, dict):
+            raise self._bad_answer(f"a stream chunk is not an object: {payload[:200]!r}")
+        if "error" in chunk:
+            raise LLMError(503, UNAVAILABLE, f"Provider {self.name!r} failed mid-answer: {chunk['error']}")
+        if chunk.get("usage"):
+            got = _usage(chunk["usage"])
+            usage.input_tokens, usage.output_tokens = got.input_tokens, got.output_tokens
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if content:
+                if not isinstance(content, str):
+                    raise self._bad_answer(f"a stream chunk's content is not a string: {payload[:200]!r}")
+                out.append(content)
+        return False
 
 
 def _usage(data: Any) -> Usage:
