@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
 import queue
+import struct
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -39,7 +43,43 @@ from pathlib import Path
 import aiofiles
 from aiohttp import web
 
-WRITE_MODES = ("sync", "aiofiles", "executor", "batch")
+WRITE_MODES = ("sync", "aiofiles", "executor", "batch", "process")
+
+# The writer process of the ``process`` mode: frames (path length, data length, path, data) in
+# on stdin; one status byte per frame out on stdout, in order, written once per chunk read.
+_CHILD = r"""
+import os, struct, sys
+HEAD = struct.Struct("!II")
+buf = b""
+while True:
+    chunk = os.read(0, 1 << 20)
+    if not chunk:
+        break
+    buf += chunk
+    out = bytearray()
+    while len(buf) >= HEAD.size:
+        plen, dlen = HEAD.unpack_from(buf)
+        end = HEAD.size + plen + dlen
+        if len(buf) < end:
+            break
+        path = buf[HEAD.size : HEAD.size + plen].decode()
+        data = buf[HEAD.size + plen : end]
+        buf = buf[end:]
+        head, _, name = path.rpartition("/")
+        tmp = head + "/." + name + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            out += b"\x00"
+        except OSError:
+            out += b"\x01"
+    if out:
+        os.write(1, out)
+"""
 
 
 def _dumps(body: object) -> bytes:
@@ -110,6 +150,48 @@ def _settle(done: list[tuple[asyncio.Future[None], BaseException | None]]) -> No
 WRITER = web.AppKey("writer", BatchWriter)
 
 
+class _Acks(asyncio.Protocol):
+    def __init__(self, pending: collections.deque[asyncio.Future[None]]) -> None:
+        self.pending = pending
+
+    def data_received(self, data: bytes) -> None:
+        for status in data:
+            fut = self.pending.popleft()
+            if not fut.done():
+                if status == 0:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(OSError("the writer process could not write a record"))
+
+
+class ProcessWriter:
+    """A child process that writes the files: no thread in this process competes for the GIL."""
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - once, at start-up
+            [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.pending: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.out, _ = await loop.connect_write_pipe(asyncio.Protocol, self.proc.stdin)
+        await loop.connect_read_pipe(lambda: _Acks(self.pending), self.proc.stdout)
+
+    def submit(self, path: Path, data: bytes) -> asyncio.Future[None]:
+        fut = asyncio.get_running_loop().create_future()
+        raw = str(path).encode()
+        self.pending.append(fut)
+        self.out.write(struct.pack("!II", len(raw), len(data)) + raw + data)
+        return fut
+
+    def stop(self) -> None:
+        self.out.close()
+        self.proc.wait()
+
+
+PROC_WRITER = web.AppKey("proc_writer", ProcessWriter)
+
+
 def make_app(directory: Path, write: str) -> web.Application:
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -128,16 +210,23 @@ def make_app(directory: Path, write: str) -> web.Application:
                 await fh.write(data)
         elif write == "executor":
             await asyncio.get_running_loop().run_in_executor(None, _write_renamed, path, data)
-        else:
+        elif write == "batch":
             await asyncio.shield(request.app[WRITER].submit(path, data))
+        else:
+            await asyncio.shield(request.app[PROC_WRITER].submit(path, data))
         return web.json_response({"response": "feedback received"})
 
     async def writer_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         if write == "batch":
             app[WRITER] = BatchWriter(asyncio.get_running_loop())
+        elif write == "process":
+            app[PROC_WRITER] = ProcessWriter()
+            await app[PROC_WRITER].start()
         yield
         if write == "batch":
             app[WRITER].stop()
+        elif write == "process":
+            app[PROC_WRITER].stop()
 
     app = web.Application()
     app.cleanup_ctx.append(writer_ctx)

@@ -369,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.duration <= 0 or not 0 < args.duration <= 120:
         p.error("--rounds must be >= 1 and --duration between 0 and 120 s")
 
+    # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C: servers stopped, files removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     workdir = Path(tempfile.mkdtemp(prefix="lightspeed-bench-", dir=args.tmpdir))
     print(f"working in {workdir}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     results: list[Result] = []
