@@ -154,6 +154,7 @@ class Collector:
         if not self.kinds:
             report.remaining = 0
             return report
+        finishing: asyncio.Future[None] | None = None
         try:
             await self._drop_excess(report)
             while True:
@@ -166,13 +167,22 @@ class Collector:
                 )
                 if not claim.records:
                     break
-                if not await self._ship_claim(claim, report):
+                ok, finish = await self._ship_claim(claim, report)
+                # The previous batch's acks (deleting its files) ran while this one was claimed,
+                # packed and uploaded; at most two batches are in flight.
+                if finishing is not None:
+                    await finishing
+                finishing = finish
+                if not ok:
                     break
         except StorageError as exc:
             result = UploadResult(outcome=UploadOutcome.TRANSIENT, message=f"storage failed: {exc}")
             log.error("collection cycle stopped: %s", result.message)
             self._failed(result)
             report.failure = result
+        finally:
+            if finishing is not None:
+                await finishing
         with contextlib.suppress(StorageError):
             report.remaining = await self._refresh_pending()
         return report
@@ -222,30 +232,49 @@ class Collector:
             dropped_bytes,
         )
 
-    async def _ship_claim(self, claim: Claim, report: CycleReport) -> bool:
-        ship = asyncio.ensure_future(self._ship(claim, list(claim.records), report))
+    async def _ship_claim(self, claim: Claim, report: CycleReport) -> tuple[bool, asyncio.Future[None]]:
+        """Upload the claim's records; return whether that went well, and a future that settles
+        the claim (its pending acks, then the release of whatever was not delivered)."""
+        acks: list[asyncio.Future[None]] = []
+        ship = asyncio.ensure_future(self._ship(claim, list(claim.records), report, acks))
         renewer = asyncio.ensure_future(self._keep_renewed(claim, ship))
         try:
             await ship
-            return True
+            ok = True
         except _Failed as exc:
             self._failed(exc.result)
             report.failure = exc.result
-            return False
+            ok = False
         except asyncio.CancelledError:
-            if renewer.done() and not renewer.cancelled() and isinstance(renewer.exception(), ClaimLost):
-                result = UploadResult(outcome=UploadOutcome.TRANSIENT, message=str(renewer.exception()))
-                log.error("batch abandoned: %s", result.message)
-                report.failure = result
-                return False
+            lost = renewer.done() and not renewer.cancelled() and isinstance(renewer.exception(), ClaimLost)
+            if not lost:
+                await asyncio.shield(self._settle(claim, renewer, acks))
+                raise
+            result = UploadResult(outcome=UploadOutcome.TRANSIENT, message=str(renewer.exception()))
+            log.error("batch abandoned: %s", result.message)
+            report.failure = result
+            ok = False
+        except BaseException:
+            await asyncio.shield(self._settle(claim, renewer, acks))
             raise
+        return ok, asyncio.ensure_future(self._settle(claim, renewer, acks))
+
+    async def _settle(self, claim: Claim, renewer: asyncio.Future[None], acks: list[asyncio.Future[None]]) -> None:
+        try:
+            for ack in acks:
+                try:
+                    await ack
+                except ClaimLost as exc:
+                    log.error("delivered, but %s; those records will be delivered again (same record ids)", exc)
+                except StorageError as exc:
+                    log.error("delivered, but cannot mark it in storage: %s; may be delivered again", exc)
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             # Whatever was not delivered goes back, untouched (a no-op when everything was acked).
             with contextlib.suppress(StorageError):
-                await asyncio.shield(self.storage.release(claim))
+                await self.storage.release(claim)
 
     async def _keep_renewed(self, claim: Claim, ship: asyncio.Future[None]) -> None:
         lease = self.collection.data_collector.lease_seconds
@@ -259,7 +288,9 @@ class Collector:
             except StorageError as exc:
                 log.warning("cannot renew claim %s: %s", claim.claim_id, exc)
 
-    async def _ship(self, claim: Claim, records: Sequence[StoredRecord], report: CycleReport) -> None:
+    async def _ship(
+        self, claim: Claim, records: Sequence[StoredRecord], report: CycleReport, acks: list[asyncio.Future[None]]
+    ) -> None:
         dc = self.collection.data_collector
         try:
             archive = await build_archive(self.storage, records, max_bytes=dc.max_payload_bytes, directory=self.tmp_dir)
@@ -267,7 +298,7 @@ class Collector:
             if len(records) == 1:
                 await self._set_aside(claim, records[0], report, "its compressed archive exceeds max_payload_bytes")
                 return
-            await self._split(claim, records, report)
+            await self._split(claim, records, report, acks)
             return
         try:
             report.missing += len(archive.missing)
@@ -289,24 +320,25 @@ class Collector:
                 result.request_id,
             )
             self._succeeded(archive.records, archive.size, report)
-            try:
-                await self.storage.ack(claim, records=archive.records + archive.missing, delete=dc.cleanup_after_send)
-            except ClaimLost as exc:
-                log.error("delivered, but %s; those records will be delivered again (same record ids)", exc)
+            # Acked in the background: deleting the files overlaps with the next batch.
+            delivered = archive.records + archive.missing
+            acks.append(asyncio.ensure_future(self.storage.ack(claim, records=delivered, delete=dc.cleanup_after_send)))
             return
         if result.outcome is UploadOutcome.TOO_LARGE:
             log.warning("%s (%d records, %d bytes): splitting the batch", result.message, len(records), archive.size)
             if len(records) == 1:
                 await self._set_aside(claim, records[0], report, f"the ingress refused it alone: {result.message}")
                 return
-            await self._split(claim, records, report)
+            await self._split(claim, records, report, acks)
             return
         raise _Failed(result)
 
-    async def _split(self, claim: Claim, records: Sequence[StoredRecord], report: CycleReport) -> None:
+    async def _split(
+        self, claim: Claim, records: Sequence[StoredRecord], report: CycleReport, acks: list[asyncio.Future[None]]
+    ) -> None:
         half = len(records) // 2
-        await self._ship(claim, records[:half], report)
-        await self._ship(claim, records[half:], report)
+        await self._ship(claim, records[:half], report, acks)
+        await self._ship(claim, records[half:], report, acks)
 
     async def _set_aside(self, claim: Claim, record: StoredRecord, report: CycleReport, reason: str) -> None:
         log.error(

@@ -244,6 +244,14 @@ class _BatchWriter:
             raise
 
 
+def _lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
+    """The entry's own stat, or None when it vanished since it was listed (acked by a collector)."""
+    try:
+        return entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
 def _unlink_some(paths: Sequence[Path]) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
@@ -685,8 +693,7 @@ class FilesystemStorage(StorageBackend):
         if RecordKind.FEEDBACK in kinds and self.feedback_root is not None:
             for entry in files(self.feedback_root):
                 rid = entry.name[:-5]
-                if is_valid_record_id(rid):
-                    st = entry.stat(follow_symlinks=False)
+                if is_valid_record_id(rid) and (st := _lstat(entry)) is not None:
                     yield (
                         st.st_mtime_ns,
                         StoredRecord(
@@ -699,8 +706,7 @@ class FilesystemStorage(StorageBackend):
                 for conv in subdirs(root / user, is_valid_conversation_id):
                     for entry in files(root / user / conv):
                         rid = entry.name[:-5]
-                        if is_valid_record_id(rid):
-                            st = entry.stat(follow_symlinks=False)
+                        if is_valid_record_id(rid) and (st := _lstat(entry)) is not None:
                             yield (
                                 st.st_mtime_ns,
                                 StoredRecord(
