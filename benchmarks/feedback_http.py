@@ -15,14 +15,14 @@ Servers (``--servers``, comma-separated):
     the same service on the ``sqlite`` and ``postgres`` storage plugins (installed by
     ``make install-test``); PostgreSQL is a throwaway server started for the run
     (``lightspeed_storage_postgres.testing``), one schema per run;
-``bare-sync``, ``bare-aiofiles``, ``bare-executor``, ``bare-batch``
+``bare-sync``, ``bare-aiofiles``, ``bare-executor``, ``bare-batch``, ``bare-process``
     ``benchmarks/bare_feedback_server.py`` with the matching ``--write`` mode; ``bare-sync``
     (blocking write on the loop) is the reference the target is stated against.
 
 Target (issue 2): ``lightspeed`` reaches at least 70% of ``bare-sync``'s requests per second
 on one worker, with p99 under 25 ms at 32 connections.
 
-Needs ``wrk`` on PATH (``make bench-deps``). Run from the repository root::
+Needs ``wrk`` on PATH (``sh benchmarks/install-wrk.sh``). Run from the repository root::
 
     .venv/bin/python benchmarks/feedback_http.py                   # 3 rounds x 10 s per server
     .venv/bin/python benchmarks/feedback_http.py --rounds 5 --duration 15 --servers lightspeed,bare-sync
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown server(s) {', '.join(unknown)}; choose from {', '.join(ALL_SERVERS)}")
     if shutil.which("wrk") is None:
-        p.error("wrk is not installed: run `make bench-deps` (or apt-get install wrk)")
+        p.error("wrk is not installed: run `sh benchmarks/install-wrk.sh` (apt-get install wrk)")
     if args.rounds < 1 or args.duration <= 0 or not 0 < args.duration <= 120:
         p.error("--rounds must be >= 1 and --duration between 0 and 120 s")
 
