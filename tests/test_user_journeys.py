@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -349,3 +351,33 @@ def test_every_example_configuration_in_the_docs_is_valid() -> None:
             parse_config(data, env=_EveryVariable())
             checked += 1
     assert checked >= 2
+
+
+@pytest.mark.parametrize("path", ["/v1/query", "/v1/feedback", "/v1/feedback/status"])
+async def test_a_body_that_cannot_be_decoded_is_a_clear_400(
+    make_client: MakeClient, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client(**ECHO)
+    method = client.put if path.endswith("status") else client.post
+    resp = await method(path, data=b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    assert resp.status == 400
+    detail = (await resp.json())["detail"]
+    assert detail["response"] == "Invalid request body"
+    assert "content-encoding" in detail["cause"].lower()
+    resp = await method(path, data=gzip.compress(b'{"status": tru'), headers={"Content-Encoding": "gzip"})
+    assert resp.status == 422  # a body that decodes is parsed as usual
+    assert (await client.get("/v1/feedback/status")).status == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []  # no traceback logged
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/v1/query"), ("DELETE", "/v1/feedback/status"), ("PUT", "/feedback")]
+)
+async def test_a_wrong_method_is_a_json_405_naming_the_allowed_ones(
+    make_client: MakeClient, method: str, path: str
+) -> None:
+    client = await make_client(**ECHO)
+    resp = await client.request(method, path)
+    assert resp.status == 405
+    assert resp.content_type == "application/json"
+    assert "Allow" in resp.headers

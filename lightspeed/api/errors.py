@@ -89,7 +89,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except HttpError as exc:
         if exc.status >= 500:
             log.error("request %s %s %s failed: %s", rid, request.method, request.path, exc)
-        return json_response(exc.body(), status=exc.status, headers=exc.headers)
+        response = json_response(exc.body(), status=exc.status, headers=exc.headers)
+        if exc.headers.get("Connection", "").lower() == "close":
+            response.force_close()  # e.g. a request body that cannot be read to its end
+        return response
     except ValidationFailed as exc:
         return json_response({"detail": exc.errors}, status=422)
     except web.HTTPException as exc:

@@ -26,10 +26,16 @@ async def read_json_body(request: web.Request, *, limit: int) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                raise _too_large(limit)
+    except web.RequestPayloadError as exc:  # a Content-Encoding that does not decode, a body cut short
+        # The rest cannot be read either: mark the body finished, so aiohttp does not try to
+        # drain it (and log the error again), and close the connection after the answer.
+        request.content.feed_eof()
+        raise _unreadable(exc) from None
     try:
         text = bytes(body).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -40,6 +46,12 @@ async def read_json_body(request: web.Request, *, limit: int) -> Any:
         raise _json_invalid(exc.pos, exc.msg) from None
     except (ValueError, RecursionError) as exc:  # NaN/Infinity, integers over 4300 digits, nesting too deep
         raise _json_invalid(0, str(exc)) from None
+
+
+def _unreadable(exc: web.RequestPayloadError) -> ApiError:
+    reason = " ".join(str(exc).split()).removeprefix("400, message: ")
+    cause = f"The request body could not be read: {reason}"
+    return ApiError(400, "Invalid request body", cause, headers={"Connection": "close"})
 
 
 def _reject_constant(name: str) -> Any:
