@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from fake_llm import MODELS, FakeLLM
+from fake_llm import FakeLLM
+from query_support import llm_sections
 
 Client = TestClient[web.Request, web.Application]
 QueryClient = Callable[..., Awaitable[Client]]
@@ -21,15 +22,6 @@ async def fake_llm() -> AsyncIterator[FakeLLM]:
         yield fake
     finally:
         await fake.stop()
-
-
-def llm_sections(url: str, *, timeout: float = 2.0, **extra: Any) -> dict[str, Any]:
-    provider = {"name": "fake", "type": "openai", "url": url, "models": list(MODELS), "timeout_seconds": timeout}
-    provider.update(extra)
-    return {
-        "inference": {"default_provider": "fake", "default_model": "fake-model"},
-        "llm_providers": [provider, {"name": "local", "type": "echo", "models": ["echo"]}],
-    }
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from fake_llm import MODELS
 
 from lightspeed.api.query import RECORDS
 from lightspeed.state import CONFIG
@@ -54,3 +55,12 @@ def sse_events(text: str) -> list[dict[str, Any]]:
 def all_files(root: Path) -> list[Path]:
     """Every regular file under ``root``."""
     return [p for p in root.rglob("*") if p.is_file()]
+
+
+def llm_sections(url: str, *, timeout: float = 2.0, **extra: Any) -> dict[str, Any]:
+    provider = {"name": "fake", "type": "openai", "url": url, "models": list(MODELS), "timeout_seconds": timeout}
+    provider.update(extra)
+    return {
+        "inference": {"default_provider": "fake", "default_model": "fake-model"},
+        "llm_providers": [provider, {"name": "local", "type": "echo", "models": ["echo"]}],
+    }

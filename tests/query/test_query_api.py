@@ -12,11 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from fake_llm import FakeLLM
-from query_support import Client, all_files, free_port, transcripts, transcripts_root
+from query_support import (
+    Client,
+    all_files,
+    free_port,
+    llm_sections,
+    read_transcripts,
+    transcripts,
+    transcripts_root,
+)
 
+from lightspeed import create_app
 from lightspeed.api.query import QUERY_STATS, RECORDS
 from lightspeed.auth import DEFAULT_USER_ID
+from lightspeed.state import STORAGE
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -483,3 +494,38 @@ async def test_the_api_key_is_sent_and_a_key_file_is_reread_when_it_changes(
     await asyncio.sleep(1.1)  # the file is looked at no more than once a second
     await ask(client, {"query": "q"})
     assert fake_llm.auth_headers == ["Bearer first-key", "Bearer second-key-longer"]
+
+
+async def test_with_max_history_turns_0_no_history_is_sent_and_truncated_says_so(query_client: Any, fake_llm: FakeLLM):
+    client = await query_client(
+        inference={"default_provider": "fake", "default_model": "fake-model", "max_history_turns": 0}
+    )
+    _, first = await ask(client, {"query": "one"})
+    status, second = await ask(client, {"query": "two", "conversation_id": first["conversation_id"]})
+    assert status == 200
+    assert (first["truncated"], second["truncated"]) == (False, True)
+    assert fake_llm.requests[1]["messages"] == [SYSTEM, {"role": "user", "content": "two"}]
+
+
+async def test_a_llama_stack_conversation_id_is_accepted(query_client: Any):
+    client = await query_client()
+    cid = "conv_" + "ab" * 24
+    await client.app[STORAGE].set_conversation_owner(cid, owner=sha(DEFAULT_USER_ID))
+    status, body = await ask(client, {"query": "q", "conversation_id": cid})
+    assert status == 200
+    assert body["conversation_id"] == cid
+    [stored] = await transcripts(client)
+    assert stored["metadata"]["conversation_id"] == cid
+
+
+async def test_answers_still_being_stored_are_stored_at_shutdown(make_config: Any, fake_llm: FakeLLM):
+
+    config = make_config(**llm_sections(fake_llm.url))
+    async with TestClient(TestServer(create_app(config))) as client:
+        for i in range(20):
+            resp = await client.post("/v1/query", json={"query": f"q{i}"})
+            assert resp.status == 200
+    # The client and the app are closed: whatever was pending was stored before the store closed.
+    assert config.user_data_collection.transcripts_storage is not None
+    stored = read_transcripts(Path(config.user_data_collection.transcripts_storage))
+    assert sorted(t["redacted_query"] for t in stored) == sorted(f"q{i}" for i in range(20))
