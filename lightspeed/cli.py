@@ -284,6 +284,8 @@ _SUBCOMMANDS.update(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightspeed`` console script."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and not args_list[0].startswith("-") and args_list[0] not in _SUBCOMMANDS:
+        _parser().error(f"unknown command {args_list[0]!r} (choose from {', '.join(_SUBCOMMANDS)})")
     if not args_list or (args_list[0] not in _SUBCOMMANDS and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "serve")
     if args_list[0] == "ingress":  # its own options, parsed by the emulator

@@ -381,3 +381,13 @@ async def test_a_wrong_method_is_a_json_405_naming_the_allowed_ones(
     assert resp.status == 405
     assert resp.content_type == "application/json"
     assert "Allow" in resp.headers
+
+
+def test_a_mistyped_command_is_named_not_taken_for_serve(capsys: pytest.CaptureFixture[str]) -> None:
+    from lightspeed.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["chek-config", "-c", "lightspeed-stack.yaml"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'chek-config'" in err and "check-config" in err
