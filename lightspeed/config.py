@@ -536,7 +536,7 @@ def resolve_config_path(
     named = cli_path if cli_path else env.get(CONFIG_ENV_VAR) or None
     if named:
         path = Path(named)
-        if not path.is_file():
+        if not path.exists() or path.is_dir():  # a pipe is fine: -c <(vault read ...)
             how = "--config" if cli_path else f"${CONFIG_ENV_VAR}"
             raise ConfigError([f"configuration file {str(path)!r} (from {how}) does not exist or is not a file"])
         return path

@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import tarfile
 import typing
@@ -391,3 +392,14 @@ def test_a_mistyped_command_is_named_not_taken_for_serve(capsys: pytest.CaptureF
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "unknown command 'chek-config'" in err and "check-config" in err
+
+
+def test_a_configuration_can_come_from_a_pipe(tmp_path: Path) -> None:
+    """``lightspeed check-config -c <(vault read ...)``: a pipe is a file one can name."""
+    script = f"{' '.join(_command())} check-config -c <(printf 'name: piped\\n')"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "name: piped" in done.stdout
+    command = [*_command(), "check-config", "-c", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "is not a file" in done.stderr  # a directory is still an error
