@@ -321,12 +321,12 @@ def _config_keys(cls: type, path: str = "") -> list[str]:
     return keys
 
 
-def test_every_configuration_key_is_documented() -> None:
-    docs = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+def test_every_configuration_key_is_in_the_readme_configuration_reference() -> None:
+    docs = (ROOT / "README.md").read_text()
     keys = _config_keys(Config)
     assert "user_data_collection.data_collector.lease_seconds" in keys and "llm_providers.api_key_path" in keys
     missing = [key for key in keys if not re.search(rf"(^|\s|`){re.escape(key.rsplit('.', 1)[-1])}:", docs, re.M)]
-    assert missing == [], f"configuration keys shown nowhere in README.md or docs/*.md: {missing}"
+    assert missing == [], f"configuration keys missing from README.md: {missing}"
 
 
 class _EveryVariable(dict[str, str]):
