@@ -21,6 +21,7 @@ Needs ``wrk`` on PATH. Run from the repository root::
 
     .venv/bin/python benchmarks/query_overhead.py                       # 20 ms LLM, 3 rounds x 5 s
     .venv/bin/python benchmarks/query_overhead.py --delay-ms 0 --rounds 1 --duration 10
+    .venv/bin/python benchmarks/query_overhead.py --delay-ms 100 --no-transcripts   # the transcripts' share
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-transcripts", action="store_true", help="transcripts off (history is still stored): the store's share"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (Debian: apt-get install -y wrk)")
@@ -155,7 +159,7 @@ def main() -> int:
             "user_data_collection": {
                 "feedback_enabled": True,
                 "feedback_storage": str(work / "feedback"),
-                "transcripts_enabled": True,
+                "transcripts_enabled": not args.no_transcripts,
                 "transcripts_storage": str(work / "transcripts"),
             },
             "inference": {"default_provider": "fake", "default_model": "fake-model"},
@@ -201,6 +205,7 @@ def main() -> int:
             wait_ready(f"http://127.0.0.1:{ls_port}/liveness", service)
             print(
                 f"fake LLM delay {args.delay_ms:g} ms, {args.connections} connections, one worker, "
+                f"transcripts {'off' if args.no_transcripts else 'on'}, "
                 f"{args.rounds} round(s) x {args.duration} s per endpoint",
                 flush=True,
             )
