@@ -72,7 +72,3 @@ class LLMRegistry:
                 f"Model {model!r} is not a model of provider {provider!r} (its models: {', '.join(found.models)})",
             )
         return found, model
-
-    async def aclose(self) -> None:
-        for provider in self.providers.values():
-            await provider.aclose()

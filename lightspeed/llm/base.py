@@ -99,8 +99,5 @@ class LLMProvider(abc.ABC):
         breaks off.
         """
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
-        """Release what the provider holds (called at application shutdown)."""
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} models={list(self.models)}>"
