@@ -34,12 +34,15 @@ import attrs
 import pytest
 import yaml
 from aiohttp import web
-from conftest import MakeClient, MakeConfig
+from aiohttp.test_utils import TestClient
 
 from lightspeed import create_app
 from lightspeed.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
+# The fixtures of tests/conftest.py (the module name conftest is ambiguous in a whole-suite run).
+MakeConfig = Callable[..., Config]
+MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 TOKEN = "your-auth-token"
 ECHO = {
     "llm_providers": [{"name": "echo", "type": "echo", "models": ["echo"]}],
