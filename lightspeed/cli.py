@@ -156,7 +156,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _report(exc)
         return EXIT_CONFIG
     if config.service.workers == 1:
-        return _run_worker(config, reuse_port=False)
+        try:
+            return _run_worker(config, reuse_port=False)
+        except OSError as exc:  # the port is taken, the address is not ours, ...
+            _report(LightspeedError(f"cannot listen on {config.service.host}:{config.service.port}: {exc}"))
+            return EXIT_CONFIG
     return _supervise(config)
 
 
