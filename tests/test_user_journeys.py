@@ -6,7 +6,11 @@
 - A developer mounts ``create_app`` in a host application that has its own routes.
 - A storage folder replaced by a file: a clear error, and nothing stored before is lost.
 - ``conversation_id`` path tricks on every endpoint that takes one.
-- Every configuration key is documented where operators look for it.
+- Odd requests: a body whose Content-Encoding does not decode, a wrong method.
+- Operators at the command line: a mistyped command, a configuration from a pipe, a port
+  already taken.
+- Every configuration key is in the README's configuration reference, and every YAML example
+  of README.md and docs/*.md is a valid configuration.
 """
 
 from __future__ import annotations
