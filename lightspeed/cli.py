@@ -277,7 +277,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_ingress(args: argparse.Namespace) -> int:
     from lightspeed.ingress import main as ingress_main
 
-    return ingress_main(args.ingress_args)
+    try:
+        return ingress_main(args.ingress_args)
+    except OSError as exc:  # the port is taken, --store names a file, ...
+        print(f"lightspeed ingress: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 _SUBCOMMANDS.update(
