@@ -424,3 +424,17 @@ def test_a_port_already_taken_is_one_clear_line_not_a_traceback(tmp_path: Path, 
     assert done.returncode == 2
     assert "error" in done.stderr and "address already in use" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_restart_says_when_the_stored_feedback_flag_overrides_the_file(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client()
+    assert (await client.put("/v1/feedback/status", json={"status": False})).status == 200
+    await client.close()
+    with caplog.at_level(logging.WARNING, logger="lightspeed.api.feedback"):
+        restarted = await make_client()  # the same store, feedback_enabled: true in the file
+    resp = await restarted.get("/v1/feedback/status")
+    assert (await resp.json())["status"] == {"enabled": False}  # the flag survives the restart ...
+    warnings = [r.getMessage() for r in caplog.records if r.name == "lightspeed.api.feedback"]
+    assert any("feedback is disabled by an earlier PUT" in m and "feedback_enabled is true" in m for m in warnings)

@@ -12,7 +12,7 @@ from lightspeed.api.common import authenticate, check_conversation_access, stora
 from lightspeed.api.errors import ApiError, json_response
 from lightspeed.api.validation import BodyChecker, read_json_body
 from lightspeed.records import FeedbackRecord, RecordKind, hash_user_id, is_valid_conversation_id, utc_timestamp
-from lightspeed.state import config_from, storage_from
+from lightspeed.state import CONFIG, STORAGE, config_from, storage_from
 from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
 
 __all__ = ["add_routes"]
@@ -146,7 +146,25 @@ async def put_feedback_status(request: web.Request) -> web.Response:
     )
 
 
+async def _say_when_the_flag_overrides_the_config(app: web.Application) -> None:
+    """At start-up, a flag set with ``PUT /v1/feedback/status`` wins over the YAML file: say so."""
+    configured = app[CONFIG].user_data_collection.feedback_enabled
+    try:
+        flag = await app[STORAGE].get_flag(FEEDBACK_ENABLED_FLAG)
+    except Exception:  # noqa: BLE001 - a log line must not stop the start; requests and /readiness report it
+        return
+    if flag is not None and flag != configured:
+        log.warning(
+            "feedback is %s by an earlier PUT /v1/feedback/status (kept in the %r store), although"
+            " user_data_collection.feedback_enabled is %s; PUT /v1/feedback/status to change it",
+            "enabled" if flag else "disabled",
+            app[STORAGE].name,
+            str(configured).lower(),
+        )
+
+
 def add_routes(app: web.Application, prefixes: tuple[str, ...]) -> None:
+    app.on_startup.append(_say_when_the_flag_overrides_the_config)
     for prefix in prefixes:
         app.router.add_post(f"{prefix}/feedback", post_feedback)
         app.router.add_get(f"{prefix}/feedback/status", get_feedback_status)
