@@ -36,7 +36,7 @@ __all__ = ["Collector", "CollectorStatus", "CollectorTask", "CycleReport", "Uplo
 log = logging.getLogger("lightspeed.collector")
 
 #: Most records claimed (and packed into one archive) at a time.
-BATCH_RECORDS: Final = 50_000
+BATCH_RECORDS: Final = 25_000
 #: Longest wait a ``Retry-After`` can impose.
 MAX_RETRY_AFTER_SECONDS: Final = 24 * 3600.0
 
@@ -270,7 +270,8 @@ class Collector:
                     log.error("delivered, but cannot mark it in storage: %s; may be delivered again", exc)
         finally:
             renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # (A renewal may have found the claim gone once every record was acked: no matter.)
+            with contextlib.suppress(asyncio.CancelledError, StorageError):
                 await renewer
             # Whatever was not delivered goes back, untouched (a no-op when everything was acked).
             with contextlib.suppress(StorageError):

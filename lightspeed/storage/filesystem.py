@@ -72,7 +72,7 @@ T = TypeVar("T")
 _DURABILITY: Final = ("rename", "fsync")
 _KNOWN_OPTIONS: Final = frozenset({"state_path", "durability", "file_mode", "dir_mode"})
 _BATCH_MAX: Final = 512
-_UNLINK_THREADS: Final = 4
+_UNLINK_THREADS: Final = 16
 _PARALLEL_UNLINK_MIN: Final = 256
 _OWNER_CACHE_MAX: Final = 100_000
 _FLAG_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -252,13 +252,13 @@ def _lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
         return None
 
 
-def _unlink_some(paths: Sequence[Path]) -> None:
+def _unlink_some(paths: Sequence[str]) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
 
-def _unlink_all(paths: Sequence[Path]) -> None:
+def _unlink_all(paths: Sequence[str]) -> None:
     """Remove files (missing ones are fine); large batches on several threads, because each
     unlink waits on the filesystem's journal and they overlap well (see docs/benchmarks.md)."""
     if len(paths) < _PARALLEL_UNLINK_MIN:
@@ -953,17 +953,21 @@ class FilesystemStorage(StorageBackend):
 
     async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
         def delete_files(targets: list[StoredRecord]) -> None:
-            paths = [self._record_path(rec.name) for rec in targets]
+            # Plain strings, not Path objects: a batch can hold tens of thousands of records.
+            paths = [os.fspath(self._record_path(rec.name)) for rec in targets]
             _unlink_all(paths)
             parents = {
-                path.parent for path, rec in zip(paths, targets, strict=True) if rec.kind is RecordKind.TRANSCRIPT
+                os.path.dirname(path)
+                for path, rec in zip(paths, targets, strict=True)
+                if rec.kind is RecordKind.TRANSCRIPT
             }
+            del paths
             # Linear clean-up: try each emptied conversation folder once, then its user folder.
-            users: set[Path] = set()
+            users: set[str] = set()
             for conv_dir in parents:
                 with contextlib.suppress(OSError):
                     os.rmdir(conv_dir)  # fails harmlessly when not empty
-                    users.add(conv_dir.parent)
+                    users.add(os.path.dirname(conv_dir))
             for user_dir in users:
                 with contextlib.suppress(OSError):
                     os.rmdir(user_dir)
