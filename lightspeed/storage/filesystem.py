@@ -162,11 +162,16 @@ class _BatchWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            writes = [(p, d, f) for p, d, f in batch if d is not None]
-            results = self._read_flags([(p, f) for p, d, f in batch if d is None]) + self._write_batch(writes)
             assert self._loop is not None
-            with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
-                self._loop.call_soon_threadsafe(_settle, results)
+            readers = [(p, f) for p, d, f in batch if d is None]
+            if readers:  # answered before the batch is written: their requests go on meanwhile
+                with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
+                    self._loop.call_soon_threadsafe(_settle, self._read_flags(readers))
+            writes = [(p, d, f) for p, d, f in batch if d is not None]
+            if writes:
+                results = self._write_batch(writes)
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(_settle, results)
 
     def _read_flags(
         self, readers: list[tuple[Path, asyncio.Future[Any]]]
