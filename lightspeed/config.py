@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -363,6 +364,11 @@ def _substitute_env(value: Any, path: str, env: Mapping[str, str], problems: lis
 # --------------------------------------------------------------------------- semantic checks
 
 
+def _has_userinfo(url: str) -> bool:
+    """``https://user:secret@host``: aiohttp refuses such a URL beside an Authorization header."""
+    return "@" in urlsplit(url).netloc
+
+
 def _semantic_problems(config: Config) -> list[str]:
     problems: list[str] = []
     add = problems.append
@@ -403,6 +409,12 @@ def _semantic_problems(config: Config) -> list[str]:
             )
     if dc.ingress_server_url and not re.match(r"https?://[^/\s]+", dc.ingress_server_url):
         add(f"{base}.ingress_server_url: must be an http:// or https:// URL, got {dc.ingress_server_url!r}")
+    elif (
+        dc.ingress_server_url
+        and _has_userinfo(dc.ingress_server_url)
+        and (dc.ingress_server_auth_token or dc.ingress_server_auth_token_path)
+    ):
+        add(f"{base}.ingress_server_url: must not contain a user or password beside the token (aiohttp sends only one)")
     if dc.ingress_content_service_name is not None and not _SERVICE_NAME_RE.fullmatch(dc.ingress_content_service_name):
         add(
             f"{base}.ingress_content_service_name: must match [a-z0-9-]+ (ingress rejects other names"
@@ -436,6 +448,10 @@ def _semantic_problems(config: Config) -> list[str]:
             add(f"{p}.type: must be one of {', '.join(PROVIDER_TYPES)}, got {prov.type!r}")
         if prov.type == "openai" and not prov.url:
             add(f"{p}.url: required for type openai")
+        elif prov.url and not re.match(r"https?://[^/\s]+", prov.url):
+            add(f"{p}.url: must be an http:// or https:// URL, got {prov.url!r}")
+        elif prov.url and _has_userinfo(prov.url) and (prov.api_key or prov.api_key_path):
+            add(f"{p}.url: must not contain a user or password beside an api_key (aiohttp sends only one)")
         if prov.api_key and prov.api_key_path:
             add(f"{p}.api_key_path: give either api_key or api_key_path, not both")
         if not prov.models:

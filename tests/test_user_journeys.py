@@ -438,3 +438,31 @@ async def test_a_restart_says_when_the_stored_feedback_flag_overrides_the_file(
     assert (await resp.json())["status"] == {"enabled": False}  # the flag survives the restart ...
     warnings = [r.getMessage() for r in caplog.records if r.name == "lightspeed.api.feedback"]
     assert any("feedback is disabled by an earlier PUT" in m and "feedback_enabled is true" in m for m in warnings)
+
+
+def test_urls_that_could_never_work_are_refused_at_load() -> None:
+    from lightspeed.config import parse_config
+    from lightspeed.errors import ConfigError
+
+    data = {
+        "llm_providers": [
+            {"name": "a", "type": "openai", "url": "https://user:pw@llm.example/v1", "api_key": "k", "models": ["m"]},
+            {"name": "b", "type": "openai", "url": "llm.example/v1", "models": ["m"]},
+            {"name": "c", "type": "openai", "url": "https://user:pw@llm.example/v1", "models": ["m"]},  # basic auth
+        ],
+        "user_data_collection": {
+            "data_collector": {
+                "ingress_server_url": "https://u:secret@ingress.example/up",
+                "ingress_server_auth_token": "t",
+            }
+        },
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env={})
+    assert info.value.problems == [
+        "user_data_collection.data_collector.ingress_server_url: must not contain a user or password beside the token"
+        " (aiohttp sends only one)",
+        "llm_providers[0].url: must not contain a user or password beside an api_key (aiohttp sends only one)",
+        "llm_providers[1].url: must be an http:// or https:// URL, got 'llm.example/v1'",
+    ]
+    assert "secret" not in str(info.value)
