@@ -39,8 +39,28 @@ _SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 _LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [pid %(process)d] %(message)s"
 
 
+class _BadRequestsWithoutTracebacks(logging.Filter):
+    """aiohttp logs a malformed request (a header over 8 KiB, a broken request line) with a
+    traceback at ERROR; the client got its 400, so one WARNING line is enough for operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import BadHttpMessage
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.msg = f"{record.msg}: %s"
+            record.args = (*(record.args if isinstance(record.args, tuple) else ()), " ".join(str(exc).split()))
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, stream=sys.stderr, force=True)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequestsWithoutTracebacks) for f in server_log.filters):
+        server_log.addFilter(_BadRequestsWithoutTracebacks())
 
 
 def _add_config_arg(p: argparse.ArgumentParser) -> None:

@@ -466,3 +466,34 @@ def test_urls_that_could_never_work_are_refused_at_load() -> None:
         "llm_providers[1].url: must be an http:// or https:// URL, got 'llm.example/v1'",
     ]
     assert "secret" not in str(info.value)
+
+
+async def test_a_malformed_request_is_one_warning_line_in_the_log(tmp_path: Path) -> None:
+    port = _free_port()
+    (tmp_path / "lightspeed-stack.yaml").write_text(f"service: {{host: 127.0.0.1, port: {port}}}\n")
+    proc = await asyncio.create_subprocess_exec(
+        *_command(), "serve", "-c", "lightspeed-stack.yaml", cwd=tmp_path, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def live() -> bool:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/liveness") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await _until(live, "the service answers /liveness")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /liveness HTTP/1.1\r\nHost: x\r\nX-Big: " + b"h" * 20_000 + b"\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        assert b" 400 Bad Request" in answer.split(b"\r\n", 1)[0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 40)
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert "Traceback" not in log
+    assert re.search(r"WARNING aiohttp.server .*Error handling request from 127.0.0.1: .*8190 bytes", log), log
