@@ -91,6 +91,18 @@ async def _process(*args: str, cwd: Path) -> AsyncIterator[asyncio.subprocess.Pr
         assert proc.returncode == 0, f"lightspeed {args[0]} exited {proc.returncode}: {err.decode()[-2000:]}"
 
 
+async def _wait_until_live(http: aiohttp.ClientSession, base: str, proc: asyncio.subprocess.Process) -> None:
+    async def live() -> bool:
+        assert proc.returncode is None, "the service exited"
+        try:
+            async with http.get(f"{base}/liveness") as resp:
+                return resp.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    await _until(live, "the service answers /liveness")
+
+
 def _tree(root: Path) -> list[Path]:
     return sorted(root.rglob("*"))
 
@@ -137,16 +149,7 @@ async def test_the_advanced_collector_steps_deliver_every_record_once_the_ingres
             async with http.post(f"{ingress_base}/control", json={"faults": [{"status": 503, "repeat": True}]}) as r:
                 assert r.status == 200
             async with _process("serve", "-c", "lightspeed-stack.yaml", cwd=tmp_path) as service:
-
-                async def live() -> bool:
-                    assert service.returncode is None, "the service exited"
-                    try:
-                        async with http.get(f"{base}/liveness") as resp:
-                            return resp.status == 200
-                    except aiohttp.ClientConnectionError:
-                        return False
-
-                await _until(live, "the service answers /liveness")
+                await _wait_until_live(http, base, service)
                 # The seed's steps 3 and 4, on the seed's unprefixed paths.
                 async with http.post(f"{base}/query", json={"query": "What is Kubernetes?"}) as resp:
                     assert resp.status == 200, await resp.text()
@@ -476,15 +479,7 @@ async def test_a_malformed_request_is_one_warning_line_in_the_log(tmp_path: Path
     )
     try:
         async with aiohttp.ClientSession() as http:
-
-            async def live() -> bool:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/liveness") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-
-            await _until(live, "the service answers /liveness")
+            await _wait_until_live(http, f"http://127.0.0.1:{port}", proc)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /liveness HTTP/1.1\r\nHost: x\r\nX-Big: " + b"h" * 20_000 + b"\r\n\r\n")
         answer = await reader.read()
