@@ -246,4 +246,3 @@ def test_plugin_options_validated(make_config: MakeConfig) -> None:
         create_app(config)
     assert info.value.problems == ["sise: unknown option"]
     assert "user_data_collection.storage.options.sise: unknown option" in str(info.value)
-
