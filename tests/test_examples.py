@@ -119,6 +119,11 @@ def test_minimal_server(tmp_path: Path, how: str, unused_tcp_port: int, http_jso
         assert http_json("GET", f"{base}/v1/info")[1]["name"] == "lightspeed-stack"
         status, body = http_json("POST", f"{base}/feedback", {"conversation_id": str(uuid.uuid4())})
         assert status == 422 and body["detail"][0]["loc"] == ["body", "user_question"]
+        # The seed's step 3, as written, is answered offline by the example's stand-in provider.
+        seed_query = {"query": "What is Kubernetes?", "provider": "openai", "model": "gpt-4"}
+        status, body = http_json("POST", f"{base}/query", seed_query)
+        assert status == 200, body
+        assert body["response"] and body["conversation_id"]
     assert (tmp_path / "data" / "feedback").is_dir()
 
 
