@@ -3,7 +3,8 @@
 Starts every server itself on 127.0.0.1, drives each with ``wrk`` for a bounded time, parses
 wrk's report and prints requests per second, p50/p99 latency and the ratio of each server to
 the bare handler, per round and as medians over the rounds. Servers are run in turn within
-each round (A B C, A B C, ...), so a machine that slows down part-way hurts them all alike.
+each round, each round starting one server later (A B C, B C A, C A B, ...), so a machine that
+slows down part-way hurts them all alike and no server always follows the same one.
 
 Servers (``--servers``, comma-separated):
 
@@ -298,9 +299,10 @@ class Bench:
             files = self.stored_records(server, root)
         else:
             files = sum(1 for name in os.listdir(records) if name.endswith(".json"))
-        if not self.args.keep:
-            shutil.rmtree(root)
-        os.sync()  # flush this run's files now, so their writeback does not slow the next run
+        # Flush this run's files now, so their writeback does not slow the next run. They are deleted
+        # only at the end: deleting tens of thousands of files makes the filesystem work for seconds
+        # afterwards (journal, and discards on a disk mounted with `discard`), which the next run would pay.
+        os.sync()
         return Result(server, round_no, rps, p50, p99, requests, errors, files)
 
 
@@ -377,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, workdir)
     try:
         for round_no in range(1, args.rounds + 1):
-            for server in servers:
+            shift = (round_no - 1) % len(servers)  # each round starts with the next server: no fixed neighbours
+            for server in servers[shift:] + servers[:shift]:
                 r = bench.run_one(server, round_no)
                 results.append(r)
                 print(
