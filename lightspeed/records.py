@@ -19,6 +19,7 @@ import attrs
 
 __all__ = [
     "ConversationTurn",
+    "canonical_conversation_id",
     "FeedbackRecord",
     "RecordKind",
     "Transcript",
@@ -59,6 +60,16 @@ def is_valid_conversation_id(value: str) -> bool:
     Only ids that pass this check ever become path components.
     """
     return bool(_UUID_RE.fullmatch(value) or _CONV_RE.fullmatch(value))
+
+
+def canonical_conversation_id(value: str) -> str | None:
+    """The conversation id in the form we store it (UUIDs lower-cased), or ``None`` when invalid.
+
+    Clients may echo a UUID in upper case; it names the same conversation.
+    """
+    if _UUID_RE.fullmatch(value):
+        return value.lower()
+    return value if _CONV_RE.fullmatch(value) else None
 
 
 def is_valid_user_hash(value: str) -> bool:

@@ -577,3 +577,13 @@ async def test_put_status_refuses_to_enable_feedback_without_storage(make_client
     assert status["status"]["enabled"] is False
     # Disabling is always possible.
     assert (await client.put("/v1/feedback/status", json={"status": False})).status == 200
+
+
+async def test_an_upper_case_conversation_id_names_the_same_conversation(
+    make_client: MakeClient, new_conversation: NewConversation
+) -> None:
+    client = await make_client()
+    cid = await new_conversation(client.app)
+    resp = await client.post("/v1/feedback", json=body_for(cid.upper()))
+    assert resp.status == 200, await resp.json()
+    assert [r["conversation_id"] for r in stored(client)] == [cid]

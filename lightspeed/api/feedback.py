@@ -11,7 +11,7 @@ from aiohttp import web
 from lightspeed.api.common import authenticate, check_conversation_access, storage_failure
 from lightspeed.api.errors import ApiError, json_response
 from lightspeed.api.validation import BodyChecker, read_json_body
-from lightspeed.records import FeedbackRecord, RecordKind, hash_user_id, is_valid_conversation_id, utc_timestamp
+from lightspeed.records import FeedbackRecord, RecordKind, canonical_conversation_id, hash_user_id, utc_timestamp
 from lightspeed.state import CONFIG, STORAGE, config_from, storage_from
 from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
 
@@ -70,9 +70,11 @@ async def post_feedback(request: web.Request) -> web.Response:
     sentiment = c.integer("sentiment")
     user_feedback = c.string("user_feedback", max_length=MAX_USER_FEEDBACK_CHARS)
     categories = c.string_list("categories", choices=config.user_data_collection.feedback_categories)
-    if conversation_id is not None and not is_valid_conversation_id(conversation_id):
-        c.value_error(["conversation_id"], f"Improper conversation ID '{conversation_id}'", conversation_id)
-        conversation_id = None
+    if conversation_id is not None:
+        canonical = canonical_conversation_id(conversation_id)
+        if canonical is None:
+            c.value_error(["conversation_id"], f"Improper conversation ID '{conversation_id}'", conversation_id)
+        conversation_id = canonical
     if sentiment is not None and sentiment not in (-1, 1):
         c.value_error(["sentiment"], f"Improper sentiment value of {sentiment}, needs to be -1 or 1", sentiment)
     if categories is not None:

@@ -30,7 +30,7 @@ from lightspeed.api.errors import REQUEST_ID, ApiError, json_response
 from lightspeed.api.validation import BodyChecker, read_json_body
 from lightspeed.auth import AuthResult
 from lightspeed.llm import LLMError, LLMProvider, Message, Usage
-from lightspeed.records import ConversationTurn, Transcript, TranscriptMetadata, hash_user_id, is_valid_conversation_id
+from lightspeed.records import ConversationTurn, Transcript, TranscriptMetadata, canonical_conversation_id, hash_user_id
 from lightspeed.redaction import Redactor
 from lightspeed.state import CONFIG, STORAGE, config_from, llm_from
 
@@ -111,8 +111,11 @@ def parse_query_request(body: Any) -> QueryRequest:
     if query is not None and not query.strip():
         c.value_error(["query"], "Query must not be blank", query)
     conversation_id = c.string("conversation_id") or None
-    if conversation_id is not None and not is_valid_conversation_id(conversation_id):
-        c.value_error(["conversation_id"], f"Improper conversation ID '{conversation_id}'", conversation_id)
+    if conversation_id is not None:
+        canonical = canonical_conversation_id(conversation_id)
+        if canonical is None:
+            c.value_error(["conversation_id"], f"Improper conversation ID '{conversation_id}'", conversation_id)
+        conversation_id = canonical
     provider = c.string("provider")
     model = c.string("model")
     system_prompt = c.string("system_prompt")
