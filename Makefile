@@ -37,10 +37,13 @@ STORAGE_PLUGINS := plugins/lightspeed-storage-sqlite plugins/lightspeed-storage-
 
 # The postgres plugin's tests start a throwaway PostgreSQL server: install one when missing,
 # and stop here, loudly, when there is still none (the tests must never skip for lack of it).
+# Root installs directly; anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 postgres-server:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || \
 		{ echo "PostgreSQL server not found: apt-get install -y postgresql"; \
-		  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+		  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || \
 		{ echo "ERROR: pg_ctl still not found after installing postgresql; the postgres plugin tests cannot run" >&2; exit 1; }
 
