@@ -536,3 +536,33 @@ async def test_claim_files_of_dead_collectors_do_not_pile_up(make_config: MakeCo
         assert list(claims_dir.glob("*.json")) == []
     finally:
         await storage.aclose()
+
+
+async def test_temporary_files_of_killed_writers_are_removed_when_stale(make_config: MakeConfig) -> None:
+    """A writer killed between create and rename leaves a dot-file ending in .tmp; once it is
+    older than an hour, opening the store (feedback root) or a collector's scan (transcripts)
+    removes it. Fresh ones, which may belong to a live writer, and records are left alone."""
+    config = make_config()
+    udc = config.user_data_collection
+    assert udc.feedback_storage and udc.transcripts_storage
+    feedback_root, transcripts_root = Path(udc.feedback_storage), Path(udc.transcripts_storage)
+    conv_dir = transcripts_root / ALICE / str(uuid.uuid4())
+    for d in (feedback_root, conv_dir):
+        d.mkdir(parents=True)
+    old = [feedback_root / ".a.123.1.tmp", conv_dir / ".b.123.2.tmp"]
+    fresh = feedback_root / ".c.123.3.tmp"
+    for f in [*old, fresh]:
+        f.write_bytes(b'{"half": ')
+    for f in old:
+        os.utime(f, (0, 0))
+    storage = FilesystemStorage(options={}, collection=udc)
+    await storage.open()
+    try:
+        assert not old[0].exists()
+        assert fresh.exists()
+        record = await storage.put_feedback(feedback_record())
+        await storage.claim(owner="c", kinds=[RecordKind.TRANSCRIPT], max_records=10, max_bytes=10**6, lease_seconds=60)
+        assert not old[1].exists()
+        assert (feedback_root / f"{record.record_id}.json").exists()
+    finally:
+        await storage.aclose()

@@ -43,6 +43,7 @@ import json
 import os
 import queue
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -275,6 +276,27 @@ def _unlink_all(paths: Sequence[str]) -> None:
             done.result()
 
 
+#: A writer's temporary file this old was left by a process that died mid-write.
+STALE_TEMP_SECONDS: Final = 3600.0
+
+
+def _remove_if_stale(entry: os.DirEntry[str]) -> None:
+    """Remove a writer's temporary dot-file (never a record) left behind by a killed process."""
+    if not entry.name.startswith("."):
+        return
+    with contextlib.suppress(OSError):
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > STALE_TEMP_SECONDS:
+            os.unlink(entry.path)
+
+
+def _remove_stale_temp_files(directory: Path) -> None:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(directory) as it:
+        for entry in it:
+            if entry.name.endswith(".tmp"):
+                _remove_if_stale(entry)
+
+
 def _settle(results: list[tuple[asyncio.Future[Any], BaseException | None, Any]]) -> None:
     for fut, exc, value in results:
         if fut.done():  # the waiting request was cancelled
@@ -440,6 +462,8 @@ class FilesystemStorage(StorageBackend):
         try:
             for root in roots:
                 await self._run(self._ensure_dir, root)
+            if self.collection.feedback_enabled and self.feedback_root:
+                await self._run(_remove_stale_temp_files, self.feedback_root)
         except StorageUnavailable:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -675,8 +699,11 @@ class FilesystemStorage(StorageBackend):
                 return self.transcripts_root / user / conv / file
         raise ValueError(f"not a record name of this store: {name!r}")
 
-    def _scan(self, kinds: Collection[RecordKind]) -> Iterator[tuple[int, StoredRecord]]:
-        """Every record file of the given kinds as (mtime_ns, record); no symlink is followed."""
+    def _scan(self, kinds: Collection[RecordKind]) -> Iterator[tuple[int, str, int, RecordKind]]:
+        """Every record file of the given kinds as (mtime_ns, name, size, kind); no symlink is followed.
+
+        Plain tuples, not :class:`StoredRecord`: a claim scans every file but keeps few of them.
+        """
 
         def files(directory: Path) -> Iterator[os.DirEntry[str]]:
             try:
@@ -684,6 +711,8 @@ class FilesystemStorage(StorageBackend):
                     for entry in it:
                         if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
                             yield entry
+                        elif entry.name.endswith(".tmp"):
+                            _remove_if_stale(entry)
             except (FileNotFoundError, NotADirectoryError):
                 return
 
@@ -699,12 +728,7 @@ class FilesystemStorage(StorageBackend):
             for entry in files(self.feedback_root):
                 rid = entry.name[:-5]
                 if is_valid_record_id(rid) and (st := _lstat(entry)) is not None:
-                    yield (
-                        st.st_mtime_ns,
-                        StoredRecord(
-                            kind=RecordKind.FEEDBACK, record_id=rid, name=f"feedback/{entry.name}", size=st.st_size
-                        ),
-                    )
+                    yield (st.st_mtime_ns, f"feedback/{entry.name}", st.st_size, RecordKind.FEEDBACK)
         if RecordKind.TRANSCRIPT in kinds and self.transcripts_root is not None:
             root = self.transcripts_root
             for user in subdirs(root, is_valid_user_hash):
@@ -712,15 +736,8 @@ class FilesystemStorage(StorageBackend):
                     for entry in files(root / user / conv):
                         rid = entry.name[:-5]
                         if is_valid_record_id(rid) and (st := _lstat(entry)) is not None:
-                            yield (
-                                st.st_mtime_ns,
-                                StoredRecord(
-                                    kind=RecordKind.TRANSCRIPT,
-                                    record_id=rid,
-                                    name=f"transcripts/{user}/{conv}/{entry.name}",
-                                    size=st.st_size,
-                                ),
-                            )
+                            name = f"transcripts/{user}/{conv}/{entry.name}"
+                            yield (st.st_mtime_ns, name, st.st_size, RecordKind.TRANSCRIPT)
 
     def _load_claims(self, now: float) -> dict[str, dict[str, Any]]:
         """Live claims by id; expired claim files are left for their owner to clean up."""
@@ -810,18 +827,14 @@ class FilesystemStorage(StorageBackend):
                 held = self._held_by_others("", now)
                 exported = self._load_exported()
                 # nsmallest keeps only max_records candidates in memory, however many files there are.
+                # Oldest first, by (mtime, name); names are unique, so the rest never decides.
                 candidates = heapq.nsmallest(
-                    max_records,
-                    (
-                        (mtime, rec)
-                        for mtime, rec in self._scan(kinds)
-                        if rec.name not in held and rec.name not in exported
-                    ),
-                    key=lambda item: (item[0], item[1].name),
+                    max_records, (item for item in self._scan(kinds) if item[1] not in held and item[1] not in exported)
                 )
                 chosen: list[StoredRecord] = []
                 total = 0
-                for _, rec in candidates:
+                for _, name, size, kind in candidates:
+                    rec = StoredRecord(kind=kind, record_id=name.rsplit("/", 1)[1][:-5], name=name, size=size)
                     if len(chosen) >= max_records:
                         break
                     if not chosen and rec.size > max_bytes:
@@ -1022,11 +1035,11 @@ class FilesystemStorage(StorageBackend):
                 exported = set(self._load_exported())
             n = {k: 0 for k in RecordKind}
             b = {k: 0 for k in RecordKind}
-            for _, rec in self._scan(tuple(RecordKind)):
-                if rec.name in exported:
+            for _, name, size, kind in self._scan(tuple(RecordKind)):
+                if name in exported:
                     continue
-                n[rec.kind] += 1
-                b[rec.kind] += rec.size
+                n[kind] += 1
+                b[kind] += size
             return PendingStats(records=n, bytes=b)
 
         return await self._run(count)
