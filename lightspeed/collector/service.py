@@ -36,7 +36,7 @@ __all__ = ["Collector", "CollectorStatus", "CollectorTask", "CycleReport", "Uplo
 log = logging.getLogger("lightspeed.collector")
 
 #: Most records claimed (and packed into one archive) at a time.
-BATCH_RECORDS: Final = 25_000
+BATCH_RECORDS: Final = 10_000
 #: Longest wait a ``Retry-After`` can impose.
 MAX_RETRY_AFTER_SECONDS: Final = 24 * 3600.0
 
