@@ -89,7 +89,8 @@ def utc_timestamp(now: datetime | None = None) -> str:
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, indent=2).encode("utf-8")
+    # Compact: the C encoder (indent forces the pure-Python one, ~15% of a feedback request).
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 @attrs.frozen(kw_only=True)

@@ -339,3 +339,24 @@ async def test_create_app_with_a_given_storage(make_config: Callable[..., Config
     await client.close()
     with pytest.raises(StorageUnavailable):  # the app opened it, and closed it
         await storage.ping()
+
+
+async def test_a_client_leaving_mid_request_is_not_an_error(
+    aiohttp_client: Any, make_config: Callable[..., Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Load generators and impatient clients close connections mid-request, which surfaces in a
+    handler as ConnectionResetError (reading the body, or writing a stream). That is no server
+    error, so it must not be logged as one with a traceback."""
+    app = create_app(make_config())
+
+    async def reading_from_a_gone_client(request: web.Request) -> web.Response:
+        raise ConnectionResetError("Connection lost")
+
+    app.router.add_post("/test-reset", reading_from_a_gone_client)
+    client = await aiohttp_client(app)
+    with caplog.at_level(logging.DEBUG):
+        resp = await client.post("/test-reset", data=b"{}")
+        assert resp.status == 400
+        assert (await resp.json())["detail"]["response"] == "Client disconnected"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -111,8 +111,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             body = {"detail": {"response": exc.reason, "cause": exc.text or exc.reason}}
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return json_response(body, status=exc.status, headers=headers)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        # The client went away mid-request: nothing to tell it, and nothing for an operator to fix.
+        log.debug("request %s %s %s: the client disconnected", rid, request.method, request.path)
+        return json_response(
+            {"detail": {"response": "Client disconnected", "cause": "The connection was closed by the client."}},
+            status=400,
+        )
     except Exception:
         log.exception("request %s %s %s failed with an unexpected error", rid, request.method, request.path)
         return json_response(
