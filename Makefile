@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit install-run install-test postgres-server
+.PHONY: run test lint typecheck unit install-run install-test postgres-server bench-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +49,7 @@ postgres-server:
 
 # Installs what the tests need, then runs linters, type checks and the whole suite.
 test: lint typecheck unit
+
+# What the benchmarks need beyond the test dependencies (wrk, from Debian's packages).
+bench-deps: install-test
+	sh benchmarks/install-wrk.sh
