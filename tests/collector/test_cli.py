@@ -111,3 +111,25 @@ def test_the_ingress_command_has_help() -> None:
         [sys.executable, "-m", "lightspeed", "ingress", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "--fail" in result.stdout and "127.0.0.1" in result.stdout
+
+
+async def test_collect_without_once_runs_until_sigterm_then_exits_0(tmp_path: Path) -> None:
+    store = tmp_path / "received"
+    async with ingress_process(store) as url:
+        config_file, udc = write_config(tmp_path, url, collection_interval=3600)
+        stored = await fill(udc, 2)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lightspeed", "collect", "-c", str(config_file),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            for _ in range(1500):
+                if len(received(store, uploads(store))) == len(stored):
+                    break
+                await asyncio.sleep(0.02)
+            more = await fill(udc, 1)  # stored after the first cycle: the final collection ships it
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert received(store, uploads(store)) == {n: [d] for n, d in {**stored, **more}.items()}
