@@ -117,7 +117,7 @@ class IngressClient:
         url = self.config.ingress_server_url
         assert url, "ingress_server_url is required to upload"
         try:
-            token = self.token()
+            token = await asyncio.to_thread(self.token)  # a file read: off the event loop
         except TokenError as exc:
             return UploadResult(outcome=UploadOutcome.REJECTED, message=str(exc))
         timeout = aiohttp.ClientTimeout(

@@ -213,3 +213,17 @@ async def test_transcripts_in_shared_conversations_leave_no_empty_folders(harnes
         await h.storage.put(transcript(i, user=user, conversation=conv))
     assert (await h.collector.run_once()).records == 5
     assert tree_dirs(h.transcripts_root) == []
+
+
+async def test_an_unreadable_token_file_is_a_loud_failure_that_keeps_the_data(
+    harness: MakeHarness, ingress: Ingress, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-token"
+    h = await harness(ingress_server_auth_token=None, ingress_server_auth_token_path=str(missing))
+    await store_records(h.storage, 2, 0)
+
+    report = await h.collector.run_once()
+
+    assert report.failure is not None and str(missing) in report.failure.message
+    assert h.collector.status.state == "rejected"
+    assert ingress.emulator.attempts == [] and len(tree_files(h.feedback_root)) == 2
