@@ -71,10 +71,13 @@ class Fault:
         if status is not None and not (isinstance(status, int) and 100 <= status <= 599):
             raise ValueError(f"status must be an HTTP status code, got {status!r}")
         retry_after = data.get("retry_after")
+        delay = data.get("delay", 0.0)
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 3600:
+            raise ValueError(f"delay must be a number of seconds from 0 to 3600, got {delay!r}")
         return cls(
             status=status,
             retry_after=None if retry_after is None else str(retry_after),
-            delay=float(data.get("delay", 0.0)),
+            delay=float(delay),
             reset=bool(data.get("reset", False)),
             body=data.get("body"),
             repeat=bool(data.get("repeat", False)),

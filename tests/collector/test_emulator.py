@@ -68,6 +68,9 @@ async def test_faults_come_from_the_control_endpoint(ingress: Ingress) -> None:
             assert resp.status == 200
         async with session.post(control, json={"faults": [{"nope": 1}]}) as resp:
             assert resp.status == 400 and "nope" in (await resp.json())["error"]
+        for delay in (-1, "soon", 1e9):
+            async with session.post(control, json={"faults": [{"status": 500, "delay": delay}]}) as resp:
+                assert resp.status == 400 and "delay" in (await resp.json())["error"]
         async with session.post(ingress.url, data=form()) as resp:
             assert (resp.status, resp.headers["Retry-After"]) == (503, "2")
         async with session.post(ingress.url, data=form()) as resp:
