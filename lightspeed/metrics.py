@@ -5,12 +5,15 @@ Served as Prometheus text at ``GET /metrics``. Every name starts with ``lightspe
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 import attrs
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE", "CollectorMetrics", "Metrics", "add_routes"]
 
@@ -77,9 +80,26 @@ class Metrics:
     def __attrs_post_init__(self) -> None:
         self.collector = CollectorMetrics(registry=self.registry)
 
+    def expose_counters(self, source: object, counters: Mapping[str, tuple[str, str]]) -> None:
+        """Export integer attributes of ``source`` as counters: ``{metric name: (attribute, help)}``.
+
+        Read when ``/metrics`` is scraped, so the hot path just increments a plain attribute.
+        """
+        self.registry.register(_AttributeCounters(source, counters))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _AttributeCounters(Collector):
+    def __init__(self, source: object, counters: Mapping[str, tuple[str, str]]) -> None:
+        self._source = source
+        self._counters = dict(counters)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, (attribute, help_text) in self._counters.items():
+            yield CounterMetricFamily(name, help_text, value=getattr(self._source, attribute))
 
 
 def add_routes(app: web.Application, metrics: Metrics) -> None:

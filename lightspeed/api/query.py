@@ -32,7 +32,7 @@ from lightspeed.auth import AuthResult
 from lightspeed.llm import LLMError, LLMProvider, Message, Usage
 from lightspeed.records import ConversationTurn, Transcript, TranscriptMetadata, canonical_conversation_id, hash_user_id
 from lightspeed.redaction import Redactor
-from lightspeed.state import CONFIG, STORAGE, config_from, llm_from
+from lightspeed.state import CONFIG, METRICS, STORAGE, config_from, llm_from
 
 __all__ = [
     "ATTACHMENT_CONTENT_TYPES",
@@ -551,7 +551,21 @@ def add_routes(app: web.Application, prefixes: tuple[str, ...]) -> None:
     Call after the storage backend's cleanup context is appended: contexts are torn down
     in reverse, so pending transcripts are stored before the backend closes.
     """
-    app[QUERY_STATS] = QueryStats()
+    app[QUERY_STATS] = stats = QueryStats()
+    app[METRICS].expose_counters(
+        stats,
+        {
+            "lightspeed_transcripts_stored": ("transcripts_stored", "Transcripts stored by the query endpoints"),
+            "lightspeed_transcript_store_failures": (
+                "transcript_failures",
+                "Transcripts that could not be stored (the user still got the answer)",
+            ),
+            "lightspeed_history_failures": (
+                "history_failures",
+                "Conversation owners or history turns that could not be stored or read",
+            ),
+        },
+    )
     app[RECORDS] = RecordWriter(app)
     app.cleanup_ctx.append(records_ctx)
     app[REDACTOR] = Redactor(app[CONFIG].query_filters)

@@ -469,6 +469,10 @@ async def test_a_failure_to_store_the_transcript_does_not_take_the_answer_away(q
     stats = client.app[QUERY_STATS]
     assert (stats.transcript_failures, stats.transcripts_stored) == (1, 0)
     assert "cannot store the transcript" in caplog.text
+    # Operators see it in the metrics.
+    metrics = await (await client.get("/metrics")).text()
+    assert "lightspeed_transcript_store_failures_total 1.0" in metrics
+    assert "lightspeed_transcripts_stored_total 0.0" in metrics
     # The conversation itself was recorded: it can be continued.
     status, _ = await ask(client, {"query": "again", "conversation_id": body["conversation_id"]})
     assert status == 200
