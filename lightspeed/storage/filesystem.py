@@ -435,17 +435,23 @@ class FilesystemStorage(StorageBackend):
         finally:
             os.close(fd)  # closing releases the lock
 
+    def _write_and_close(self, fd: int, data: bytes) -> None:
+        """Write all of ``data`` to ``fd`` (fsync'd when ``durability: fsync``), then close it."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def _write_small(self, path: Path, data: bytes) -> None:
         """Atomic replace of a small state file, from a worker thread."""
         self._ensure_dir(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = self._create(tmp, os.O_WRONLY | os.O_TRUNC)
-        try:
-            os.write(fd, data)
-            if self.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        self._write_and_close(fd, data)
         os.replace(tmp, path)
 
     # ------------------------------------------------------------------ lifecycle
@@ -566,12 +572,7 @@ class FilesystemStorage(StorageBackend):
             self._ensure_dir(path.parent)
             tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
             fd = self._create(tmp, os.O_WRONLY | os.O_EXCL)
-            try:
-                os.write(fd, json.dumps({"owner": owner}).encode())
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write_and_close(fd, json.dumps({"owner": owner}).encode())
             try:
                 os.link(tmp, path)  # fails if the conversation already has an owner
                 return owner
@@ -609,12 +610,7 @@ class FilesystemStorage(StorageBackend):
             self._ensure_dir(path.parent)
             # One write(2) with O_APPEND: concurrent appenders never interleave within a line.
             fd = self._create(path, os.O_WRONLY | os.O_APPEND)
-            try:
-                os.write(fd, line)
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write_and_close(fd, line)
 
         await self._run(append)
 
@@ -995,12 +991,7 @@ class FilesystemStorage(StorageBackend):
                 return
             path = self.state_root / "exported.log"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.file_mode)
-            try:
-                os.write(fd, "".join(f"{r.name}\n" for r in targets).encode())
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write_and_close(fd, "".join(f"{r.name}\n" for r in targets).encode())
 
         action = delete_files if delete else mark_exported
         await self._run(
