@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Final
 import attrs
 
 __all__ = [
+    "FEEDBACK_NAME_RE",
+    "TRANSCRIPT_NAME_RE",
     "ConversationTurn",
     "canonical_conversation_id",
     "FeedbackRecord",
@@ -35,6 +37,11 @@ _UUID_RE: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9
 #: Llama Stack's conversation ids: ``conv_`` and 48 hex digits.
 _CONV_RE: Final = re.compile(r"conv_[0-9a-f]{48}")
 _SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
+#: Stored record names (also their archive member names), each component validated.
+FEEDBACK_NAME_RE: Final = re.compile(rf"feedback/{_UUID_RE.pattern}\.json")
+TRANSCRIPT_NAME_RE: Final = re.compile(
+    rf"transcripts/{_SHA256_RE.pattern}/(?:{_UUID_RE.pattern}|{_CONV_RE.pattern})/{_UUID_RE.pattern}\.json"
+)
 
 
 class RecordKind(enum.StrEnum):

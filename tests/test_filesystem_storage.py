@@ -566,3 +566,124 @@ async def test_temporary_files_of_killed_writers_are_removed_when_stale(make_con
         assert (feedback_root / f"{record.record_id}.json").exists()
     finally:
         await storage.aclose()
+
+
+# ------------------------------------------------------------------ claims from one scan
+
+
+async def _feedback_with_ages(storage: FilesystemStorage, n: int, start: int) -> list[str]:
+    """``n`` feedback records whose mtimes are start, start+1, ... seconds after the epoch
+    (so their claim order is known); their names, oldest first."""
+    names = []
+    for i in range(n):
+        stored = await storage.put_feedback(feedback_record())
+        assert storage.feedback_root is not None
+        os.utime(storage.feedback_root / f"{stored.record_id}.json", (start + i, start + i))
+        names.append(stored.name)
+    return names
+
+
+async def _claim_names(storage: FilesystemStorage, n: int) -> list[str]:
+    claim = await storage.claim(
+        owner="c", kinds=[RecordKind.FEEDBACK], max_records=n, max_bytes=10**9, lease_seconds=60
+    )
+    return [r.name for r in claim.records]
+
+
+async def test_later_claims_of_a_cycle_take_the_next_records_of_the_same_scan(make_config: MakeConfig) -> None:
+    """One scan serves the claims that follow it: records written after it wait until its
+    records are all claimed (they are newer anyway), then the next claim scans again."""
+    async with backend(make_config()) as storage:
+        first = await _feedback_with_ages(storage, 12, start=1000)
+        assert await _claim_names(storage, 5) == first[:5]
+        later = await _feedback_with_ages(storage, 3, start=500)  # older mtimes, but written after the scan
+        assert await _claim_names(storage, 5) == first[5:10]
+        assert await _claim_names(storage, 5) == first[10:]
+        assert await _claim_names(storage, 5) == later  # a new scan finds them
+        assert await _claim_names(storage, 5) == []
+
+
+async def test_released_records_are_claimed_again_first(make_config: MakeConfig) -> None:
+    """A failed upload releases its batch; those records are older than what the last scan
+    left, so the next claim scans again and returns them first."""
+    async with backend(make_config()) as storage:
+        names = await _feedback_with_ages(storage, 8, start=1000)
+        claim = await storage.claim(
+            owner="c", kinds=[RecordKind.FEEDBACK], max_records=3, max_bytes=10**9, lease_seconds=60
+        )
+        await storage.release(claim)
+        assert await _claim_names(storage, 4) == names[:4]
+
+
+async def test_records_another_collector_delivered_since_the_scan_are_not_delivered_again(
+    make_config: MakeConfig,
+) -> None:
+    """Collector A scanned before B claimed, uploaded and deleted some records. A's later
+    claims never return records B holds, and those B deleted read as missing (None), so
+    nothing is packed twice; exported ones (cleanup_after_send: false) are never returned."""
+    config = make_config()
+    async with backend(config) as a, backend(config) as b:
+        names = await _feedback_with_ages(a, 12, start=1000)
+        assert await _claim_names(a, 2) == names[:2]  # A's backlog now holds names[2:]
+        b_claim = await b.claim(
+            owner="b", kinds=[RecordKind.FEEDBACK], max_records=4, max_bytes=10**9, lease_seconds=60
+        )
+        assert [r.name for r in b_claim.records] == names[2:6]
+        await b.ack(b_claim, records=b_claim.records[:2], delete=True)  # names[2:4] deleted
+        await b.ack(b_claim, records=b_claim.records[2:], delete=False)  # names[4:6] exported
+        b_held = await b.claim(owner="b", kinds=[RecordKind.FEEDBACK], max_records=2, max_bytes=10**9, lease_seconds=60)
+        assert [r.name for r in b_held.records] == names[6:8]  # held by B from here on
+        a_claim = await a.claim(
+            owner="a", kinds=[RecordKind.FEEDBACK], max_records=10, max_bytes=10**9, lease_seconds=60
+        )
+        got = [r.name for r in a_claim.records]
+        assert not set(got) & set(names[4:8])
+        contents = await a.read_many(a_claim.records)
+        present = [r.name for r, data in zip(a_claim.records, contents, strict=True) if data is not None]
+        assert present == names[8:]
+
+
+_RID = "0b5e1f4e-7a41-4b8e-9d38-0e2f4f5b9a11"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "feedback/../../secret.json",
+        f"feedback/../{_RID}.json",
+        f"feedback/{_RID}.json\n",
+        f"feedback/{_RID}",
+        f"transcripts/{ALICE}/../../{_RID}.json",
+        f"transcripts/{ALICE}/{_RID}/../{_RID}.json",
+        f"transcripts/{ALICE.upper()}/{_RID}/{_RID}.json",
+        f"transcripts/{ALICE}/{_RID}/sub/{_RID}.json",
+        f"/etc/{_RID}.json",
+        f"other/{_RID}.json",
+    ],
+)
+async def test_record_names_from_callers_never_reach_outside_the_roots(store: FilesystemStorage, name: str) -> None:
+    """Record names come back from callers (a claim's records); every component is checked
+    before a name becomes a path to read or delete."""
+    from lightspeed.storage import StoredRecord
+
+    rec = StoredRecord(kind=RecordKind.FEEDBACK, record_id=_RID, name=name, size=10)
+    with pytest.raises(ValueError, match="not a record name"):
+        await store.read_record(rec)
+    with pytest.raises(ValueError, match="not a record name"):
+        await store.read_many([rec])
+
+
+@pytest.mark.parametrize("size", [0, 1, 2999, 3000, 3001, 10**6])
+async def test_read_many_returns_the_exact_bytes_whatever_size_the_caller_names(
+    store: FilesystemStorage, size: int
+) -> None:
+    """read_many reads a file with one call sized from the claim; a size that is wrong (a
+    file rewritten by hand, a caller's mistake) still gives the whole file, byte for byte."""
+    import attrs
+
+    stored = await store.put_feedback(feedback_record(llm_response="y" * 5000))
+    assert store.feedback_root is not None
+    path = store.feedback_root / f"{stored.record_id}.json"
+    path.write_bytes(b"z" * 3000)
+    [data] = await store.read_many([attrs.evolve(stored, size=size)])
+    assert data == b"z" * 3000

@@ -33,12 +33,12 @@ Options (``user_data_collection.storage.options``):
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import errno
 import fcntl
 import functools
-import heapq
 import json
 import os
 import queue
@@ -55,6 +55,8 @@ from typing import Any, Final, TypeVar
 
 from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import (
+    FEEDBACK_NAME_RE,
+    TRANSCRIPT_NAME_RE,
     ConversationTurn,
     FeedbackRecord,
     RecordKind,
@@ -250,6 +252,18 @@ class _BatchWriter:
             raise
 
 
+def _read_fd(fd: int, size: int) -> bytes:
+    """All of an open file whose size is probably ``size``: one read of that much (plus one byte,
+    to see the end), rather than large reads that allocate big buffers only to shrink them."""
+    data = os.read(fd, size + 1)
+    if len(data) == size:
+        return data  # the whole file: short reads of regular files happen only at the end
+    parts = [data]
+    while chunk := os.read(fd, 1 << 16):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
     """The entry's own stat, or None when it vanished since it was listed (acked by a collector)."""
     try:
@@ -307,6 +321,84 @@ def _settle(results: list[tuple[asyncio.Future[Any], BaseException | None, Any]]
             fut.set_exception(exc)
 
 
+#: Records one scan keeps for the claims that follow it (the oldest ones; about 60 bytes each).
+_BACKLOG_MAX: Final = 100_000
+#: A backlog older than this is scanned again rather than used.
+_BACKLOG_SECONDS: Final = 60.0
+
+
+class _Backlog:
+    """The oldest pending records found by one scan, for the claims that follow it.
+
+    Scanning costs one ``lstat`` per file. A cycle over N files claims N/batch batches, and
+    scanning for each of them made claiming the largest cost of a cycle (quadratic in the
+    number of batches). The backlog lets the later claims of a cycle take the next records
+    from the last scan instead, checking only that each one still exists. Records live in
+    flat arrays rather than objects, so 100,000 of them take about 6 MB; a scan that finds
+    more keeps the oldest :data:`_BACKLOG_MAX`.
+    """
+
+    __slots__ = ("folder", "folders", "ids", "kinds", "kinds_of", "made", "mtime", "order", "pos", "size")
+
+    def __init__(self, kinds: Collection[RecordKind], made: float) -> None:
+        self.kinds = frozenset(kinds)
+        self.made = made
+        self.folders: list[str] = []  # name prefixes: "feedback", "transcripts/{user}/{conversation}"
+        self.kinds_of: list[RecordKind] = []
+        self.mtime = array.array("q")
+        self.size = array.array("q")
+        self.folder = array.array("l")
+        self.ids = bytearray()  # record ids, 36 ASCII bytes each
+        self.order = array.array("l")  # indices, oldest first
+        self.pos = 0  # next position in order
+
+    def add_folder(self, prefix: str, kind: RecordKind) -> int:
+        self.folders.append(prefix)
+        self.kinds_of.append(kind)
+        return len(self.folders) - 1
+
+    def add(self, mtime_ns: int, folder: int, record_id: str, size: int) -> None:
+        self.mtime.append(mtime_ns)
+        self.size.append(size)
+        self.folder.append(folder)
+        self.ids += record_id.encode("ascii")
+        if len(self.mtime) >= 2 * _BACKLOG_MAX:
+            self._keep(self._oldest()[:_BACKLOG_MAX])
+
+    def _oldest(self) -> list[int]:
+        # Stable: equal mtimes (common, at the filesystem's timestamp resolution) keep scan order.
+        return sorted(range(len(self.mtime)), key=self.mtime.__getitem__)
+
+    def _keep(self, indices: Sequence[int]) -> None:
+        ids = self.ids
+        self.mtime = array.array("q", (self.mtime[i] for i in indices))
+        self.size = array.array("q", (self.size[i] for i in indices))
+        self.folder = array.array("l", (self.folder[i] for i in indices))
+        self.ids = bytearray().join(ids[36 * i : 36 * i + 36] for i in indices)
+
+    def finish(self) -> None:
+        oldest = self._oldest()
+        if len(oldest) > _BACKLOG_MAX:
+            self._keep(oldest[:_BACKLOG_MAX])
+            oldest = list(range(_BACKLOG_MAX))
+        self.order = array.array("l", oldest)
+
+    def fresh(self, kinds: Collection[RecordKind], now: float) -> bool:
+        return self.pos < len(self.order) and self.kinds == frozenset(kinds) and now - self.made < _BACKLOG_SECONDS
+
+    def peek(self) -> tuple[str, int, RecordKind] | None:
+        """The next record's name, size and kind, or None when the backlog is used up."""
+        if self.pos >= len(self.order):
+            return None
+        i = self.order[self.pos]
+        f = self.folder[i]
+        return (
+            f"{self.folders[f]}/{self.ids[36 * i : 36 * i + 36].decode('ascii')}.json",
+            self.size[i],
+            self.kinds_of[f],
+        )
+
+
 class FilesystemStorage(StorageBackend):
     """JSON files in the seed's layout; several processes on one host (or one shared volume)
     may use the same directories at once."""
@@ -319,6 +411,8 @@ class FilesystemStorage(StorageBackend):
         self.transcripts_root = (
             Path(collection.transcripts_storage).absolute() if collection.transcripts_storage else None
         )
+        self._feedback_dir = os.fspath(self.feedback_root) if self.feedback_root else None
+        self._transcripts_dir = os.fspath(self.transcripts_root) if self.transcripts_root else None
         self.state_root = self._default_state_path(options, collection)
         self.fsync = options.get("durability", "rename") == "fsync"
         self.file_mode = _parse_mode(options.get("file_mode", 0o600)) or 0o600
@@ -330,6 +424,7 @@ class FilesystemStorage(StorageBackend):
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._exported: set[str] = set()
         self._exported_pos = (0, 0)  # (inode, offset read so far) of exported.log
+        self._backlog: _Backlog | None = None  # what the last claim's scan found (see _Backlog)
         self._open = False
 
     @staticmethod
@@ -676,64 +771,77 @@ class FilesystemStorage(StorageBackend):
 
     # ------------------------------------------------------------------ collection
 
-    def _record_path(self, name: str) -> Path:
-        """Map an archive name back to a file, validating every component."""
-        parts = name.split("/")
-        if len(parts) == 2 and parts[0] == "feedback" and self.feedback_root is not None:
-            stem = parts[1].removesuffix(".json")
-            if parts[1].endswith(".json") and is_valid_record_id(stem):
-                return self.feedback_root / parts[1]
-        if len(parts) == 4 and parts[0] == "transcripts" and self.transcripts_root is not None:
-            _, user, conv, file = parts
-            stem = file.removesuffix(".json")
-            if (
-                is_valid_user_hash(user)
-                and is_valid_conversation_id(conv)
-                and file.endswith(".json")
-                and is_valid_record_id(stem)
-            ):
-                return self.transcripts_root / user / conv / file
+    def _record_file(self, name: str) -> str:
+        """Map a record name back to its file, validating every component (a name may come from
+        a caller, so it must never reach outside the roots). Strings, not Paths: a batch can
+        hold tens of thousands of records, and this runs for each of them."""
+        if self._feedback_dir is not None and FEEDBACK_NAME_RE.fullmatch(name):
+            return self._feedback_dir + name[len("feedback") :]
+        if self._transcripts_dir is not None and TRANSCRIPT_NAME_RE.fullmatch(name):
+            return self._transcripts_dir + name[len("transcripts") :]
         raise ValueError(f"not a record name of this store: {name!r}")
 
-    def _scan(self, kinds: Collection[RecordKind]) -> Iterator[tuple[int, str, int, RecordKind]]:
-        """Every record file of the given kinds as (mtime_ns, name, size, kind); no symlink is followed.
+    def _record_path(self, name: str) -> Path:
+        return Path(self._record_file(name))
 
-        Plain tuples, not :class:`StoredRecord`: a claim scans every file but keeps few of them.
-        """
+    def _leaf_dirs(self, kinds: Collection[RecordKind]) -> Iterator[tuple[str, RecordKind, str]]:
+        """Every folder that holds records of the given kinds, as (name prefix, kind, path);
+        only folders with valid names, and no symlink is followed."""
 
-        def files(directory: Path) -> Iterator[os.DirEntry[str]]:
+        def subdirs(directory: str, valid: Callable[[str], bool]) -> list[str]:
             try:
                 with os.scandir(directory) as it:
-                    for entry in it:
-                        if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
-                            yield entry
-                        elif entry.name.endswith(".tmp"):
-                            _remove_if_stale(entry)
+                    return [e.name for e in it if valid(e.name) and e.is_dir(follow_symlinks=False)]
             except (FileNotFoundError, NotADirectoryError):
-                return
-
-        def subdirs(directory: Path, valid: Callable[[str], bool]) -> Iterator[str]:
-            try:
-                with os.scandir(directory) as it:
-                    names = [e.name for e in it if valid(e.name) and e.is_dir(follow_symlinks=False)]
-            except (FileNotFoundError, NotADirectoryError):
-                return
-            yield from names
+                return []
 
         if RecordKind.FEEDBACK in kinds and self.feedback_root is not None:
-            for entry in files(self.feedback_root):
-                rid = entry.name[:-5]
-                if is_valid_record_id(rid) and (st := _lstat(entry)) is not None:
-                    yield (st.st_mtime_ns, f"feedback/{entry.name}", st.st_size, RecordKind.FEEDBACK)
+            yield "feedback", RecordKind.FEEDBACK, os.fspath(self.feedback_root)
         if RecordKind.TRANSCRIPT in kinds and self.transcripts_root is not None:
-            root = self.transcripts_root
+            root = os.fspath(self.transcripts_root)
             for user in subdirs(root, is_valid_user_hash):
-                for conv in subdirs(root / user, is_valid_conversation_id):
-                    for entry in files(root / user / conv):
-                        rid = entry.name[:-5]
-                        if is_valid_record_id(rid) and (st := _lstat(entry)) is not None:
-                            name = f"transcripts/{user}/{conv}/{entry.name}"
-                            yield (st.st_mtime_ns, name, st.st_size, RecordKind.TRANSCRIPT)
+                for conv in subdirs(os.path.join(root, user), is_valid_conversation_id):
+                    yield f"transcripts/{user}/{conv}", RecordKind.TRANSCRIPT, os.path.join(root, user, conv)
+
+    @staticmethod
+    def _record_files(directory: str) -> Iterator[tuple[str, os.stat_result]]:
+        """(record id, lstat) of every record file in ``directory``; removes stale temporary files."""
+        try:
+            with os.scandir(directory) as it:
+                for entry in it:
+                    name = entry.name
+                    if name.endswith(".json"):
+                        rid = name[:-5]
+                        if (
+                            is_valid_record_id(rid)
+                            and entry.is_file(follow_symlinks=False)
+                            and (st := _lstat(entry)) is not None
+                        ):
+                            yield rid, st
+                    elif name.endswith(".tmp"):
+                        _remove_if_stale(entry)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+
+    def _scan(self, kinds: Collection[RecordKind]) -> Iterator[tuple[int, str, int, RecordKind]]:
+        """Every record file of the given kinds as (mtime_ns, name, size, kind); no symlink is followed."""
+        for prefix, kind, directory in self._leaf_dirs(kinds):
+            for rid, st in self._record_files(directory):
+                yield (st.st_mtime_ns, f"{prefix}/{rid}.json", st.st_size, kind)
+
+    def _scan_backlog(self, kinds: Collection[RecordKind], skip: Collection[str]) -> _Backlog:
+        """One scan of the tree: the oldest records whose names are not in ``skip``."""
+        backlog = _Backlog(kinds, time.monotonic())
+        for prefix, kind, directory in self._leaf_dirs(kinds):
+            folder = -1
+            for rid, st in self._record_files(directory):
+                if skip and f"{prefix}/{rid}.json" in skip:
+                    continue
+                if folder < 0:
+                    folder = backlog.add_folder(prefix, kind)
+                backlog.add(st.st_mtime_ns, folder, rid, st.st_size)
+        backlog.finish()
+        return backlog
 
     def _load_claims(self, now: float) -> dict[str, dict[str, Any]]:
         """Live claims by id; expired claim files are left for their owner to clean up."""
@@ -805,6 +913,42 @@ class FilesystemStorage(StorageBackend):
         self._exported_pos = (inode, self._exported_pos[1] + len(complete))
         return self._exported
 
+    def _take(
+        self,
+        kinds: Collection[RecordKind],
+        held: set[str],
+        exported: set[str],
+        max_records: int,
+        max_bytes: int,
+        *,
+        scan: bool,
+    ) -> list[StoredRecord]:
+        """The next records to claim, oldest first, from the backlog of the last scan, or from a
+        new scan when ``scan``. Called under the lock."""
+        backlog = self._backlog
+        if scan or backlog is None or not backlog.fresh(kinds, time.monotonic()):
+            if not scan:
+                return []
+            backlog = self._backlog = self._scan_backlog(kinds, held | exported)
+        chosen: list[StoredRecord] = []
+        total = 0
+        while len(chosen) < max_records and (item := backlog.peek()) is not None:
+            name, size, kind = item
+            if name in held or name in exported:
+                backlog.pos += 1
+                continue
+            if chosen and total + size > max_bytes:
+                break
+            backlog.pos += 1
+            # Not checked to still exist: an lstat per record costs as much as the scan saved
+            # (the previous batch's files are being deleted meanwhile). A record another
+            # collector acked since the scan reads as missing, which read_many reports.
+            chosen.append(StoredRecord(kind=kind, record_id=name[-41:-5], name=name, size=size))
+            total += size
+            if total > max_bytes:
+                break  # one record larger than max_bytes, alone, so the caller can set it aside
+        return chosen
+
     async def claim(
         self,
         *,
@@ -822,24 +966,9 @@ class FilesystemStorage(StorageBackend):
                 now = time.time()
                 held = self._held_by_others("", now)
                 exported = self._load_exported()
-                # nsmallest keeps only max_records candidates in memory, however many files there are.
-                # Oldest first, by (mtime, name); names are unique, so the rest never decides.
-                candidates = heapq.nsmallest(
-                    max_records, (item for item in self._scan(kinds) if item[1] not in held and item[1] not in exported)
-                )
-                chosen: list[StoredRecord] = []
-                total = 0
-                for _, name, size, kind in candidates:
-                    rec = StoredRecord(kind=kind, record_id=name.rsplit("/", 1)[1][:-5], name=name, size=size)
-                    if len(chosen) >= max_records:
-                        break
-                    if not chosen and rec.size > max_bytes:
-                        chosen.append(rec)  # alone, so the caller can set it aside
-                        break
-                    if total + rec.size > max_bytes:
-                        break
-                    chosen.append(rec)
-                    total += rec.size
+                chosen = self._take(kinds, held, exported, max_records, max_bytes, scan=False)
+                if not chosen:  # the backlog of the last scan is used up (or stale): look again
+                    chosen = self._take(kinds, held, exported, max_records, max_bytes, scan=True)
                 claim_id = str(uuid.uuid4())
                 expires = now + lease_seconds
                 if chosen:
@@ -868,11 +997,11 @@ class FilesystemStorage(StorageBackend):
         return await self._run(read)
 
     async def read_many(self, records: Sequence[StoredRecord]) -> list[bytes | None]:
-        paths = [self._record_path(r.name) for r in records]
+        paths = [self._record_file(r.name) for r in records]
 
         def read_all() -> list[bytes | None]:
             out: list[bytes | None] = []
-            for path in paths:
+            for path, rec in zip(paths, records, strict=True):
                 try:
                     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 except OSError as exc:
@@ -881,12 +1010,9 @@ class FilesystemStorage(StorageBackend):
                         continue
                     raise
                 try:
-                    parts = []
-                    while chunk := os.read(fd, 1 << 20):
-                        parts.append(chunk)
+                    out.append(_read_fd(fd, rec.size))
                 finally:
                     os.close(fd)
-                out.append(b"".join(parts))
             return out
 
         return await self._run(read_all)
@@ -968,7 +1094,7 @@ class FilesystemStorage(StorageBackend):
     async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
         def delete_files(targets: list[StoredRecord]) -> None:
             # Plain strings, not Path objects: a batch can hold tens of thousands of records.
-            paths = [os.fspath(self._record_path(rec.name)) for rec in targets]
+            paths = [self._record_file(rec.name) for rec in targets]
             _unlink_all(paths)
             parents = {
                 os.path.dirname(path)
@@ -999,7 +1125,11 @@ class FilesystemStorage(StorageBackend):
         )
 
     async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
-        await self._run(functools.partial(self._settle_records, claim, records, lambda _: None, strict=False))
+        def forget_backlog(targets: list[StoredRecord]) -> None:
+            if targets:  # released records are older than the backlog's: the next claim scans again
+                self._backlog = None
+
+        await self._run(functools.partial(self._settle_records, claim, records, forget_backlog, strict=False))
 
     async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
         def move(targets: list[StoredRecord]) -> None:
