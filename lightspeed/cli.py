@@ -17,7 +17,6 @@ from typing import Any
 
 import attrs
 import yaml
-from aiohttp import web
 
 from lightspeed import __version__
 from lightspeed.config import (
@@ -185,6 +184,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _run_worker(config: Config, *, reuse_port: bool) -> int:
+    from aiohttp import web
+
     from lightspeed.app import create_app
 
     svc = config.service
