@@ -107,6 +107,7 @@ class DataCollectorConfig:
     retry_base_seconds: float = 10
     shutdown_timeout_seconds: float = 30
     max_pending_bytes: int | None = None
+    compression_level: int = 1
 
 
 @attrs.frozen(kw_only=True)
@@ -432,6 +433,9 @@ def _semantic_problems(config: Config) -> list[str]:
             add(f"{base}.{key}: must be a finite number greater than 0, got {val}")
     if dc.max_pending_bytes is not None and dc.max_pending_bytes <= 0:
         add(f"{base}.max_pending_bytes: must be greater than 0 (or null for no limit), got {dc.max_pending_bytes}")
+    if not 1 <= dc.compression_level <= 9:
+        level = dc.compression_level
+        add(f"{base}.compression_level: must be a gzip level from 1 (fastest) to 9 (smallest), got {level}")
     if not dc.identity_id or not re.fullmatch(r"[\x21-\x7e]+", dc.identity_id):
         add(f"{base}.identity_id: must be printable ASCII without spaces, got {dc.identity_id!r}")
 

@@ -181,7 +181,7 @@ def test_semantic_problems_all_reported() -> None:
     data = {
         "service": {"port": 70000, "workers": 0, "max_request_body_bytes": 10},
         "user_data_collection": {
-            "data_collector": {"collection_interval": 0, "connection_timeout_seconds": -1},
+            "data_collector": {"collection_interval": 0, "connection_timeout_seconds": -1, "compression_level": 0},
         },
         "authentication": {"module": "oauth"},
     }
@@ -192,6 +192,8 @@ def test_semantic_problems_all_reported() -> None:
         "service.max_request_body_bytes: must be at least 1024, got 10",
         "user_data_collection.data_collector.collection_interval: must be greater than 0, got 0",
         "user_data_collection.data_collector.connection_timeout_seconds: must be greater than 0, got -1",
+        "user_data_collection.data_collector.compression_level: must be a gzip level from 1 (fastest) to 9"
+        " (smallest), got 0",
         "authentication.module: must be one of noop, noop-with-token, got 'oauth'",
     ]
 

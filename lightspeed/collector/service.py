@@ -20,23 +20,29 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 
 from lightspeed.collector.archive import ArchiveTooLarge, build_archive
 from lightspeed.collector.ingress import UploadOutcome, UploadResult
 from lightspeed.config import UserDataCollectionConfig
-from lightspeed.metrics import CollectorMetrics
 from lightspeed.records import RecordKind
 from lightspeed.storage import Claim, ClaimLost, StorageBackend, StorageError, StoredRecord
+
+if TYPE_CHECKING:
+    from lightspeed.metrics import CollectorMetrics
 
 __all__ = ["Collector", "CollectorStatus", "CollectorTask", "CycleReport", "Uploader", "enabled_kinds"]
 
 log = logging.getLogger("lightspeed.collector")
 
 #: Most records claimed (and packed into one archive) at a time.
-BATCH_RECORDS: Final = 10_000
+BATCH_RECORDS: Final = 5_000
+#: Records in a cycle's first batch; each later batch doubles, up to the most. A small first
+#: batch gets its upload and ack (deleting its files) started early, overlapping the packing
+#: of the next batches: only the last batch's ack is not overlapped by anything.
+FIRST_BATCH_RECORDS: Final = 1_000
 #: Longest wait a ``Retry-After`` can impose.
 MAX_RETRY_AFTER_SECONDS: Final = 24 * 3600.0
 
@@ -141,6 +147,7 @@ class Collector:
     owner: str = attrs.field(factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     tmp_dir: str | None = None
     batch_records: int = BATCH_RECORDS
+    first_batch_records: int = FIRST_BATCH_RECORDS
 
     @property
     def kinds(self) -> tuple[RecordKind, ...]:
@@ -157,16 +164,18 @@ class Collector:
         finishing: asyncio.Future[None] | None = None
         try:
             await self._drop_excess(report)
+            batch = min(self.first_batch_records, self.batch_records)
             while True:
                 claim = await self.storage.claim(
                     owner=self.owner,
                     kinds=self.kinds,
-                    max_records=self.batch_records,
+                    max_records=batch,
                     max_bytes=self.collection.data_collector.max_payload_bytes,
                     lease_seconds=self.collection.data_collector.lease_seconds,
                 )
                 if not claim.records:
                     break
+                batch = min(2 * batch, self.batch_records)
                 ok, finish = await self._ship_claim(claim, report)
                 # The previous batch's acks (deleting its files) ran while this one was claimed,
                 # packed and uploaded; at most two batches are in flight.
@@ -294,7 +303,13 @@ class Collector:
     ) -> None:
         dc = self.collection.data_collector
         try:
-            archive = await build_archive(self.storage, records, max_bytes=dc.max_payload_bytes, directory=self.tmp_dir)
+            archive = await build_archive(
+                self.storage,
+                records,
+                max_bytes=dc.max_payload_bytes,
+                directory=self.tmp_dir,
+                level=dc.compression_level,
+            )
         except ArchiveTooLarge:
             if len(records) == 1:
                 await self._set_aside(claim, records[0], report, "its compressed archive exceeds max_payload_bytes")

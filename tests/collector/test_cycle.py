@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import attrs
+import pytest
 from collector_support import (
     Ingress,
     MakeHarness,
@@ -91,6 +92,42 @@ async def test_many_batches_each_record_once(harness: MakeHarness, ingress: Ingr
     report = await h.collector.run_once()
 
     assert report.ok and report.uploads == 8
+    assert ingress.received() == {n: [d] for n, d in stored.items()}
+
+
+async def test_a_cycle_starts_with_a_small_batch_and_doubles_it(harness: MakeHarness, ingress: Ingress) -> None:
+    """The first archive of a cycle is small, so its upload and deletion start early; each
+    next one doubles, up to batch_records."""
+    h = await harness()
+    stored = await store_records(h.storage, 12, 13)
+    h.collector.first_batch_records = 2
+    h.collector.batch_records = 8
+
+    report = await h.collector.run_once()
+
+    assert report.ok and report.records == 25
+    sizes = []
+    for entry in ingress.emulator.uploads:
+        with tarfile.open(ingress.emulator.store / entry["file"], "r:gz") as tar:
+            sizes.append(len(tar.getnames()))
+    assert sizes == [2, 4, 8, 8, 3]
+    assert ingress.received() == {n: [d] for n, d in stored.items()}
+
+
+@pytest.mark.parametrize("level", [1, 9])
+async def test_compression_level_is_the_configured_gzip_level(
+    harness: MakeHarness, ingress: Ingress, level: int
+) -> None:
+    """``compression_level`` sets the archives' gzip level (the gzip header says which: 4 for
+    the fastest, 2 for the best); the content arrives the same."""
+    h = await harness(compression_level=level)
+    stored = await store_records(h.storage, 30, 30)
+
+    assert (await h.collector.run_once()).ok
+
+    [entry] = ingress.emulator.uploads
+    header = (ingress.emulator.store / entry["file"]).read_bytes()[:10]
+    assert header[8] == (4 if level == 1 else 2)  # XFL: RFC 1952
     assert ingress.received() == {n: [d] for n, d in stored.items()}
 
 
