@@ -109,6 +109,8 @@ class CycleReport:
     failure: UploadResult | None = None
     #: Pending records (claimed by anyone or not) of the collected kinds after the cycle.
     remaining: int | None = None
+    #: How long the cycle took.
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -126,6 +128,7 @@ class CycleReport:
             parts.append(f"stopped by a failure: {self.failure.message}")
         if self.remaining is not None:
             parts.append(f"{self.remaining} still pending")
+        parts.append(f"took {self.seconds:.2f} s")
         return "; ".join(parts)
 
 
@@ -157,6 +160,7 @@ class Collector:
 
     async def run_once(self) -> CycleReport:
         """One cycle; never raises for storage or upload failures (see the report)."""
+        started = time.monotonic()
         report = CycleReport()
         if not self.kinds:
             report.remaining = 0
@@ -194,6 +198,7 @@ class Collector:
                 await finishing
         with contextlib.suppress(StorageError):
             report.remaining = await self._refresh_pending()
+        report.seconds = time.monotonic() - started
         return report
 
     async def _refresh_pending(self) -> int:

@@ -84,6 +84,7 @@ async def test_collect_once_ships_everything_and_exits_0(tmp_path: Path) -> None
         code, out, err = await collect(config_file)
     assert code == 0, err
     assert "uploaded 8 record(s) in 1 archive(s)" in out and "0 still pending" in out
+    assert re.search(r"; took \d+\.\d\d s$", out.strip()), out
     assert received(store, uploads(store)) == {n: [d] for n, d in stored.items()}
     assert tree_files(tmp_path / "data" / "feedback") + tree_files(tmp_path / "data" / "transcripts") == []
 
