@@ -16,7 +16,7 @@ the upload over loopback and the deletion; ``tar czf`` only reads and compresses
 cycle's own time (printed by ``collect --once``) is shown too: the same work without the
 interpreter's start-up, imports and exit (about 0.2 s).
 
-Run: ``python benchmarks/collector_cycle.py [--records 10000 100000] [--dir /tmp]``
+Run: ``python benchmarks/collector_cycle.py [--records 10000 100000] [--dir /tmp] [--compression-level N]``
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def run_child(cmd: list[str], **kw: object) -> tuple[float, float, int]:
     return time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode
 
 
-def bench(n: int, base: str | None) -> dict[str, float]:
+def bench(n: int, base: str | None, level: int | None) -> dict[str, float]:
     rnd = random.Random(n)
     with tempfile.TemporaryDirectory(prefix="lightspeed-bench-", dir=base) as tmp:
         root = Path(tmp)
@@ -159,6 +159,7 @@ def bench(n: int, base: str | None) -> dict[str, float]:
                         "ingress_server_url": url.group(0),
                         "ingress_server_auth_token": "bench",
                         "ingress_content_service_name": "lightspeed-bench",
+                        **({} if level is None else {"compression_level": level}),
                     },
                 },
             }
@@ -204,10 +205,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--dir", help="where to make the temporary data set (default: the system temp dir)")
+    p.add_argument("--compression-level", type=int, help="data_collector.compression_level (default: the service's)")
     args = p.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     for n in args.records:
-        bench(n, args.dir)
+        bench(n, args.dir, args.compression_level)
     return 0
 
 
