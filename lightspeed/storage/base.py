@@ -238,7 +238,9 @@ class StorageBackend(abc.ABC):
         ``max_records`` records whose sizes add up to at most ``max_bytes``, except that
         a single record larger than ``max_bytes`` is returned alone, so the caller can set
         it aside. The claim may hold no records. Records written after the claim began
-        may or may not be included. Safe to retry: an abandoned claim expires.
+        may or may not be included, and so may a record that another collector deleted
+        since the backend last looked (reading it gives ``None``; the collector acks it as
+        vanished). Safe to retry: an abandoned claim expires.
         """
 
     @abc.abstractmethod
