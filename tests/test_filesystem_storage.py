@@ -687,3 +687,22 @@ async def test_read_many_returns_the_exact_bytes_whatever_size_the_caller_names(
     path.write_bytes(b"z" * 3000)
     [data] = await store.read_many([attrs.evolve(stored, size=size)])
     assert data == b"z" * 3000
+
+
+async def test_an_owner_file_being_written_is_waited_for(make_config: MakeConfig) -> None:
+    """Owner files are created in place, then written; another process that reads one in
+    between (inserting the same conversation at the same moment) waits for the content
+    instead of calling the file damaged."""
+    config = make_config()
+    cid = str(uuid.uuid4())
+    async with backend(config) as writer, backend(config) as reader:
+        path = writer._owner_path(cid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")  # created, not yet written
+        lookup = asyncio.ensure_future(reader.get_conversation_owner(cid))
+        insert = asyncio.ensure_future(reader.set_conversation_owner(cid, owner=hash_user_id("bob")))
+        await asyncio.sleep(0.1)
+        assert not lookup.done() and not insert.done()
+        path.write_bytes(json.dumps({"owner": ALICE}).encode())
+        assert await lookup == ALICE
+        assert await insert == ALICE  # the first owner wins

@@ -6,7 +6,7 @@
     transcripts_storage/{sha256(user_id)}/{conversation_id}/{record_id}.json
     state_path/                      (outside both roots, never collected)
         lock                         flock(2) taken by claims, acks and flag swaps
-        conversations/{xx}/{id}.json owner of each conversation (insert-if-absent via link(2))
+        conversations/{xx}/{id}.json owner of each conversation (insert-if-absent: O_CREAT|O_EXCL)
         flags/{name}.json            shared flags
         claims/{claim_id}.json       live leases: owner, expiry, record names
         exported.log                 names acked with delete=False (cleanup_after_send: false)
@@ -78,6 +78,8 @@ _BATCH_MAX: Final = 512
 _UNLINK_THREADS: Final = 16
 _PARALLEL_UNLINK_MIN: Final = 256
 _OWNER_CACHE_MAX: Final = 100_000
+#: How long an owner file may stay empty or incomplete while its creator writes it.
+_OWNER_WRITE_SECONDS: Final = 1.0
 _FLAG_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
@@ -650,10 +652,20 @@ class FilesystemStorage(StorageBackend):
 
     @staticmethod
     def _read_owner(path: Path) -> str:
-        try:
-            return str(json.loads(path.read_bytes())["owner"])
-        except (ValueError, KeyError, TypeError) as exc:  # only a hand edit or a disk fault does this
-            raise StorageUnavailable(f"conversation owner file {path} is damaged: {exc!r}") from exc
+        """The owner in ``path`` (FileNotFoundError when there is none). From a worker thread.
+
+        An owner file is created, then written: a file still empty, or cut short, is being
+        written by a concurrent insert of the same conversation, so it is read again for up
+        to :data:`_OWNER_WRITE_SECONDS` before it counts as damaged.
+        """
+        deadline = time.monotonic() + _OWNER_WRITE_SECONDS
+        while True:
+            try:
+                return str(json.loads(path.read_bytes())["owner"])
+            except (ValueError, KeyError, TypeError) as exc:  # being written, or a hand edit or disk fault
+                if time.monotonic() > deadline:
+                    raise StorageUnavailable(f"conversation owner file {path} is damaged: {exc!r}") from exc
+                time.sleep(0.002)
 
     async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
         if not is_valid_user_hash(owner):
@@ -665,16 +677,16 @@ class FilesystemStorage(StorageBackend):
 
         def insert() -> str:
             self._ensure_dir(path.parent)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            fd = self._create(tmp, os.O_WRONLY | os.O_EXCL)
-            self._write_and_close(fd, json.dumps({"owner": owner}).encode())
+            # Created in place with O_EXCL, which fails if the conversation already has an owner:
+            # one directory change per new conversation, where a temporary file, link(2) and
+            # unlink(2) made three. A reader that comes between the create and the write (only a
+            # concurrent insert of the same id can) waits for the content: see _read_owner.
             try:
-                os.link(tmp, path)  # fails if the conversation already has an owner
-                return owner
+                fd = self._create(path, os.O_WRONLY | os.O_EXCL)
             except FileExistsError:
                 return self._read_owner(path)
-            finally:
-                os.unlink(tmp)
+            self._write_and_close(fd, json.dumps({"owner": owner}).encode())
+            return owner
 
         recorded = await self._run(insert)
         self._remember_owner(conversation_id, recorded)
