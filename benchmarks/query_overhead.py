@@ -22,6 +22,7 @@ Needs ``wrk`` on PATH. Run from the repository root::
     .venv/bin/python benchmarks/query_overhead.py                       # 20 ms LLM, 3 rounds x 5 s
     .venv/bin/python benchmarks/query_overhead.py --delay-ms 0 --rounds 1 --duration 10
     .venv/bin/python benchmarks/query_overhead.py --delay-ms 100 --no-transcripts   # the transcripts' share
+    .venv/bin/python benchmarks/query_overhead.py --tmpdir /dev/shm     # the store on tmpfs: no disk
 """
 
 from __future__ import annotations
@@ -140,11 +141,14 @@ def main() -> int:
     parser.add_argument(
         "--no-transcripts", action="store_true", help="transcripts off (history is still stored): the store's share"
     )
+    parser.add_argument(
+        "--tmpdir", help="where the store's files go (default: the system temp dir; /dev/shm: no disk at all)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (Debian: apt-get install -y wrk)")
 
-    with tempfile.TemporaryDirectory(prefix="lightspeed-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lightspeed-bench-", dir=args.tmpdir) as tmp:
         work = Path(tmp)
         llm_port, ls_port = free_port(), free_port()
         llm_url = f"http://127.0.0.1:{llm_port}/v1"
@@ -205,7 +209,7 @@ def main() -> int:
             wait_ready(f"http://127.0.0.1:{ls_port}/liveness", service)
             print(
                 f"fake LLM delay {args.delay_ms:g} ms, {args.connections} connections, one worker, "
-                f"transcripts {'off' if args.no_transcripts else 'on'}, "
+                f"transcripts {'off' if args.no_transcripts else 'on'}, store in {work}, "
                 f"{args.rounds} round(s) x {args.duration} s per endpoint",
                 flush=True,
             )

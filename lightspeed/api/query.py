@@ -477,16 +477,19 @@ class _Sink:
             await self.response.write(b"".join(frames))
 
     async def complete(self, index: int, answer: str, *, truncated: bool, usage: Usage) -> None:
+        """The closing events and the end of the response, in one write (one packet on loopback)."""
         if self.text:
+            await self.response.write_eof()
             return
-        await self.response.write(_frame("turn_complete", {"id": index, "token": answer}))
         end = {
             "referenced_documents": [],
             "truncated": truncated,
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
         }
-        await self.response.write(_frame("end", end, available_quotas={}))
+        await self.response.write_eof(
+            _frame("turn_complete", {"id": index, "token": answer}) + _frame("end", end, available_quotas={})
+        )
 
     async def error(self, exc: LLMError) -> None:
         if self.text:
@@ -526,7 +529,6 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
         recorded = True
         await record(request.app, it, answer, cut_short=False)
         await sink.complete(len(parts), answer, truncated=it.history_truncated, usage=stream.usage)
-        await response.write_eof()
     except LLMError as exc:
         log.warning("streaming query %s: the LLM failed after %d tokens: %s", rid, len(parts), exc)
         recorded = True

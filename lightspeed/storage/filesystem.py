@@ -14,9 +14,10 @@
 
 Writes go to a temporary name (a dot file not ending in ``.json``) in the target directory
 and are renamed into place, so ``*.json`` only ever shows complete records. Record writes
-are handed to one writer thread that takes them in batches: the event loop pays one queue
-put and one wake-up per batch instead of several thread hops per file (see
-``docs/benchmarks.md`` for the measurements that chose this over aiofiles).
+and history appends are handed to one writer thread that takes them in batches, and new
+conversations' owners to a second one: the event loop pays one queue put per call and one
+wake-up per batch instead of a worker-pool hop per file (see ``docs/benchmarks.md`` for the
+measurements that chose this over aiofiles and over a pool).
 
 Options (``user_data_collection.storage.options``):
 
@@ -117,25 +118,38 @@ class _BatchWriter:
         file_mode: int,
         ensure_dir: Callable[[Path], None],
         read_flag: Callable[[Path], bool | None],
+        name: str = "lightspeed-fs-writer",
     ) -> None:
+        self._name = name
         self._fsync = fsync
         self._file_mode = file_mode
         self._ensure_dir = ensure_dir
         self._read_flag = read_flag
-        self._queue: queue.SimpleQueue[tuple[Path, bytes | None, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        # (path, bytes, future): write a record; (path, None, future): read a flag;
+        # (function, None, future): call it (a small write that must keep its order, see append).
+        self._queue: queue.SimpleQueue[tuple[Path | Callable[[], Any], bytes | None, asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counter = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._thread = threading.Thread(target=self._run, name="lightspeed-fs-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
     def submit(self, path: Path, data: bytes) -> asyncio.Future[None]:
         assert self._loop is not None, "writer not started"
         fut: asyncio.Future[None] = self._loop.create_future()
         self._queue.put((path, data, fut))
+        return fut
+
+    def call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run ``fn`` on the writer thread, after the writes queued before it."""
+        assert self._loop is not None, "writer not started"
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((fn, None, fut))
         return fut
 
     def read_flag(self, path: Path) -> asyncio.Future[bool | None]:
@@ -168,13 +182,16 @@ class _BatchWriter:
                     break
                 batch.append(nxt)
             assert self._loop is not None
-            readers = [(p, f) for p, d, f in batch if d is None]
+            readers = [(p, f) for p, d, f in batch if d is None and isinstance(p, Path)]
             if readers:  # answered before the batch is written: their requests go on meanwhile
                 with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
                     self._loop.call_soon_threadsafe(_settle, self._read_flags(readers))
-            writes = [(p, d, f) for p, d, f in batch if d is not None]
-            if writes:
-                results = self._write_batch(writes)
+            writes = [(p, d, f) for p, d, f in batch if d is not None and isinstance(p, Path)]
+            results = self._write_batch(writes) if writes else []
+            for fn, _, fut in batch:
+                if not isinstance(fn, Path):
+                    results.append((fut, *_call(fn)))
+            if results:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(_settle, results)
 
@@ -313,6 +330,16 @@ def _remove_stale_temp_files(directory: Path) -> None:
                 _remove_if_stale(entry)
 
 
+def _call(fn: Callable[[], Any]) -> tuple[BaseException | None, Any]:
+    """Run ``fn`` on the writer thread: (the error for the waiting request, or None; its result)."""
+    try:
+        return None, fn()
+    except OSError as exc:
+        return StorageUnavailable(f"filesystem store failed: {_describe(exc)} ({exc.filename})"), None
+    except Exception as exc:  # noqa: BLE001 - handed to the waiting request
+        return exc, None
+
+
 def _settle(results: list[tuple[asyncio.Future[Any], BaseException | None, Any]]) -> None:
     for fut, exc, value in results:
         if fut.done():  # the waiting request was cancelled
@@ -421,6 +448,13 @@ class FilesystemStorage(StorageBackend):
         self.dir_mode = _parse_mode(options.get("dir_mode", 0o700)) or 0o700
         self._writer = _BatchWriter(
             fsync=self.fsync, file_mode=self.file_mode, ensure_dir=self._ensure_dir, read_flag=self._read_flag
+        )
+        self._owner_writer = _BatchWriter(
+            fsync=self.fsync,
+            file_mode=self.file_mode,
+            ensure_dir=self._ensure_dir,
+            read_flag=self._read_flag,
+            name="lightspeed-fs-owners",
         )
         self._executor: ThreadPoolExecutor | None = None
         self._owners: OrderedDict[str, str] = OrderedDict()
@@ -572,6 +606,7 @@ class FilesystemStorage(StorageBackend):
             self._executor = None
             raise
         self._writer.start(asyncio.get_running_loop())
+        self._owner_writer.start(asyncio.get_running_loop())
         self._open = True
 
     async def aclose(self) -> None:
@@ -579,6 +614,7 @@ class FilesystemStorage(StorageBackend):
             return
         self._open = False
         await self._writer.stop()
+        await self._owner_writer.stop()
         if self._executor is not None:
             executor, self._executor = self._executor, None
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
@@ -688,7 +724,11 @@ class FilesystemStorage(StorageBackend):
             self._write_and_close(fd, json.dumps({"owner": owner}).encode())
             return owner
 
-        recorded = await self._run(insert)
+        if not self._open:
+            raise StorageUnavailable("the filesystem store is not open")
+        # A thread of its own, which takes the inserts of many requests at once: they wait
+        # neither for a worker pool's hand-off per call nor behind transcript writes.
+        recorded = await asyncio.shield(self._owner_writer.call(insert))
         self._remember_owner(conversation_id, recorded)
         return recorded
 
@@ -719,7 +759,10 @@ class FilesystemStorage(StorageBackend):
             fd = self._create(path, os.O_WRONLY | os.O_APPEND)
             self._write_and_close(fd, line)
 
-        await self._run(append)
+        if not self._open:
+            raise StorageUnavailable("the filesystem store is not open")
+        # On the writer thread, with the transcript of the same answer: one hand-off for both.
+        await asyncio.shield(self._writer.call(append))
 
     async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
         path = self._owner_path(conversation_id).with_suffix(".turns.jsonl")
