@@ -7,11 +7,12 @@ One run starts, on 127.0.0.1:
 * ``python -m lightspeed serve`` with one worker, its default provider that fake LLM,
   transcripts on (filesystem store in a temporary directory), access log off;
 
-then drives, with ``wrk`` at ``--connections`` connections (one wrk thread), in turn for
-each round: the fake's ``/v1/chat/completions`` directly (non-streaming, then streaming),
-and lightspeed's ``/v1/query`` and ``/v1/streaming_query`` (each request a new
-conversation, so each stores an owner, a history turn and a transcript). It prints
-requests per second and p50/p99 latency of each, the p50 latency lightspeed adds, and
+then, after ``sync`` and 2 s of warm-up per endpoint, drives, with ``wrk`` at
+``--connections`` connections (one wrk thread), in turn for each round: the fake's
+``/v1/chat/completions`` directly (non-streaming, then streaming), and lightspeed's
+``/v1/query`` and ``/v1/streaming_query`` (each request a new conversation, so each
+stores an owner, a history turn and a transcript). It prints requests per second and
+p50/p99 latency of each, the p50 latency lightspeed adds, and
 lightspeed's throughput as a share of the direct call's; medians over the rounds.
 
 Target (issue 3): p50 added latency under 2 ms, throughput at least 50% of the direct call's,
@@ -213,6 +214,9 @@ def main() -> int:
                 f"{args.rounds} round(s) x {args.duration} s per endpoint",
                 flush=True,
             )
+            os.sync()  # the disk finishes what came before (another run's deletions), not during round 1
+            for name in scripts:  # warm-up, not measured: connection pools fill, folders exist
+                run_wrk(urls[name], paths[name], argparse.Namespace(**{**vars(args), "duration": 2}))
             results: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
             for rnd in range(1, args.rounds + 1):
                 for name in scripts:
