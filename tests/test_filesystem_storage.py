@@ -355,6 +355,26 @@ async def test_unwritable_directory_is_a_clear_error(store: FilesystemStorage, t
     assert [p.suffix for p in fdir.iterdir()] == [".json"]
 
 
+async def test_history_and_owner_failures_are_clear_errors_and_the_threads_survive(store: FilesystemStorage) -> None:
+    """History lines and owners are written on the store's own threads; a failure reaches the
+    caller as StorageUnavailable naming the file, and the next writes still work."""
+    cid = str(uuid.uuid4())
+    bucket = store._owner_path(cid).parent
+    shutil.rmtree(bucket, ignore_errors=True)
+    bucket.parent.mkdir(parents=True, exist_ok=True)
+    bucket.write_bytes(b"")  # a file where the conversations' folder belongs
+    turn = ConversationTurn(query="q", response="a", provider="echo", model="echo")
+    with pytest.raises(StorageUnavailable, match="Not a directory"):
+        await store.append_turn(cid, turn)
+    with pytest.raises(StorageUnavailable, match="Not a directory"):
+        await store.set_conversation_owner(cid, owner=ALICE)
+    bucket.unlink()
+    assert await store.set_conversation_owner(cid, owner=ALICE) == ALICE
+    await store.append_turn(cid, turn)
+    assert [t.query for t in await store.get_turns(cid, limit=5)] == ["q"]
+    await store.put_feedback(feedback_record())
+
+
 async def test_unopenable_root_fails_open(make_config: MakeConfig, tmp_path: Path) -> None:
     (tmp_path / "feedback").write_bytes(b"")
     s = backend(make_config())
