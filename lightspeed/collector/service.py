@@ -169,17 +169,19 @@ class Collector:
         try:
             await self._drop_excess(report)
             batch = min(self.first_batch_records, self.batch_records)
+            max_bytes = self.collection.data_collector.max_payload_bytes
+            was_short = False
             while True:
                 claim = await self.storage.claim(
                     owner=self.owner,
                     kinds=self.kinds,
                     max_records=batch,
-                    max_bytes=self.collection.data_collector.max_payload_bytes,
+                    max_bytes=max_bytes,
                     lease_seconds=self.collection.data_collector.lease_seconds,
                 )
                 if not claim.records:
                     break
-                batch = min(2 * batch, self.batch_records)
+                asked, batch = batch, min(2 * batch, self.batch_records)
                 ok, finish = await self._ship_claim(claim, report)
                 # The previous batch's acks (deleting its files) ran while this one was claimed,
                 # packed and uploaded; at most two batches are in flight.
@@ -188,6 +190,14 @@ class Collector:
                 finishing = finish
                 if not ok:
                     break
+                # A batch short of both limits: the store had nothing more when it was claimed (or
+                # the next record was too large to join it). After two such batches in a row the
+                # cycle ends; what was written since waits for the next one, so that a steady
+                # stream of queries cannot keep a cycle going with an upload of a few records each.
+                short = len(claim.records) < asked and claim.size * 2 < max_bytes
+                if short and was_short:
+                    break
+                was_short = short
         except StorageError as exc:
             result = UploadResult(outcome=UploadOutcome.TRANSIENT, message=f"storage failed: {exc}")
             log.error("collection cycle stopped: %s", result.message)

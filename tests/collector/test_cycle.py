@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tarfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -129,6 +131,37 @@ async def test_compression_level_is_the_configured_gzip_level(
     header = (ingress.emulator.store / entry["file"]).read_bytes()[:10]
     assert header[8] == (4 if level == 1 else 2)  # XFL: RFC 1952
     assert ingress.received() == {n: [d] for n, d in stored.items()}
+
+
+async def test_a_steady_stream_of_new_records_does_not_keep_a_cycle_going(
+    harness: MakeHarness, ingress: Ingress
+) -> None:
+    """Records written during a cycle may join it, but the cycle ends once the store has run
+    dry twice in a row; the rest waits for the next cycle instead of one upload of a few
+    records after another for as long as users keep asking. Here a new record is stored
+    just before every claim, so the store is never empty when the collector looks."""
+    h = await harness()
+    stored = await store_records(h.storage, 6, 4)
+    h.collector.first_batch_records = 4
+    h.collector.batch_records = 4
+    written: list[str] = []
+    claim = h.storage.claim
+
+    async def claim_while_users_keep_asking(**kw: Any) -> Any:
+        written.append((await h.storage.put(feedback(1000 + len(written)))).name)
+        return await claim(**kw)
+
+    h.storage.claim = claim_while_users_keep_asking  # type: ignore[method-assign]
+    report = await asyncio.wait_for(h.collector.run_once(), 20)
+
+    assert report.ok
+    got = ingress.received()
+    assert set(stored) <= set(got)  # everything pending when the cycle began
+    assert all(len(v) == 1 for v in got.values())
+    assert report.uploads <= 6  # 4 + 4 + 3 of them (with new ones), then two short batches at most
+    h.storage.claim = claim  # type: ignore[method-assign]
+    assert (await h.collector.run_once()).ok  # the next cycle takes whatever is left
+    assert set(ingress.received()) == set(stored) | set(written)
 
 
 async def test_the_token_file_is_read_again_before_each_upload(
