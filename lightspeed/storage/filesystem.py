@@ -969,22 +969,9 @@ class FilesystemStorage(StorageBackend):
         return self._exported
 
     def _take(
-        self,
-        kinds: Collection[RecordKind],
-        held: set[str],
-        exported: set[str],
-        max_records: int,
-        max_bytes: int,
-        *,
-        scan: bool,
+        self, backlog: _Backlog, held: set[str], exported: set[str], max_records: int, max_bytes: int
     ) -> list[StoredRecord]:
-        """The next records to claim, oldest first, from the backlog of the last scan, or from a
-        new scan when ``scan``. Called under the lock."""
-        backlog = self._backlog
-        if scan or backlog is None or not backlog.fresh(kinds, time.monotonic()):
-            if not scan:
-                return []
-            backlog = self._backlog = self._scan_backlog(kinds, held | exported)
+        """The next records to claim from ``backlog``, oldest first. Called under the lock."""
         chosen: list[StoredRecord] = []
         total = 0
         while len(chosen) < max_records and (item := backlog.peek()) is not None:
@@ -1021,9 +1008,13 @@ class FilesystemStorage(StorageBackend):
                 now = time.time()
                 held = self._held_by_others("", now)
                 exported = self._load_exported()
-                chosen = self._take(kinds, held, exported, max_records, max_bytes, scan=False)
-                if not chosen:  # the backlog of the last scan is used up (or stale): look again
-                    chosen = self._take(kinds, held, exported, max_records, max_bytes, scan=True)
+                backlog = self._backlog
+                chosen: list[StoredRecord] = []
+                if backlog is not None and backlog.fresh(kinds, time.monotonic()):
+                    chosen = self._take(backlog, held, exported, max_records, max_bytes)
+                if not chosen:  # the last scan's backlog is used up (or stale): look again
+                    backlog = self._backlog = self._scan_backlog(kinds, held | exported)
+                    chosen = self._take(backlog, held, exported, max_records, max_bytes)
                 claim_id = str(uuid.uuid4())
                 expires = now + lease_seconds
                 if chosen:
