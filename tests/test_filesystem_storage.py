@@ -726,3 +726,25 @@ async def test_an_owner_file_being_written_is_waited_for(make_config: MakeConfig
         path.write_bytes(json.dumps({"owner": ALICE}).encode())
         assert await lookup == ALICE
         assert await insert == ALICE  # the first owner wins
+
+
+async def test_a_scan_that_finds_more_than_the_backlog_holds_keeps_the_oldest(
+    make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan keeps at most a bounded number of records (memory stays flat however many files
+    there are); it keeps the oldest, and the rest are found by the next scan."""
+    import lightspeed.storage.filesystem as fs
+
+    monkeypatch.setattr(fs, "_BACKLOG_MAX", 3)
+    async with backend(make_config()) as storage:
+        names = await _feedback_with_ages(storage, 11, start=1000)
+        # Written newest first, so the scan meets the oldest last and must trim the others away.
+        for i, name in enumerate(names):
+            assert storage.feedback_root is not None
+            path = storage.feedback_root / name.split("/")[1]
+            os.utime(path, (2000 - i, 2000 - i))
+        oldest_first = list(reversed(names))
+        got = []
+        while batch := await _claim_names(storage, 2):
+            got += batch
+        assert got == oldest_first
