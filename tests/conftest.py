@@ -6,13 +6,14 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from kube_api import KubeApiStandIn
 
 from lightspeed import create_app
 from lightspeed.config import Config, parse_config
@@ -89,3 +90,10 @@ def http_json() -> HttpJson:
     """``http_json(method, url, body=None) -> (status, parsed JSON)``: a blocking client for
     servers running in subprocesses (error statuses are returned, not raised)."""
     return _http_json
+
+
+@pytest.fixture
+async def kube_api(tmp_path: Path) -> AsyncIterator[KubeApiStandIn]:
+    """A started Kubernetes API stand-in (HTTPS on 127.0.0.1, CA made for this test); see tests/kube_api.py."""
+    async with KubeApiStandIn(tmp_path) as api:
+        yield api
