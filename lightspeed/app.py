@@ -1,7 +1,13 @@
 """``create_app(config)``: the fully wired, unstarted :class:`aiohttp.web.Application`.
 
-Wiring only: routes, middlewares, typed state and one cleanup context per resource
-(storage, the HTTP client session, then the data collector task), torn down in reverse order.
+Wiring only: routes, middlewares, typed state (:mod:`lightspeed.state`) and one cleanup
+context per resource, every one appended here, in this order (torn down in reverse):
+
+1. ``storage``: opens the backend, closes it last;
+2. ``records``: at shutdown, waits for the query records still being stored, while the
+   backend is still open;
+3. ``http``: the client session (LLM providers and the collector's uploads);
+4. ``collector``: the data collector's task, stopped first (one final bounded collection).
 """
 
 from __future__ import annotations
@@ -15,12 +21,23 @@ from aiohttp import web
 from lightspeed import __version__, metrics
 from lightspeed.api import feedback, health, query
 from lightspeed.api.errors import error_middleware, request_id_middleware
+from lightspeed.api.query import RecordWriter
 from lightspeed.auth import create_auth
 from lightspeed.collector import Collector, CollectorStatus, CollectorTask, IngressClient
 from lightspeed.config import Config
 from lightspeed.llm import LLMRegistry
 from lightspeed.metrics import Metrics
-from lightspeed.state import AUTH, COLLECTOR_STATUS, CONFIG, HTTP, LLM, METRICS, STORAGE
+from lightspeed.redaction import Redactor
+from lightspeed.state import (
+    collector_status_from,
+    config_from,
+    http_from,
+    init_state,
+    metrics_from,
+    records_from,
+    set_http,
+    storage_from,
+)
 from lightspeed.storage import StorageBackend, create_backend
 
 __all__ = ["create_app"]
@@ -44,28 +61,35 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
         middlewares=[request_id_middleware, error_middleware],
         client_max_size=config.service.max_request_body_bytes,
     )
-    app[CONFIG] = config
-    app[STORAGE] = storage if storage is not None else create_backend(config.user_data_collection)
-    app[AUTH] = create_auth(config.authentication)
-    app[LLM] = LLMRegistry.from_config(config, session=lambda: app[HTTP])
-
-    app[METRICS] = Metrics()
-    app[COLLECTOR_STATUS] = CollectorStatus(enabled=config.user_data_collection.data_collector.enabled)
+    backend = storage if storage is not None else create_backend(config.user_data_collection)
+    app_metrics = Metrics()
+    init_state(
+        app,
+        config=config,
+        storage=backend,
+        auth=create_auth(config.authentication),
+        llm=LLMRegistry.from_config(config, session=lambda: http_from(app)),
+        metrics=app_metrics,
+        collector_status=CollectorStatus(enabled=config.user_data_collection.data_collector.enabled),
+        redactor=Redactor(config.query_filters),
+        records=RecordWriter(storage=backend, stats=app_metrics.queries),
+    )
 
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(_records_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_collector_ctx)
 
     health.add_routes(app)
-    metrics.add_routes(app, app[METRICS])
+    metrics.add_routes(app, app_metrics)
     feedback.add_routes(app, API_PREFIXES)
     query.add_routes(app, API_PREFIXES)
     return app
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    storage = app[STORAGE]
-    udc = app[CONFIG].user_data_collection
+    storage = storage_from(app)
+    udc = config_from(app).user_data_collection
     await storage.open()
     log.info(
         "storage backend %r open (feedback %s, transcripts %s)",
@@ -80,9 +104,17 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("storage backend %r closed", storage.name)
 
 
+async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    writer = records_from(app)
+    if writer.pending:
+        log.info("storing %d pending answer(s) before shutdown", writer.pending)
+    await writer.drain()
+
+
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(headers={"User-Agent": f"lightspeed/{__version__}"})
-    app[HTTP] = session
+    set_http(app, session)
     try:
         yield
     finally:
@@ -90,16 +122,16 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
-    udc = app[CONFIG].user_data_collection
+    udc = config_from(app).user_data_collection
     if not udc.data_collector.enabled:
         yield
         return
     collector = Collector(
-        storage=app[STORAGE],
+        storage=storage_from(app),
         collection=udc,
-        uploader=IngressClient(session=app[HTTP], config=udc.data_collector),
-        metrics=app[METRICS].collector,
-        status=app[COLLECTOR_STATUS],
+        uploader=IngressClient(session=http_from(app), config=udc.data_collector),
+        metrics=metrics_from(app).collector,
+        status=collector_status_from(app),
     )
     task = CollectorTask(collector=collector, shutdown_timeout=udc.data_collector.shutdown_timeout_seconds)
     task.start()

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "CollectorMetrics", "Metrics", "add_routes"]
+__all__ = ["CONTENT_TYPE", "CollectorMetrics", "Metrics", "QueryStats", "add_routes"]
 
 #: The content type of :meth:`Metrics.render`'s output.
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
@@ -71,14 +71,39 @@ class CollectorMetrics:
 
 
 @attrs.define(kw_only=True)
+class QueryStats:
+    """Counters of what the query endpoints stored, and failed to store (plain attributes,
+    read when ``/metrics`` is scraped)."""
+
+    transcripts_stored: int = 0
+    transcript_failures: int = 0
+    history_failures: int = 0
+
+
+_QUERY_COUNTERS: Final = {
+    "lightspeed_transcripts_stored": ("transcripts_stored", "Transcripts stored by the query endpoints"),
+    "lightspeed_transcript_store_failures": (
+        "transcript_failures",
+        "Transcripts that could not be stored (the user still got the answer)",
+    ),
+    "lightspeed_history_failures": (
+        "history_failures",
+        "Conversation owners or history turns that could not be stored or read",
+    ),
+}
+
+
+@attrs.define(kw_only=True)
 class Metrics:
     """All metrics of one application."""
 
     registry: CollectorRegistry = attrs.field(factory=lambda: CollectorRegistry(auto_describe=True))
     collector: CollectorMetrics = attrs.field(init=False)
+    queries: QueryStats = attrs.field(init=False, factory=QueryStats)
 
     def __attrs_post_init__(self) -> None:
         self.collector = CollectorMetrics(registry=self.registry)
+        self.expose_counters(self.queries, _QUERY_COUNTERS)
 
     def expose_counters(self, source: object, counters: Mapping[str, tuple[str, str]]) -> None:
         """Export integer attributes of ``source`` as counters: ``{metric name: (attribute, help)}``.

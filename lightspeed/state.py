@@ -1,62 +1,138 @@
-"""Typed application state: the keys, and accessors that handlers use.
+"""Typed application state: every ``web.AppKey`` (and ``web.RequestKey``) of the service,
+private, behind accessors.
 
-No string keys anywhere: everything an app holds is under one of these ``web.AppKey``s.
+No string keys anywhere, and no key outside this module: :func:`lightspeed.app.create_app`
+fills the state with :func:`init_state` (and :func:`set_http` once the client session
+exists); everything else reads it through the ``*_from`` accessors, which take either a
+request or an application (``request.app`` is the application that owns the route, also
+when the service is mounted as a sub-application).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import ClientSession, web
 
 from lightspeed.auth import AuthModule
-from lightspeed.collector.service import CollectorStatus
+from lightspeed.collector.status import CollectorStatus
 from lightspeed.config import Config
 from lightspeed.llm import LLMRegistry
 from lightspeed.metrics import Metrics
+from lightspeed.redaction import Redactor
 from lightspeed.storage import StorageBackend
 
+if TYPE_CHECKING:
+    from lightspeed.api.query.recording import RecordWriter
+
 __all__ = [
-    "AUTH",
-    "COLLECTOR_STATUS",
-    "CONFIG",
-    "HTTP",
-    "LLM",
-    "METRICS",
-    "STORAGE",
     "auth_from",
+    "collector_status_from",
     "config_from",
     "http_from",
+    "init_state",
     "llm_from",
+    "metrics_from",
+    "records_from",
+    "redactor_from",
+    "request_id_from",
+    "set_http",
+    "set_request_id",
     "storage_from",
 ]
 
-CONFIG: Final = web.AppKey("lightspeed.config", Config)
+_CONFIG: Final = web.AppKey("lightspeed.config", Config)
 #: The application's private Prometheus registry and metrics (served at ``/metrics``).
-METRICS: Final = web.AppKey("lightspeed.metrics", Metrics)
+_METRICS: Final = web.AppKey("lightspeed.metrics", Metrics)
 #: What the data collector last did (``/readiness`` details); ``enabled`` false when it is off.
-COLLECTOR_STATUS: Final = web.AppKey("lightspeed.collector_status", CollectorStatus)
-STORAGE: Final = web.AppKey("lightspeed.storage", StorageBackend)
-HTTP: Final = web.AppKey("lightspeed.http", ClientSession)
-AUTH: Final = web.AppKey("lightspeed.auth", AuthModule)
-LLM: Final = web.AppKey("lightspeed.llm", LLMRegistry)
+_COLLECTOR_STATUS: Final = web.AppKey("lightspeed.collector_status", CollectorStatus)
+_STORAGE: Final = web.AppKey("lightspeed.storage", StorageBackend)
+_HTTP: Final = web.AppKey("lightspeed.http", ClientSession)
+_AUTH: Final = web.AppKey("lightspeed.auth", AuthModule)
+_LLM: Final = web.AppKey("lightspeed.llm", LLMRegistry)
+#: The configuration's ``query_filters``, applied to everything a query stores or sends.
+_REDACTOR: Final = web.AppKey("lightspeed.redactor", Redactor)
+_RECORDS: Final[web.AppKey[RecordWriter]] = web.AppKey("lightspeed.query_records")
+#: The request's id (the client's ``X-Request-ID`` when sane), set by the request id middleware.
+_REQUEST_ID: Final = web.RequestKey("lightspeed.request_id", str)
+
+Owner = web.Request | web.Application
 
 
-def config_from(request: web.Request) -> Config:
-    return request.app[CONFIG]
+def _app(where: Owner) -> web.Application:
+    return where if isinstance(where, web.Application) else where.app
 
 
-def storage_from(request: web.Request) -> StorageBackend:
-    return request.app[STORAGE]
+def init_state(
+    app: web.Application,
+    *,
+    config: Config,
+    storage: StorageBackend,
+    auth: AuthModule,
+    llm: LLMRegistry,
+    metrics: Metrics,
+    collector_status: CollectorStatus,
+    redactor: Redactor,
+    records: RecordWriter,
+) -> None:
+    """Everything the application holds from its creation on."""
+    app[_CONFIG] = config
+    app[_STORAGE] = storage
+    app[_AUTH] = auth
+    app[_LLM] = llm
+    app[_METRICS] = metrics
+    app[_COLLECTOR_STATUS] = collector_status
+    app[_REDACTOR] = redactor
+    app[_RECORDS] = records
 
 
-def http_from(request: web.Request) -> ClientSession:
-    return request.app[HTTP]
+def set_http(app: web.Application, session: ClientSession) -> None:
+    """The client session, created by its cleanup context once the application starts."""
+    app[_HTTP] = session
 
 
-def auth_from(request: web.Request) -> AuthModule:
-    return request.app[AUTH]
+def config_from(where: Owner) -> Config:
+    return _app(where)[_CONFIG]
 
 
-def llm_from(request: web.Request) -> LLMRegistry:
-    return request.app[LLM]
+def storage_from(where: Owner) -> StorageBackend:
+    return _app(where)[_STORAGE]
+
+
+def http_from(where: Owner) -> ClientSession:
+    """The application's client session; ``KeyError`` before the application has started."""
+    return _app(where)[_HTTP]
+
+
+def auth_from(where: Owner) -> AuthModule:
+    return _app(where)[_AUTH]
+
+
+def llm_from(where: Owner) -> LLMRegistry:
+    return _app(where)[_LLM]
+
+
+def metrics_from(where: Owner) -> Metrics:
+    return _app(where)[_METRICS]
+
+
+def collector_status_from(where: Owner) -> CollectorStatus:
+    return _app(where)[_COLLECTOR_STATUS]
+
+
+def redactor_from(where: Owner) -> Redactor:
+    return _app(where)[_REDACTOR]
+
+
+def records_from(where: Owner) -> RecordWriter:
+    return _app(where)[_RECORDS]
+
+
+def set_request_id(request: web.Request, request_id: str) -> None:
+    request[_REQUEST_ID] = request_id
+
+
+def request_id_from(request: web.Request, default: str = "-") -> str:
+    """The request's id; ``default`` before the request id middleware ran."""
+    rid: str = request.get(_REQUEST_ID, default)
+    return rid

@@ -18,7 +18,7 @@ from kube_api import KubeApiStandIn
 from lightspeed import create_app
 from lightspeed.config import Config, parse_config
 from lightspeed.records import hash_user_id
-from lightspeed.state import STORAGE
+from lightspeed.state import storage_from
 
 #: The user id the noop authentication module gives a caller that names none.
 DEFAULT_USER = "00000000-0000-0000-0000-000"
@@ -66,7 +66,7 @@ def new_conversation() -> NewConversation:
 
     async def make(app: web.Application, user: str = DEFAULT_USER) -> str:
         cid = str(uuid.uuid4())
-        await app[STORAGE].set_conversation_owner(cid, owner=hash_user_id(user))
+        await storage_from(app).set_conversation_owner(cid, owner=hash_user_id(user))
         return cid
 
     return make

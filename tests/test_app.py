@@ -18,11 +18,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+import lightspeed
 from lightspeed import __version__, create_app
 from lightspeed.api import health
 from lightspeed.config import Config
 from lightspeed.records import hash_user_id
-from lightspeed.state import AUTH, CONFIG, HTTP, STORAGE
+from lightspeed.state import auth_from, config_from, http_from, storage_from
 from lightspeed.storage import StorageUnavailable, register_backend
 from lightspeed.storage.filesystem import FilesystemStorage
 
@@ -210,8 +211,25 @@ def test_str_keys_fail_the_suite() -> None:
 def test_app_state_uses_only_app_keys(make_config: Callable[..., Config]) -> None:
     app = create_app(make_config())
     assert all(isinstance(key, web.AppKey) for key in app)
-    assert {CONFIG, STORAGE, AUTH} <= set(app)
-    assert HTTP not in app  # opened by its cleanup context, not before
+    assert config_from(app) is not None and storage_from(app) is not None and auth_from(app) is not None
+    with pytest.raises(KeyError):
+        http_from(app)  # opened by its cleanup context, not before
+
+
+def test_wiring_lives_in_state_and_app() -> None:
+    """Every AppKey is defined in lightspeed/state.py, and only lightspeed/app.py appends
+    cleanup contexts: the whole wiring can be read in those two files."""
+    package = Path(lightspeed.__file__).parent
+    keys, contexts = [], []
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        name = path.relative_to(package).as_posix()
+        if "AppKey(" in text or "RequestKey(" in text:
+            keys.append(name)
+        if "cleanup_ctx.append" in text:
+            contexts.append(name)
+    assert keys == ["state.py"]
+    assert contexts == ["app.py"]
 
 
 async def test_resources_opened_and_closed(make_config: Callable[..., Config]) -> None:
@@ -219,12 +237,12 @@ async def test_resources_opened_and_closed(make_config: Callable[..., Config]) -
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        assert not app[HTTP].closed
-        storage = app[STORAGE]
+        assert not http_from(app).closed
+        storage = storage_from(app)
         await storage.ping()
     finally:
         await runner.cleanup()
-    assert app[HTTP].closed
+    assert http_from(app).closed
     with pytest.raises(StorageUnavailable):
         await storage.ping()
 
@@ -251,7 +269,7 @@ async def test_mounted_under_a_prefix_on_a_real_server(make_config: Callable[...
             port = runner.addresses[0][1]
             base = f"http://127.0.0.1:{port}"
             cid = str(uuid.uuid4())
-            await sub[STORAGE].set_conversation_owner(cid, owner=hash_user_id("00000000-0000-0000-0000-000"))
+            await storage_from(sub).set_conversation_owner(cid, owner=hash_user_id("00000000-0000-0000-0000-000"))
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"{base}/") as resp:
                     assert await resp.text() == "host"
@@ -286,12 +304,12 @@ async def test_mounted_under_a_prefix_on_a_real_server(make_config: Callable[...
                 async with session.get(f"{base}/v1/feedback/status") as resp:
                     assert resp.status == 404  # nothing of ours outside the prefix
             assert len(list((tmp_path / "feedback").glob("*.json"))) == 2
-            storage = sub[STORAGE]
+            storage = storage_from(sub)
         finally:
             await runner.cleanup()
         with pytest.raises(StorageUnavailable):
             await storage.ping()
-        assert sub[HTTP].closed
+        assert http_from(sub).closed
     assert [str(w.message) for w in caught] == []
 
 
@@ -333,7 +351,7 @@ async def test_create_app_with_a_given_storage(make_config: Callable[..., Config
     config = make_config()
     storage = FilesystemStorage(options={}, collection=config.user_data_collection)
     app = create_app(config, storage=storage)
-    assert app[STORAGE] is storage
+    assert storage_from(app) is storage
     client = await aiohttp_client(app)
     assert (await client.get("/readiness")).status == 200
     await client.close()

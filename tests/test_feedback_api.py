@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from lightspeed.auth import DEFAULT_USER_ID as DEFAULT_USER
-from lightspeed.state import CONFIG, STORAGE
+from lightspeed.state import config_from, storage_from
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -51,7 +51,7 @@ _DROP: Any = object()
 
 
 def feedback_dir(client: Client) -> Path:
-    path = client.app[CONFIG].user_data_collection.feedback_storage
+    path = config_from(client.app).user_data_collection.feedback_storage
     assert path is not None
     return Path(path)
 
@@ -542,7 +542,7 @@ async def test_damaged_flag_file_is_a_clear_error_and_put_repairs_it(
     client = await make_client()
     cid = await new_conversation(client.app)
     await client.put("/v1/feedback/status", json={"status": True})
-    flag = client.app[STORAGE].state_root / "flags" / "feedback_enabled.json"  # type: ignore[attr-defined]
+    flag = storage_from(client.app).state_root / "flags" / "feedback_enabled.json"  # type: ignore[attr-defined]
     flag.write_bytes(b"{not json")  # a hand edit gone wrong
     for resp in (await client.get("/v1/feedback/status"), await client.post("/v1/feedback", json=body_for(cid))):
         assert resp.status == 500
@@ -557,7 +557,7 @@ async def test_damaged_flag_file_is_a_clear_error_and_put_repairs_it(
 async def test_damaged_owner_file_is_503(make_client: MakeClient, new_conversation: NewConversation) -> None:
     first = await make_client()
     cid = await new_conversation(first.app)
-    state = first.app[STORAGE].state_root  # type: ignore[attr-defined]
+    state = storage_from(first.app).state_root  # type: ignore[attr-defined]
     await first.close()
     (state / "conversations" / cid[-2:] / f"{cid}.json").write_bytes(b"")
     client = await make_client()

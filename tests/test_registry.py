@@ -13,7 +13,7 @@ import pytest
 from lightspeed import create_app
 from lightspeed.config import Config, UserDataCollectionConfig
 from lightspeed.records import FeedbackRecord, Transcript
-from lightspeed.state import STORAGE
+from lightspeed.state import storage_from
 from lightspeed.storage import (
     PluginLoadError,
     StorageBackend,
@@ -197,7 +197,7 @@ def test_plugin_loaded_from_its_entry_point(site: Path, make_config: MakeConfig)
     cls = get_backend_class("custom")
     assert cls.__name__ == "Custom" and cls.name == "custom"
     app = create_app(make_config(user_data_collection={"storage": {"backend": "custom"}}))
-    assert type(app[STORAGE]) is cls
+    assert type(storage_from(app)) is cls
     info = available_backends()["custom"]
     assert (info.distribution, info.version) == ("lightspeed-storage-custom", "0.9")
 
@@ -208,7 +208,7 @@ async def test_register_backend_context_manager(make_config: MakeConfig, aiohttp
         assert get_backend_class("test-memory") is MemoryStorage
         assert "test-memory" in available_backends()
         app = create_app(config)
-        assert isinstance(app[STORAGE], MemoryStorage)
+        assert isinstance(storage_from(app), MemoryStorage)
         client = await aiohttp_client(app)
         assert MemoryStorage.opened == 1
         resp = await client.get("/v1/info")

@@ -16,13 +16,13 @@ from typing import Any, Final
 from aiohttp import web
 
 from lightspeed.errors import HttpError, LightspeedError
+from lightspeed.state import request_id_from, set_request_id
 
 __all__ = ["ApiError", "ValidationFailed", "error_middleware", "request_id_middleware", "json_response"]
 
 log = logging.getLogger("lightspeed.api")
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
-REQUEST_ID: Final = web.RequestKey("lightspeed.request_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,7 +73,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     """Give each request an id (the client's ``X-Request-ID`` when it is sane) and echo it back."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
     rid = given if 0 < len(given) <= 128 and given.isascii() and given.isprintable() else _request_ids.next()
-    request[REQUEST_ID] = rid
+    set_request_id(request, rid)
     response = await handler(request)
     if not response.prepared:
         response.headers[REQUEST_ID_HEADER] = rid
@@ -83,7 +83,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every exception into the upstream's JSON error bodies; never leak a traceback."""
-    rid = request.get(REQUEST_ID, "-")
+    rid = request_id_from(request)
     try:
         return await handler(request)
     except HttpError as exc:

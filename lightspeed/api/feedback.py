@@ -12,7 +12,7 @@ from lightspeed.api.common import authenticate, check_conversation_access, stora
 from lightspeed.api.errors import ApiError, json_response
 from lightspeed.api.validation import BodyChecker, read_json_body
 from lightspeed.records import FeedbackRecord, RecordKind, canonical_conversation_id, hash_user_id, utc_timestamp
-from lightspeed.state import CONFIG, STORAGE, config_from, storage_from
+from lightspeed.state import config_from, storage_from
 from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
 
 __all__ = ["add_routes"]
@@ -150,9 +150,9 @@ async def put_feedback_status(request: web.Request) -> web.Response:
 
 async def _say_when_the_flag_overrides_the_config(app: web.Application) -> None:
     """At start-up, a flag set with ``PUT /v1/feedback/status`` wins over the YAML file: say so."""
-    configured = app[CONFIG].user_data_collection.feedback_enabled
+    configured = config_from(app).user_data_collection.feedback_enabled
     try:
-        flag = await app[STORAGE].get_flag(FEEDBACK_ENABLED_FLAG)
+        flag = await storage_from(app).get_flag(FEEDBACK_ENABLED_FLAG)
     except Exception:  # noqa: BLE001 - a log line must not stop the start; requests and /readiness report it
         return
     if flag is not None and flag != configured:
@@ -160,7 +160,7 @@ async def _say_when_the_flag_overrides_the_config(app: web.Application) -> None:
             "feedback is %s by an earlier PUT /v1/feedback/status (kept in the %r store), although"
             " user_data_collection.feedback_enabled is %s; PUT /v1/feedback/status to change it",
             "enabled" if flag else "disabled",
-            app[STORAGE].name,
+            storage_from(app).name,
             str(configured).lower(),
         )
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from lightspeed import __version__
 from lightspeed.api.errors import json_response
-from lightspeed.state import COLLECTOR_STATUS, config_from, storage_from
+from lightspeed.state import collector_status_from, config_from, storage_from
 from lightspeed.storage import StorageError, backend_info
 
 __all__ = ["add_routes"]
@@ -43,8 +43,8 @@ async def readiness(request: web.Request) -> web.Response:
             status=503,
         )
     body: dict[str, object] = {"ready": True, "reason": "Service is ready", "providers": []}
-    collector = request.app.get(COLLECTOR_STATUS)
-    if collector is not None and collector.enabled:
+    collector = collector_status_from(request)
+    if collector.enabled:
         # Upload problems (such as a rejected token) are reported, but do not make the service unready.
         body["data_collector"] = collector.to_dict()
     return json_response(body)

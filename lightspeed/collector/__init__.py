@@ -1,12 +1,16 @@
 """The data collector: stored records shipped to the ingress in size-bounded tar.gz archives.
 
 :mod:`~lightspeed.collector.archive` builds the archives, :mod:`~lightspeed.collector.ingress`
-uploads them, :mod:`~lightspeed.collector.service` runs the cycle and the periodic loop.
+uploads them, :mod:`~lightspeed.collector.cycle` runs one collection cycle,
+:mod:`~lightspeed.collector.loop` repeats it (with backoff) as a background task, and
+:mod:`~lightspeed.collector.status` holds what the collector last did.
 Nothing here imports :mod:`aiohttp.web`: ``lightspeed collect --once`` needs no web app.
 """
 
+from lightspeed.collector.cycle import Collector
 from lightspeed.collector.ingress import IngressClient, UploadOutcome, UploadResult
-from lightspeed.collector.service import Collector, CollectorStatus, CollectorTask, CycleReport
+from lightspeed.collector.loop import CollectorTask, backoff_delay
+from lightspeed.collector.status import CollectorStatus, CycleReport
 
 __all__ = [
     "Collector",
@@ -16,4 +20,5 @@ __all__ = [
     "IngressClient",
     "UploadOutcome",
     "UploadResult",
+    "backoff_delay",
 ]

@@ -8,8 +8,9 @@ import signal
 
 import aiohttp
 
+from lightspeed.collector.cycle import Collector
 from lightspeed.collector.ingress import IngressClient
-from lightspeed.collector.service import Collector, CollectorTask
+from lightspeed.collector.loop import CollectorTask
 from lightspeed.config import Config
 from lightspeed.storage import StorageError, create_backend
 

@@ -22,7 +22,7 @@ from lightspeed import create_app
 from lightspeed.collector import Collector, IngressClient
 from lightspeed.config import parse_config
 from lightspeed.records import hash_user_id
-from lightspeed.state import STORAGE
+from lightspeed.state import storage_from
 from lightspeed.storage.filesystem import FilesystemStorage
 
 WORKER = Path(__file__).with_name("collector_worker.py")
@@ -173,7 +173,7 @@ async def test_several_collectors_on_one_store_while_the_api_writes(
     client: TestClient = TestClient(TestServer(create_app(config), host="127.0.0.1"))  # type: ignore[type-arg]
     await client.start_server()
     try:
-        storage = client.app[STORAGE]
+        storage = storage_from(client.app)
         for round_ in range(30):
             for _ in range(5):
                 cid = str(uuid.uuid4())

@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from collector_support import Ingress, MakeHarness, store_records, tree_files
 
-from lightspeed.collector import CollectorTask, UploadOutcome
+from lightspeed.collector import CollectorTask, UploadOutcome, backoff_delay
 from lightspeed.collector.ingress import parse_retry_after
 from lightspeed.ingress import Fault
 
@@ -59,7 +59,7 @@ async def test_a_failed_upload_keeps_everything_and_the_next_cycle_delivers_it(
         assert any("REJECTED" in r.getMessage() for r in caplog.records)
     if fault.retry_after is not None:
         assert report.failure.retry_after == float(fault.retry_after)
-        assert h.collector.backoff_delay(report.failure) >= float(fault.retry_after)
+        assert backoff_delay(h.collector, report.failure) >= float(fault.retry_after)
 
     report = await h.collector.run_once()  # the ingress is fine again
 

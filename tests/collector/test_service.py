@@ -14,7 +14,7 @@ from collector_support import Ingress, MakeCollectorConfig, tree_files
 from lightspeed import create_app
 from lightspeed.ingress import Fault
 from lightspeed.records import hash_user_id
-from lightspeed.state import STORAGE
+from lightspeed.state import storage_from
 
 
 async def start(config: object) -> TestClient:  # type: ignore[type-arg]
@@ -26,7 +26,7 @@ async def start(config: object) -> TestClient:  # type: ignore[type-arg]
 async def post_feedback(client: TestClient, n: int) -> None:  # type: ignore[type-arg]
     for i in range(n):
         cid = str(uuid.uuid4())
-        await client.app[STORAGE].set_conversation_owner(cid, owner=hash_user_id("alice"))
+        await storage_from(client.app).set_conversation_owner(cid, owner=hash_user_id("alice"))
         body = {"conversation_id": cid, "user_question": f"q{i}", "llm_response": "a", "sentiment": 1}
         resp = await client.post("/v1/feedback?user_id=alice", json=body)
         assert resp.status == 200, await resp.text()

@@ -11,8 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from fake_llm import MODELS
 
-from lightspeed.api.query import RECORDS
-from lightspeed.state import CONFIG
+from lightspeed.state import config_from, records_from
 
 Client = TestClient[web.Request, web.Application]
 
@@ -25,14 +24,14 @@ def free_port() -> int:
 
 
 def transcripts_root(client: Client) -> Path:
-    path = client.app[CONFIG].user_data_collection.transcripts_storage
+    path = config_from(client.app).user_data_collection.transcripts_storage
     assert path is not None
     return Path(path)
 
 
 async def transcripts(client: Client) -> list[dict[str, Any]]:
     """Every stored transcript, oldest first, once the transcripts still being stored are."""
-    await client.app[RECORDS].drain()
+    await records_from(client.app).drain()
     return read_transcripts(transcripts_root(client))
 
 

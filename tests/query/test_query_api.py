@@ -25,9 +25,8 @@ from query_support import (
 )
 
 from lightspeed import create_app
-from lightspeed.api.query import QUERY_STATS, RECORDS
 from lightspeed.auth import DEFAULT_USER_ID
-from lightspeed.state import STORAGE
+from lightspeed.state import metrics_from, records_from, storage_from
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -465,8 +464,8 @@ async def test_a_failure_to_store_the_transcript_does_not_take_the_answer_away(q
     status, body = await ask(client, {"query": "still answered?"})
     assert status == 200
     assert body["response"] == "You asked: still answered?"
-    await client.app[RECORDS].drain()
-    stats = client.app[QUERY_STATS]
+    await records_from(client.app).drain()
+    stats = metrics_from(client.app).queries
     assert (stats.transcript_failures, stats.transcripts_stored) == (1, 0)
     assert "cannot store the transcript" in caplog.text
     # Operators see it in the metrics.
@@ -484,7 +483,7 @@ async def test_no_transcripts_when_disabled_but_history_is_kept(query_client: An
     status, _ = await ask(client, {"query": "two", "conversation_id": first["conversation_id"]})
     assert status == 200
     assert fake_llm.requests[1]["messages"][1] == {"role": "user", "content": "one"}
-    assert client.app[QUERY_STATS].transcripts_stored == 0
+    assert metrics_from(client.app).queries.transcripts_stored == 0
 
 
 async def test_the_api_key_is_sent_and_a_key_file_is_reread_when_it_changes(
@@ -514,7 +513,7 @@ async def test_with_max_history_turns_0_no_history_is_sent_and_truncated_says_so
 async def test_a_llama_stack_conversation_id_is_accepted(query_client: Any):
     client = await query_client()
     cid = "conv_" + "ab" * 24
-    await client.app[STORAGE].set_conversation_owner(cid, owner=sha(DEFAULT_USER_ID))
+    await storage_from(client.app).set_conversation_owner(cid, owner=sha(DEFAULT_USER_ID))
     status, body = await ask(client, {"query": "q", "conversation_id": cid})
     assert status == 200
     assert body["conversation_id"] == cid

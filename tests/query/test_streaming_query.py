@@ -10,7 +10,7 @@ import pytest
 from fake_llm import FakeLLM
 from query_support import Client, sse_events, transcripts
 
-from lightspeed.api.query import QUERY_STATS
+from lightspeed.state import metrics_from
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant"}
 
@@ -151,7 +151,7 @@ async def test_a_client_that_goes_away_mid_stream_leaves_a_truncated_transcript(
     assert stored["truncated"] is True
     assert stored["llm_response"].startswith("t0 t1 t2 ")
     assert len(stored["llm_response"].split()) < fake_llm.slow_tokens
-    assert client.app[QUERY_STATS].transcripts_stored == 1
+    assert metrics_from(client.app).queries.transcripts_stored == 1
 
 
 async def test_errors_before_the_stream_begins_are_plain_json(query_client: Any, fake_llm: FakeLLM):

@@ -17,7 +17,7 @@ from lightspeed_storage_postgres.testing import TemporaryCluster
 from lightspeed import create_app
 from lightspeed.config import parse_config
 from lightspeed.records import RecordKind, hash_user_id, new_record_id
-from lightspeed.state import STORAGE
+from lightspeed.state import storage_from
 from lightspeed.storage import StorageUnavailable
 from lightspeed.testing import collection_config, make_feedback
 
@@ -92,7 +92,7 @@ async def test_the_service_answers_with_the_cause_and_recovers(cluster: Temporar
         }
         cid = new_record_id()
         user = "00000000-0000-0000-0000-000"
-        await client.app[STORAGE].set_conversation_owner(cid, owner=hash_user_id(user))
+        await storage_from(client.app).set_conversation_owner(cid, owner=hash_user_id(user))
         body = {"conversation_id": cid, "user_question": "q", "llm_response": "r", "sentiment": 1}
         assert (await client.post("/v1/feedback", json=body)).status == 200
 
@@ -107,5 +107,5 @@ async def test_the_service_answers_with_the_cause_and_recovers(cluster: Temporar
         await asyncio.to_thread(cluster.start)
         assert (await client.get("/readiness")).status == 200
         assert (await client.post("/v1/feedback", json=body)).status == 200
-        stats = await client.app[STORAGE].pending_stats()
+        stats = await storage_from(client.app).pending_stats()
         assert stats.records[RecordKind.FEEDBACK] == 2

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from lightspeed import create_app
 from lightspeed.config import parse_config
 from lightspeed.records import RecordKind, hash_user_id, new_record_id
-from lightspeed.state import STORAGE
+from lightspeed.state import storage_from
 
 pytestmark = pytest.mark.asyncio
 
@@ -39,7 +39,7 @@ async def test_two_service_instances_share_one_database(tmp_path: Path) -> None:
         assert (await second.get("/readiness")).status == 200
 
         cid = new_record_id()
-        await first.app[STORAGE].set_conversation_owner(cid, owner=hash_user_id(USER))
+        await storage_from(first.app).set_conversation_owner(cid, owner=hash_user_id(USER))
         body = {"conversation_id": cid, "user_question": "q", "llm_response": "r", "sentiment": -1}
         for client in (first, second, first):
             resp = await client.post("/v1/feedback", json=body)
@@ -50,5 +50,5 @@ async def test_two_service_instances_share_one_database(tmp_path: Path) -> None:
         status = await (await first.get("/v1/feedback/status")).json()
         assert status["status"]["enabled"] is False
 
-        stats = await second.app[STORAGE].pending_stats()
+        stats = await storage_from(second.app).pending_stats()
         assert stats.records[RecordKind.FEEDBACK] == 3

@@ -1,10 +1,10 @@
-"""The collection cycle and the periodic loop around it.
+"""One collection cycle.
 
 One cycle: (optionally) drop the oldest records when pending data exceeds
 ``max_pending_bytes``; then, until nothing is left to claim, claim a batch, pack it into
 a size-bounded tar.gz on disk, upload it, and ack it (delete, or mark exported) only
-after a 202. A failed upload releases what was not delivered and ends the cycle; the loop
-then backs off (exponential, full jitter, ``Retry-After`` honoured) and tries again.
+after a 202. A failed upload releases what was not delivered and ends the cycle; the
+loop (:mod:`lightspeed.collector.loop`) then backs off and tries again.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 
 from lightspeed.collector.archive import ArchiveTooLarge, build_archive
 from lightspeed.collector.ingress import UploadOutcome, UploadResult
+from lightspeed.collector.status import CollectorStatus, CycleReport
 from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import RecordKind
 from lightspeed.storage import Claim, ClaimLost, StorageBackend, StorageError, StoredRecord
@@ -33,7 +33,7 @@ from lightspeed.storage import Claim, ClaimLost, StorageBackend, StorageError, S
 if TYPE_CHECKING:
     from lightspeed.metrics import CollectorMetrics
 
-__all__ = ["Collector", "CollectorStatus", "CollectorTask", "CycleReport", "Uploader", "enabled_kinds"]
+__all__ = ["BATCH_RECORDS", "FIRST_BATCH_RECORDS", "Collector", "Uploader", "enabled_kinds"]
 
 log = logging.getLogger("lightspeed.collector")
 
@@ -43,8 +43,6 @@ BATCH_RECORDS: Final = 5_000
 #: batch gets its upload and ack (deleting its files) started early, overlapping the packing
 #: of the next batches: only the last batch's ack is not overlapped by anything.
 FIRST_BATCH_RECORDS: Final = 1_000
-#: Longest wait a ``Retry-After`` can impose.
-MAX_RETRY_AFTER_SECONDS: Final = 24 * 3600.0
 
 
 class Uploader(Protocol):
@@ -58,78 +56,6 @@ def enabled_kinds(collection: UserDataCollectionConfig) -> tuple[RecordKind, ...
     if collection.transcripts_enabled:
         kinds.append(RecordKind.TRANSCRIPT)
     return tuple(kinds)
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-@attrs.define(kw_only=True)
-class CollectorStatus:
-    """What the collector last did; shown in ``/readiness`` details."""
-
-    enabled: bool = False
-    consecutive_failures: int = 0
-    last_success: float | None = None
-    last_failure: float | None = None
-    last_error: str | None = None
-    #: The last failure was a configuration or credential problem (400/401/403/415).
-    rejected: bool = False
-
-    @property
-    def state(self) -> str:
-        if not self.enabled:
-            return "disabled"
-        if self.consecutive_failures == 0:
-            return "ok" if self.last_success is not None else "idle"
-        return "rejected" if self.rejected else "failing"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "enabled": self.enabled,
-            "status": self.state,
-            "consecutive_failures": self.consecutive_failures,
-            "last_success": _iso(self.last_success),
-            "last_failure": _iso(self.last_failure),
-            "last_error": self.last_error,
-        }
-
-
-@attrs.define(kw_only=True)
-class CycleReport:
-    """What one cycle did."""
-
-    uploads: int = 0
-    records: int = 0
-    bytes: int = 0
-    set_aside: int = 0
-    dropped: int = 0
-    missing: int = 0
-    #: The failure that ended the cycle early, if any.
-    failure: UploadResult | None = None
-    #: Pending records (claimed by anyone or not) of the collected kinds after the cycle.
-    remaining: int | None = None
-    #: How long the cycle took.
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
-
-    def summary(self) -> str:
-        parts = [f"uploaded {self.records} record(s) in {self.uploads} archive(s), {self.bytes} bytes"]
-        if self.set_aside:
-            parts.append(f"{self.set_aside} set aside (too large)")
-        if self.dropped:
-            parts.append(f"{self.dropped} dropped (max_pending_bytes)")
-        if self.missing:
-            parts.append(f"{self.missing} vanished before upload")
-        if self.failure is not None:
-            parts.append(f"stopped by a failure: {self.failure.message}")
-        if self.remaining is not None:
-            parts.append(f"{self.remaining} still pending")
-        parts.append(f"took {self.seconds:.2f} s")
-        return "; ".join(parts)
 
 
 class _Failed(Exception):
@@ -155,8 +81,6 @@ class Collector:
     @property
     def kinds(self) -> tuple[RecordKind, ...]:
         return enabled_kinds(self.collection)
-
-    # ------------------------------------------------------------------ one cycle
 
     async def run_once(self) -> CycleReport:
         """One cycle; never raises for storage or upload failures (see the report)."""
@@ -201,7 +125,7 @@ class Collector:
         except StorageError as exc:
             result = UploadResult(outcome=UploadOutcome.TRANSIENT, message=f"storage failed: {exc}")
             log.error("collection cycle stopped: %s", result.message)
-            self._failed(result)
+            self.record_failure(result)
             report.failure = result
         finally:
             if finishing is not None:
@@ -266,7 +190,7 @@ class Collector:
             await ship
             ok = True
         except _Failed as exc:
-            self._failed(exc.result)
+            self.record_failure(exc.result)
             report.failure = exc.result
             ok = False
         except asyncio.CancelledError:
@@ -398,7 +322,8 @@ class Collector:
             self.metrics.last_success.set(now)
             self.metrics.consecutive_failures.set(0)
 
-    def _failed(self, result: UploadResult) -> None:
+    def record_failure(self, result: UploadResult) -> None:
+        """Count a failed attempt in the status and metrics, and log it."""
         self.status.consecutive_failures += 1
         self.status.last_failure = time.time()
         self.status.last_error = result.message
@@ -413,80 +338,3 @@ class Collector:
             )
         else:
             log.warning("upload failed: %s; the data is kept", result.message)
-
-    # ------------------------------------------------------------------ the loop
-
-    def backoff_delay(self, failure: UploadResult) -> float:
-        """Seconds to wait after a failed cycle: full jitter, capped by ``collection_interval``,
-        never less than the server's ``Retry-After``."""
-        dc = self.collection.data_collector
-        n = max(1, self.status.consecutive_failures)
-        cap = min(float(dc.collection_interval), dc.retry_base_seconds * 2.0 ** min(n - 1, 62))
-        delay = random.uniform(0, cap)
-        if failure.retry_after is not None:
-            delay = max(delay, min(failure.retry_after, MAX_RETRY_AFTER_SECONDS))
-        return delay
-
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        """A cycle every ``collection_interval`` seconds (start to start) until ``stop`` is set,
-        retrying failures on the backoff schedule; then one final collection."""
-        loop = asyncio.get_running_loop()
-        interval = self.collection.data_collector.collection_interval
-        log.info("data collector started: every %d s, owner %s", interval, self.owner)
-        while not stop.is_set():
-            started = loop.time()
-            report = await self._guarded_cycle()
-            if report is not None and report.failure is not None:
-                delay = self.backoff_delay(report.failure)
-                log.warning("next collection attempt in %.2f s (failure %d)", delay, self.status.consecutive_failures)
-            else:
-                delay = max(0.0, interval - (loop.time() - started))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-        log.info("data collector stopping: final collection")
-        await self._guarded_cycle()
-        log.info("data collector stopped")
-
-    async def _guarded_cycle(self) -> CycleReport | None:
-        try:
-            report = await self.run_once()
-        except Exception as exc:
-            log.exception("collection cycle crashed")
-            failure = UploadResult(outcome=UploadOutcome.TRANSIENT, message=f"cycle crashed: {exc!r}")
-            self._failed(failure)
-            return CycleReport(failure=failure)
-        if report.uploads or report.set_aside or report.dropped or report.failure is not None:
-            log.info("collection cycle: %s", report.summary())
-        return report
-
-
-@attrs.define(kw_only=True, eq=False)
-class CollectorTask:
-    """The collector as a background task: :meth:`start`, then :meth:`stop` (final bounded collection)."""
-
-    collector: Collector
-    shutdown_timeout: float
-    _stop: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
-    _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.collector.run_forever(self._stop), name="lightspeed-collector")
-
-    async def stop(self) -> None:
-        """Ask for the final collection, wait for it at most ``shutdown_timeout`` seconds, then cancel.
-
-        The task's own exception, if it died of one, is raised here.
-        """
-        task = self._task
-        if task is None:
-            return
-        self._stop.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self.shutdown_timeout)
-        except TimeoutError:
-            log.error("final collection did not finish within %.1f s: cancelled", self.shutdown_timeout)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        finally:
-            self._task = None

@@ -1,0 +1,247 @@
+"""The handlers of ``POST /v1/query`` and ``/v1/streaming_query``.
+
+One interaction, in order: authenticate; read and validate the body (422 in pydantic's
+shape, 413 when too large); redact the query and attachments with ``query_filters``;
+choose the provider and model (404 ``Model not found``); find or start the conversation
+(404/403, or a new UUID4 owned by the caller); build the prompt from the system prompt,
+the conversation's last ``inference.max_history_turns`` turns and the redacted query
+with its attachments; ask the LLM; store the turn in the conversation's history and, when
+``transcripts_enabled``, a transcript. Nothing unredacted reaches the LLM or the store.
+The conversation's owner is recorded while the LLM thinks, before the answer is
+returned; the turn and the transcript are stored just after, by the
+:class:`~lightspeed.api.query.recording.RecordWriter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import attrs
+from aiohttp import web
+
+from lightspeed.api.common import authenticate, check_conversation_access
+from lightspeed.api.errors import json_response
+from lightspeed.api.query.request import (
+    DEFAULT_SYSTEM_PROMPT,
+    MEDIA_TYPE_TEXT,
+    Attachment,
+    QueryRequest,
+    check_attachments,
+    parse_query_request,
+    prompt_text,
+)
+from lightspeed.api.query.sse import EventSink
+from lightspeed.api.validation import read_json_body
+from lightspeed.auth import AuthResult
+from lightspeed.llm import LLMError, LLMProvider, Message
+from lightspeed.records import ConversationTurn, Transcript, TranscriptMetadata, hash_user_id
+from lightspeed.state import (
+    config_from,
+    llm_from,
+    metrics_from,
+    records_from,
+    redactor_from,
+    request_id_from,
+    storage_from,
+)
+
+__all__ = ["add_routes", "query", "streaming_query"]
+
+log = logging.getLogger("lightspeed.api.query")
+
+
+@attrs.frozen(kw_only=True)
+class Interaction:
+    """A validated, redacted query with its provider, model, conversation and prompt."""
+
+    user: AuthResult
+    request: QueryRequest
+    redacted_query: str
+    attachments: tuple[Attachment, ...]
+    conversation_id: str
+    provider: LLMProvider
+    model: str
+    messages: tuple[Message, ...]
+    history_truncated: bool
+    #: Recording the owner of a new conversation, done while the LLM thinks.
+    owner_recorded: asyncio.Task[None] | None = None
+
+
+async def begin(request: web.Request) -> Interaction:
+    """Everything before the LLM is asked; raises the 4xx/5xx errors a query can meet first."""
+    user = await authenticate(request)
+    config = config_from(request)
+    body = await read_json_body(request, limit=config.service.max_request_body_bytes)
+    q = parse_query_request(body)
+    check_attachments(q.attachments)
+    redactor = redactor_from(request)
+    redacted_query = redactor.redact(q.query)
+    attachments = tuple(attrs.evolve(a, content=redactor.redact(a.content)) for a in q.attachments)
+    provider, model = llm_from(request).resolve(q.provider, q.model)
+
+    storage = storage_from(request)
+    max_turns = config.inference.max_history_turns
+    history: list[ConversationTurn] = []
+    owner_recorded = None
+    if q.conversation_id is not None:
+        conversation_id = q.conversation_id
+        await check_conversation_access(request, conversation_id, user, action="query")
+        await records_from(request).settled(conversation_id)
+        if max_turns > 0:
+            try:
+                history = await storage.get_turns(conversation_id, limit=max_turns + 1)
+            except Exception as exc:  # noqa: BLE001 - history is a help, not a precondition
+                log.error("cannot read the history of conversation %s: %s", conversation_id, exc)
+                metrics_from(request).queries.history_failures += 1
+        else:
+            history = await _has_history(request, conversation_id)
+    else:
+        conversation_id = str(uuid.uuid4())
+        owner = hash_user_id(user.user_id)
+        owner_recorded = records_from(request).spawn(_record_owner(request.app, conversation_id, owner))
+    truncated = len(history) > max_turns
+    kept = history[len(history) - max_turns :] if max_turns > 0 else []
+
+    system = redactor.redact(q.system_prompt) if q.system_prompt else DEFAULT_SYSTEM_PROMPT
+    messages = [Message(role="system", content=system)]
+    for turn in kept:
+        messages.append(Message(role="user", content=turn.query))
+        messages.append(Message(role="assistant", content=turn.response))
+    messages.append(Message(role="user", content=prompt_text(redacted_query, attachments)))
+    return Interaction(
+        user=user,
+        request=q,
+        redacted_query=redacted_query,
+        attachments=attachments,
+        conversation_id=conversation_id,
+        provider=provider,
+        model=model,
+        messages=tuple(messages),
+        history_truncated=truncated,
+        owner_recorded=owner_recorded,
+    )
+
+
+async def _record_owner(app: web.Application, conversation_id: str, owner: str) -> None:
+    try:
+        await storage_from(app).set_conversation_owner(conversation_id, owner=owner)
+    except Exception as exc:  # noqa: BLE001 - the answer still goes to the user
+        log.error("cannot record the owner of new conversation %s: %s", conversation_id, exc)
+        metrics_from(app).queries.history_failures += 1
+
+
+async def _has_history(request: web.Request, conversation_id: str) -> list[ConversationTurn]:
+    """With ``max_history_turns: 0`` no turn is sent; one is read to tell whether any was left out."""
+    try:
+        return await storage_from(request).get_turns(conversation_id, limit=1)
+    except Exception:  # noqa: BLE001
+        return []
+
+
+async def record(app: web.Application, it: Interaction, answer: str, *, cut_short: bool) -> None:
+    """Make sure the conversation's owner is stored, then hand the turn and (when enabled)
+    the transcript to the :class:`~lightspeed.api.query.recording.RecordWriter`. Failures are
+    logged and counted, never raised."""
+    if it.owner_recorded is not None:
+        await it.owner_recorded  # feedback on the answer finds its conversation
+    turn = ConversationTurn(
+        query=it.redacted_query, response=answer, provider=it.provider.name, model=it.model, truncated=cut_short
+    )
+    transcript = None
+    if config_from(app).user_data_collection.transcripts_enabled:
+        transcript = Transcript(
+            metadata=TranscriptMetadata(
+                provider=it.provider.name,
+                model=it.model,
+                query_provider=it.request.provider,
+                query_model=it.request.model,
+                user_id=hash_user_id(it.user.user_id),
+                conversation_id=it.conversation_id,
+            ),
+            redacted_query=it.redacted_query,
+            query_is_valid=True,
+            llm_response=answer,
+            truncated=it.history_truncated or cut_short,
+            attachments=tuple(a.to_dict() for a in it.attachments),
+        )
+    await records_from(app).submit(it.conversation_id, turn, transcript)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+async def query(request: web.Request) -> web.Response:
+    it = await begin(request)
+    completion = await it.provider.complete(model=it.model, messages=it.messages)
+    await record(request.app, it, completion.text, cut_short=False)
+    return json_response(
+        {
+            "conversation_id": it.conversation_id,
+            "response": completion.text,
+            "rag_chunks": [],
+            "referenced_documents": [],
+            "truncated": it.history_truncated,
+            "input_tokens": completion.usage.input_tokens,
+            "output_tokens": completion.usage.output_tokens,
+            "available_quotas": {},
+            "tool_calls": [],
+            "tool_results": [],
+        }
+    )
+
+
+async def _record_shielded(app: web.Application, it: Interaction, partial: str) -> None:
+    """Store a cut-short answer; shielded, so a cancelled handler (server shutdown) still stores it."""
+    await asyncio.shield(records_from(app).spawn(record(app, it, partial, cut_short=True)))
+
+
+async def streaming_query(request: web.Request) -> web.StreamResponse:
+    it = await begin(request)
+    stream = await it.provider.stream(model=it.model, messages=it.messages)  # refusals are plain JSON errors
+    text = it.request.media_type == MEDIA_TYPE_TEXT
+    rid = request_id_from(request, "")
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/plain; charset=utf-8" if text else "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Request-ID": rid,
+        }
+    )
+    parts: list[str] = []
+    recorded = False
+    sink = EventSink(response, text=text)
+    try:
+        await response.prepare(request)
+        await sink.start(it.conversation_id, rid)
+        async for batch in stream.tokens:
+            await sink.tokens(len(parts), batch)
+            parts.extend(batch)
+        answer = "".join(parts)
+        recorded = True
+        await record(request.app, it, answer, cut_short=False)
+        await sink.complete(len(parts), answer, truncated=it.history_truncated, usage=stream.usage)
+    except LLMError as exc:
+        log.warning("streaming query %s: the LLM failed after %d tokens: %s", rid, len(parts), exc)
+        recorded = True
+        await _record_shielded(request.app, it, "".join(parts))  # handed over before the client hears the end
+        try:
+            await sink.error(exc)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass
+    except ConnectionResetError:
+        log.info("streaming query %s: the client went away after %d tokens", rid, len(parts))
+    finally:
+        await stream.aclose()
+        if not recorded:
+            await _record_shielded(request.app, it, "".join(parts))
+    return response
+
+
+def add_routes(app: web.Application, prefixes: tuple[str, ...]) -> None:
+    """The query routes under each prefix."""
+    for prefix in prefixes:
+        app.router.add_post(f"{prefix}/query", query)
+        app.router.add_post(f"{prefix}/streaming_query", streaming_query)
