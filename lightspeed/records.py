@@ -212,13 +212,16 @@ class ConversationTurn:
 
     query: str
     response: str
+    #: When the answer was complete (ISO 8601, UTC).
     timestamp: str = attrs.field(factory=utc_timestamp)
     provider: str | None = None
     model: str | None = None
     truncated: bool = False
+    #: When the query arrived; ``None`` for turns stored before this field existed.
+    started_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "query": self.query,
             "response": self.response,
             "timestamp": self.timestamp,
@@ -226,6 +229,9 @@ class ConversationTurn:
             "model": self.model,
             "truncated": self.truncated,
         }
+        if self.started_at is not None:
+            out["started_at"] = self.started_at
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConversationTurn:
@@ -236,4 +242,5 @@ class ConversationTurn:
             provider=data.get("provider"),
             model=data.get("model"),
             truncated=bool(data.get("truncated", False)),
+            started_at=data.get("started_at"),
         )

@@ -1,7 +1,17 @@
 """The storage interface, its errors, and backend discovery (see :mod:`lightspeed.storage.base`)."""
 
 from lightspeed.config import UserDataCollectionConfig
-from lightspeed.storage.base import FEEDBACK_ENABLED_FLAG, Claim, PendingStats, StorageBackend, StoredRecord
+from lightspeed.storage.base import (
+    FEEDBACK_ENABLED_FLAG,
+    Claim,
+    ConversationInfo,
+    ConversationPage,
+    Deletion,
+    PendingStats,
+    StorageBackend,
+    StoredRecord,
+    StreamInterrupt,
+)
 from lightspeed.storage.errors import (
     ClaimLost,
     ConversationNotFound,
@@ -11,6 +21,7 @@ from lightspeed.storage.errors import (
     StorageError,
     StorageUnavailable,
     StorageUnreachable,
+    StorageUnsupported,
     UnknownBackendError,
 )
 from lightspeed.storage.registry import (
@@ -26,7 +37,10 @@ __all__ = [
     "BackendInfo",
     "Claim",
     "ClaimLost",
+    "ConversationInfo",
     "ConversationNotFound",
+    "ConversationPage",
+    "Deletion",
     "PendingStats",
     "PluginLoadError",
     "RecordNotFound",
@@ -35,7 +49,9 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "StorageUnreachable",
+    "StorageUnsupported",
     "StoredRecord",
+    "StreamInterrupt",
     "UnknownBackendError",
     "available_backends",
     "backend_info",

@@ -22,6 +22,8 @@ Conventions for every method:
 from __future__ import annotations
 
 import abc
+import enum
+import time
 from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -30,9 +32,19 @@ import attrs
 
 from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
-from lightspeed.storage.errors import RecordNotFound, StorageConfigError
+from lightspeed.storage.errors import RecordNotFound, StorageConfigError, StorageUnsupported
 
-__all__ = ["Claim", "PendingStats", "StorageBackend", "StoredRecord", "FEEDBACK_ENABLED_FLAG"]
+__all__ = [
+    "Claim",
+    "ConversationInfo",
+    "ConversationPage",
+    "Deletion",
+    "FEEDBACK_ENABLED_FLAG",
+    "PendingStats",
+    "StorageBackend",
+    "StoredRecord",
+    "StreamInterrupt",
+]
 
 #: The flag behind ``/v1/feedback/status``.
 FEEDBACK_ENABLED_FLAG = "feedback_enabled"
@@ -78,6 +90,84 @@ class PendingStats:
 
     records: Mapping[RecordKind, int]
     bytes: Mapping[RecordKind, int]
+
+
+@attrs.frozen(kw_only=True)
+class ConversationInfo:
+    """What the store knows about one conversation (no turn contents).
+
+    Timestamps are ISO 8601 in UTC as :func:`lightspeed.records.utc_timestamp` writes them,
+    so they sort as text. ``created_at`` is when the owner was recorded; the ``last_*``
+    fields and ``message_count`` (the number of turns, one user message each) follow the
+    turns appended so far; ``topic_summary`` is what :meth:`StorageBackend.set_topic_summary`
+    set last (``None`` until then).
+    """
+
+    conversation_id: str
+    owner: str
+    created_at: str | None = None
+    last_message_at: str | None = None
+    message_count: int = 0
+    last_used_model: str | None = None
+    last_used_provider: str | None = None
+    topic_summary: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ConversationPage:
+    """One page of a conversation list, and how many conversations the whole list has."""
+
+    conversations: tuple[ConversationInfo, ...]
+    total: int
+
+
+@attrs.frozen(kw_only=True)
+class Deletion:
+    """What a deletion or a purge removed.
+
+    ``conversations`` and ``turns`` count the conversations (owner, metadata) and history
+    turns removed; ``transcripts`` and ``feedback`` the stored records removed, whatever
+    their collection state. ``in_flight`` names (as :attr:`StoredRecord.name`) the removed
+    records that a collector held in a claim when the deletion ran: such a collector may
+    already have read them, so they may still reach the ingress once. Every other removed
+    record is never returned by a claim, nor read by one, after the deletion returned.
+    """
+
+    conversations: int = 0
+    turns: int = 0
+    transcripts: int = 0
+    feedback: int = 0
+    in_flight: tuple[str, ...] = ()
+
+    def __add__(self, other: Deletion) -> Deletion:
+        return Deletion(
+            conversations=self.conversations + other.conversations,
+            turns=self.turns + other.turns,
+            transcripts=self.transcripts + other.transcripts,
+            feedback=self.feedback + other.feedback,
+            in_flight=self.in_flight + other.in_flight,
+        )
+
+
+class StreamInterrupt(enum.StrEnum):
+    """The outcome of :meth:`StorageBackend.interrupt_stream`."""
+
+    #: The stream was running and is now marked for interruption.
+    INTERRUPTED = "interrupted"
+    #: No stream with that request id is known (or it ended too long ago).
+    NOT_FOUND = "not_found"
+    #: The stream belongs to another user; nothing changed.
+    FORBIDDEN = "forbidden"
+    #: The stream already ended (or was already interrupted); nothing changed.
+    ALREADY_DONE = "already_done"
+
+
+@attrs.define
+class _LocalStream:
+    owner: str
+    expires_at: float
+    done: bool = False
+    interrupted: bool = False
 
 
 class StorageBackend(abc.ABC):
@@ -200,6 +290,57 @@ class StorageBackend(abc.ABC):
     async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
         """The last ``limit`` turns of the conversation, oldest first (empty when unknown)."""
 
+    async def list_conversations(
+        self, owner: str | None, *, limit: int | None = None, offset: int = 0
+    ) -> ConversationPage:
+        """The conversations ``owner`` owns (every owner's when ``None``), most recent first.
+
+        Ordered by ``last_message_at`` (``created_at`` for a conversation without turns),
+        newest first, then by conversation id, so pages are stable while nothing changes.
+        ``limit`` (at least 1, ``None`` for no limit) and ``offset`` (at least 0) select a
+        page; ``total`` counts the whole list. Raises ``ValueError`` for a bad ``limit`` or
+        ``offset``. The default raises :class:`~lightspeed.storage.errors.StorageUnsupported`.
+        """
+        raise StorageUnsupported(f"storage backend {self.name!r} cannot list conversations")
+
+    async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
+        """The conversation's owner and metadata, or ``None`` when it is unknown.
+
+        The default knows the owner only (from :meth:`get_conversation_owner`).
+        """
+        owner = await self.get_conversation_owner(conversation_id)
+        return None if owner is None else ConversationInfo(conversation_id=conversation_id, owner=owner)
+
+    async def set_topic_summary(self, conversation_id: str, *, topic_summary: str | None) -> bool:
+        """Set (``None``: clear) the conversation's topic summary; ``False`` when it is unknown.
+
+        Atomic; the last of concurrent calls wins. Safe to retry. The default raises
+        :class:`~lightspeed.storage.errors.StorageUnsupported`.
+        """
+        raise StorageUnsupported(f"storage backend {self.name!r} cannot store topic summaries")
+
+    async def delete_conversation(self, conversation_id: str, *, records: bool = True) -> Deletion:
+        """Forget the conversation: its owner, metadata and history turns; with ``records``
+        also every stored transcript of it and every feedback record on it.
+
+        Atomic across processes: a concurrent claim either ran before (its records are
+        listed in ``in_flight``) or after (it never sees them). A conversation recorded
+        again later (a query still under way) starts afresh. Deleting an unknown
+        conversation removes nothing but its records (``conversations == 0``). Safe to
+        retry. The default raises :class:`~lightspeed.storage.errors.StorageUnsupported`.
+        """
+        raise StorageUnsupported(f"storage backend {self.name!r} cannot delete conversations")
+
+    async def purge_user(self, owner: str) -> Deletion:
+        """Delete every conversation ``owner`` (a SHA-256 user hash) owns, with its records,
+        and every other stored record of that user (transcripts under the user's hash,
+        feedback whose ``user_id`` is it): the user's right to be forgotten.
+
+        The same atomicity and ``in_flight`` promise as :meth:`delete_conversation`; safe
+        to retry. The default raises :class:`~lightspeed.storage.errors.StorageUnsupported`.
+        """
+        raise StorageUnsupported(f"storage backend {self.name!r} cannot purge a user")
+
     # ------------------------------------------------------------------ flags
 
     @abc.abstractmethod
@@ -217,6 +358,60 @@ class StorageBackend(abc.ABC):
         Atomic: of two concurrent calls, each sees the other's value or the one before
         both, never a lost update. Safe to retry (setting the same value twice is a no-op).
         """
+
+    # ------------------------------------------------------------------ streams
+
+    # The defaults keep the registry in this instance's memory, which serves one process.
+    # A backend that supports several processes must override all four, so that a stream
+    # running in one worker can be interrupted from any other.
+
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> None:
+        """Record that the stream ``request_id`` of ``owner`` (a user hash) is running.
+
+        The entry is forgotten ``ttl_seconds`` from now unless :meth:`finish_stream`
+        shortens it first (a worker that died mid-stream leaves nothing behind for ever).
+        Registering an id again replaces the entry.
+        """
+        streams = self._local_streams()
+        now = time.time()
+        for rid in [rid for rid, s in streams.items() if s.expires_at <= now]:
+            del streams[rid]
+        streams[request_id] = _LocalStream(owner=owner, expires_at=now + ttl_seconds)
+
+    async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
+        """Mark the running stream ``request_id`` for interruption, if ``owner`` owns it.
+
+        Atomic: of concurrent calls, at most one gets ``INTERRUPTED``; a stream that
+        :meth:`finish_stream` ended first is ``ALREADY_DONE``.
+        """
+        stream = self._local_streams().get(request_id)
+        if stream is None or stream.expires_at <= time.time():
+            return StreamInterrupt.NOT_FOUND
+        if stream.owner != owner:
+            return StreamInterrupt.FORBIDDEN
+        if stream.done or stream.interrupted:
+            return StreamInterrupt.ALREADY_DONE
+        stream.interrupted = True
+        return StreamInterrupt.INTERRUPTED
+
+    async def interrupted_streams(self, request_ids: Collection[str]) -> set[str]:
+        """Those of ``request_ids`` that are marked for interruption (one cheap read)."""
+        streams = self._local_streams()
+        return {rid for rid in request_ids if (s := streams.get(rid)) is not None and s.interrupted}
+
+    async def finish_stream(self, request_id: str, *, keep_seconds: float) -> None:
+        """The stream ended: later interrupts answer ``ALREADY_DONE`` for ``keep_seconds``,
+        then ``NOT_FOUND``. Unknown ids are ignored."""
+        stream = self._local_streams().get(request_id)
+        if stream is not None:
+            stream.done = True
+            stream.expires_at = time.time() + keep_seconds
+
+    def _local_streams(self) -> dict[str, _LocalStream]:
+        streams: dict[str, _LocalStream] | None = self.__dict__.get("_lightspeed_streams")
+        if streams is None:
+            streams = self.__dict__["_lightspeed_streams"] = {}
+        return streams
 
     # ------------------------------------------------------------------ collection
 

@@ -14,6 +14,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "StorageUnreachable",
+    "StorageUnsupported",
     "UnknownBackendError",
 ]
 
@@ -32,6 +33,11 @@ class StorageUnreachable(StorageUnavailable):
     """The store cannot be reached at all (connection refused, lost or timed out), as
     opposed to reached but refusing a write. The HTTP API answers 503 for it, so clients
     and load balancers retry; the backend recovers by itself when the store returns."""
+
+
+class StorageUnsupported(StorageError):
+    """The backend does not implement an optional operation (a plugin written before the
+    operation was added to the interface). Nothing changed."""
 
 
 class RecordNotFound(StorageError):

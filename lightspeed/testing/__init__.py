@@ -21,6 +21,7 @@ pytest.register_assert_rewrite("lightspeed.testing.storage")
 from lightspeed.testing.storage import (  # noqa: E402
     AckReleaseTests,
     ClaimTests,
+    ConversationAdminTests,
     ConversationTests,
     ErrorContractTests,
     FlagTests,
@@ -28,6 +29,7 @@ from lightspeed.testing.storage import (  # noqa: E402
     LeaseExpiryTests,
     LifecycleTests,
     StorageConformanceTests,
+    StreamRegistryTests,
     WriteTests,
     collection_config,
     make_feedback,
@@ -37,6 +39,7 @@ from lightspeed.testing.storage import (  # noqa: E402
 __all__ = [
     "AckReleaseTests",
     "ClaimTests",
+    "ConversationAdminTests",
     "ConversationTests",
     "ErrorContractTests",
     "FlagTests",
@@ -44,6 +47,7 @@ __all__ = [
     "LeaseExpiryTests",
     "LifecycleTests",
     "StorageConformanceTests",
+    "StreamRegistryTests",
     "WriteTests",
     "collection_config",
     "make_feedback",

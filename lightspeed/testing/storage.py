@@ -53,17 +53,20 @@ from lightspeed.records import (
 from lightspeed.storage import (
     Claim,
     ClaimLost,
+    Deletion,
     RecordNotFound,
     StorageBackend,
     StorageConfigError,
     StorageError,
     StorageUnavailable,
     StoredRecord,
+    StreamInterrupt,
 )
 
 __all__ = [
     "AckReleaseTests",
     "ClaimTests",
+    "ConversationAdminTests",
     "ConversationTests",
     "ErrorContractTests",
     "FlagTests",
@@ -71,6 +74,7 @@ __all__ = [
     "LeaseExpiryTests",
     "LifecycleTests",
     "StorageConformanceTests",
+    "StreamRegistryTests",
     "WriteTests",
     "collection_config",
     "make_feedback",
@@ -741,6 +745,264 @@ class ErrorContractTests(_Kit):
             await closed.claim(owner="x", kinds=ALL_KINDS, max_records=1, max_bytes=BIG, lease_seconds=10)
 
 
+def _turn(ts: str, *, model: str = "gpt-4o", provider: str = "openai", query: str = "q") -> ConversationTurn:
+    return ConversationTurn(query=query, response="r", timestamp=ts, model=model, provider=provider)
+
+
+class ConversationAdminTests(_Kit):
+    """Listing, metadata, topic summaries, deletion and purges (the user's right to delete)."""
+
+    async def _conversation(self, backend: StorageBackend, *, owner: str = USER, turns: Sequence[str] = ()) -> str:
+        cid = new_record_id()
+        await backend.set_conversation_owner(cid, owner=owner)
+        for ts in turns:
+            await backend.append_turn(cid, turn=_turn(ts))
+        return cid
+
+    async def test_an_owner_without_conversations_lists_nothing(self, backend: StorageBackend) -> None:
+        page = await backend.list_conversations(USER)
+        assert (page.conversations, page.total) == ((), 0)
+
+    async def test_list_has_own_conversations_newest_first_with_metadata(self, backend: StorageBackend) -> None:
+        old = await self._conversation(backend, turns=["2024-01-01T10:00:00.000000Z"])
+        new = await self._conversation(backend, turns=["2024-01-01T09:00:00.000000Z", "2024-01-03T10:00:00.000000Z"])
+        mid = await self._conversation(backend, turns=["2024-01-02T10:00:00.000000Z"])
+        await self._conversation(backend, owner=OTHER_USER, turns=["2024-01-05T10:00:00.000000Z"])
+        await backend.append_turn(new, turn=_turn("2024-01-04T10:00:00.000000Z", model="granite", provider="watsonx"))
+        page = await backend.list_conversations(USER)
+        assert [c.conversation_id for c in page.conversations] == [new, mid, old]
+        assert page.total == 3
+        info = page.conversations[0]
+        assert info.owner == USER
+        assert info.message_count == 3
+        assert info.last_message_at == "2024-01-04T10:00:00.000000Z"
+        assert (info.last_used_model, info.last_used_provider) == ("granite", "watsonx")
+        assert info.created_at is not None and info.topic_summary is None
+
+    async def test_a_conversation_without_turns_is_listed_by_creation(self, backend: StorageBackend) -> None:
+        cid = await self._conversation(backend)
+        (info,) = (await backend.list_conversations(USER)).conversations
+        assert (info.conversation_id, info.message_count, info.last_message_at) == (cid, 0, None)
+        assert info.last_used_model is None and info.created_at is not None
+
+    async def test_paging_splits_the_list_without_gaps_or_repeats(self, backend: StorageBackend) -> None:
+        ids = [await self._conversation(backend, turns=[f"2024-01-{d:02d}T00:00:00.000000Z"]) for d in range(1, 8)]
+        expected = list(reversed(ids))
+        seen: list[str] = []
+        for offset in range(0, 8, 3):
+            page = await backend.list_conversations(USER, limit=3, offset=offset)
+            assert page.total == 7
+            seen.extend(c.conversation_id for c in page.conversations)
+        assert seen == expected
+        beyond = await backend.list_conversations(USER, limit=3, offset=50)
+        assert (beyond.conversations, beyond.total) == ((), 7)
+        tail = await backend.list_conversations(USER, offset=5)
+        assert [c.conversation_id for c in tail.conversations] == expected[5:]
+
+    async def test_bad_paging_arguments_are_value_errors(self, backend: StorageBackend) -> None:
+        with pytest.raises(ValueError):
+            await backend.list_conversations(USER, limit=0)
+        with pytest.raises(ValueError):
+            await backend.list_conversations(USER, offset=-1)
+
+    async def test_listing_every_owner(self, backend: StorageBackend) -> None:
+        mine = await self._conversation(backend, turns=["2024-01-01T00:00:00.000000Z"])
+        theirs = await self._conversation(backend, owner=OTHER_USER, turns=["2024-01-02T00:00:00.000000Z"])
+        page = await backend.list_conversations(None)
+        assert [(c.conversation_id, c.owner) for c in page.conversations] == [(theirs, OTHER_USER), (mine, USER)]
+
+    async def test_get_conversation_gives_owner_and_metadata(self, backend: StorageBackend) -> None:
+        assert await backend.get_conversation(new_record_id()) is None
+        cid = await self._conversation(backend, turns=["2024-02-01T00:00:00.000000Z"])
+        info = await backend.get_conversation(cid)
+        assert info is not None
+        assert (info.conversation_id, info.owner, info.message_count) == (cid, USER, 1)
+        assert info.last_message_at == "2024-02-01T00:00:00.000000Z"
+
+    async def test_topic_summary_is_set_cleared_and_listed(self, backend: StorageBackend) -> None:
+        assert await backend.set_topic_summary(new_record_id(), topic_summary="x") is False
+        cid = await self._conversation(backend)
+        assert await backend.set_topic_summary(cid, topic_summary=AWKWARD_TEXT) is True
+        info = await backend.get_conversation(cid)
+        assert info is not None and info.topic_summary == AWKWARD_TEXT
+        (listed,) = (await backend.list_conversations(USER)).conversations
+        assert listed.topic_summary == AWKWARD_TEXT
+        assert await backend.set_topic_summary(cid, topic_summary=None) is True
+        info = await backend.get_conversation(cid)
+        assert info is not None and info.topic_summary is None
+
+    async def test_delete_forgets_the_conversation_and_its_records(self, backend: StorageBackend) -> None:
+        cid = await self._conversation(backend, turns=["2024-01-01T00:00:00.000000Z"] * 2)
+        keep = await self._conversation(backend, turns=["2024-01-01T00:00:00.000000Z"])
+        doomed = [await backend.put_transcript(make_transcript(conversation_id=cid)) for _ in range(2)]
+        doomed.append(await backend.put_feedback(make_feedback(conversation_id=cid)))
+        kept = [
+            await backend.put_transcript(make_transcript(conversation_id=keep)),
+            await backend.put_feedback(make_feedback(conversation_id=keep)),
+        ]
+        deletion = await backend.delete_conversation(cid)
+        assert (deletion.conversations, deletion.turns, deletion.transcripts, deletion.feedback) == (1, 2, 2, 1)
+        assert deletion.in_flight == ()
+        assert await backend.get_conversation_owner(cid) is None
+        assert await backend.get_conversation(cid) is None
+        assert await backend.get_turns(cid, limit=10) == []
+        assert [c.conversation_id for c in (await backend.list_conversations(USER)).conversations] == [keep]
+        assert await backend.read_many(doomed) == [None, None, None]
+        claim = await self.claim_all(backend)
+        assert sorted(_names(claim.records)) == sorted(_names(kept))
+        stats = await backend.pending_stats()
+        assert stats.records[RecordKind.TRANSCRIPT] == 1 and stats.records[RecordKind.FEEDBACK] == 1
+
+    async def test_delete_without_records_keeps_them_pending(self, backend: StorageBackend) -> None:
+        cid = await self._conversation(backend, turns=["2024-01-01T00:00:00.000000Z"])
+        stored = await backend.put_transcript(make_transcript(conversation_id=cid))
+        deletion = await backend.delete_conversation(cid, records=False)
+        assert (deletion.conversations, deletion.turns, deletion.transcripts, deletion.feedback) == (1, 1, 0, 0)
+        assert await backend.get_conversation_owner(cid) is None
+        assert _names((await self.claim_all(backend)).records) == [stored.name]
+
+    async def test_delete_of_an_unknown_conversation_still_removes_its_records(self, backend: StorageBackend) -> None:
+        cid = new_record_id()
+        await backend.put_transcript(make_transcript(conversation_id=cid))
+        deletion = await backend.delete_conversation(cid)
+        assert (deletion.conversations, deletion.turns, deletion.transcripts) == (0, 0, 1)
+        assert (await self.claim_all(backend)).records == ()
+        again = await backend.delete_conversation(cid)
+        assert again == Deletion()
+
+    async def test_exported_and_set_aside_copies_are_deleted_too(self, backend: StorageBackend) -> None:
+        cid = await self._conversation(backend)
+        exported = await backend.put_transcript(make_transcript(conversation_id=cid))
+        aside = await backend.put_feedback(make_feedback(conversation_id=cid))
+        claim = await self.claim_all(backend)
+        await backend.ack(claim, records=[exported], delete=False)
+        await backend.set_aside(claim, [aside], reason="too large")
+        deletion = await backend.delete_conversation(cid)
+        assert (deletion.transcripts, deletion.feedback, deletion.in_flight) == (1, 1, ())
+        assert await backend.read_many([exported, aside]) == [None, None]
+
+    async def test_records_claimed_when_deleted_are_named_in_flight_and_never_come_back(
+        self, backend: StorageBackend
+    ) -> None:
+        cid = await self._conversation(backend)
+        claimed = await backend.put_transcript(make_transcript(conversation_id=cid))
+        claim = await self.claim_all(backend)
+        assert claim.records == (claimed,)
+        unclaimed = await backend.put_feedback(make_feedback(conversation_id=cid))
+        deletion = await backend.delete_conversation(cid)
+        assert deletion.in_flight == (claimed.name,)
+        assert (deletion.transcripts, deletion.feedback) == (1, 1)
+        assert await backend.read_many([claimed, unclaimed]) == [None, None]
+        await backend.release(claim)  # the collector gives up: nothing is resurrected
+        assert (await self.claim_all(backend)).records == ()
+        await backend.ack(claim, delete=False)  # or it acks what it had: nothing breaks
+        assert (await self.claim_all(backend)).records == ()
+
+    async def test_a_claim_racing_a_delete_never_holds_an_unreported_record(self, backend: StorageBackend) -> None:
+        for _ in range(10):
+            cid = await self._conversation(backend)
+            for _ in range(5):
+                await backend.put_transcript(make_transcript(conversation_id=cid))
+            claim, deletion = await asyncio.gather(self.claim_all(backend), backend.delete_conversation(cid))
+            assert set(_names(claim.records)) <= set(deletion.in_flight)
+            assert deletion.transcripts == 5
+            await backend.release(claim)
+        assert (await self.claim_all(backend)).records == ()
+
+    async def test_a_deleted_conversation_can_start_afresh(self, backend: StorageBackend) -> None:
+        cid = await self._conversation(backend, turns=["2024-01-01T00:00:00.000000Z"])
+        await backend.set_topic_summary(cid, topic_summary="old")
+        await backend.delete_conversation(cid)
+        assert await backend.set_conversation_owner(cid, owner=OTHER_USER) == OTHER_USER
+        info = await backend.get_conversation(cid)
+        assert info is not None
+        assert (info.owner, info.message_count, info.topic_summary) == (OTHER_USER, 0, None)
+
+    async def test_purge_user_removes_everything_of_that_user_only(self, backend: StorageBackend) -> None:
+        first = await self._conversation(backend, turns=["2024-01-01T00:00:00.000000Z"])
+        second = await self._conversation(backend)
+        theirs = await self._conversation(backend, owner=OTHER_USER, turns=["2024-01-01T00:00:00.000000Z"])
+        await backend.put_transcript(make_transcript(conversation_id=first))
+        await backend.put_transcript(make_transcript(conversation_id=new_record_id()))  # a conversation never owned
+        await backend.put_feedback(make_feedback(conversation_id=second))
+        await backend.put_feedback(make_feedback(conversation_id=theirs))  # the user's feedback on another's
+        kept = [
+            await backend.put_transcript(make_transcript(user=OTHER_USER, conversation_id=theirs)),
+            await backend.put_feedback(make_feedback(user_id=OTHER_USER, conversation_id=theirs)),
+        ]
+        deletion = await backend.purge_user(USER)
+        assert (deletion.conversations, deletion.turns, deletion.transcripts, deletion.feedback) == (2, 1, 2, 2)
+        assert (await backend.list_conversations(USER)).total == 0
+        assert await backend.get_conversation_owner(theirs) == OTHER_USER
+        assert len(await backend.get_turns(theirs, limit=5)) == 1
+        assert sorted(_names((await self.claim_all(backend)).records)) == sorted(_names(kept))
+        assert await backend.purge_user(USER) == Deletion()
+
+    async def test_a_delete_on_one_instance_holds_for_another(
+        self, backend: StorageBackend, second_backend: StorageBackend
+    ) -> None:
+        cid = await self._conversation(backend)
+        stored = await backend.put_transcript(make_transcript(conversation_id=cid))
+        claim = await self.claim_all(second_backend)
+        assert claim.records == (stored,)
+        deletion = await backend.delete_conversation(cid)
+        assert deletion.in_flight == (stored.name,)
+        assert await second_backend.get_conversation_owner(cid) is None
+        await second_backend.release(claim)
+        assert (await self.claim_all(second_backend)).records == ()
+
+
+class StreamRegistryTests(_Kit):
+    """Running streams and their interrupt markers, seen by every process sharing the store."""
+
+    async def test_an_unknown_stream_is_not_found(self, backend: StorageBackend) -> None:
+        assert await backend.interrupt_stream(new_record_id(), owner=USER) is StreamInterrupt.NOT_FOUND
+        assert await backend.interrupted_streams([new_record_id()]) == set()
+
+    async def test_only_the_owner_interrupts_and_only_once(self, backend: StorageBackend) -> None:
+        rid, other = new_record_id(), new_record_id()
+        await backend.register_stream(rid, owner=USER, ttl_seconds=60)
+        await backend.register_stream(other, owner=USER, ttl_seconds=60)
+        assert await backend.interrupt_stream(rid, owner=OTHER_USER) is StreamInterrupt.FORBIDDEN
+        assert await backend.interrupted_streams([rid, other]) == set()
+        assert await backend.interrupt_stream(rid, owner=USER) is StreamInterrupt.INTERRUPTED
+        assert await backend.interrupted_streams([rid, other, new_record_id()]) == {rid}
+        assert await backend.interrupt_stream(rid, owner=USER) is StreamInterrupt.ALREADY_DONE
+
+    async def test_a_finished_stream_is_done_then_forgotten(self, backend: StorageBackend) -> None:
+        rid = new_record_id()
+        await backend.register_stream(rid, owner=USER, ttl_seconds=60)
+        await backend.finish_stream(rid, keep_seconds=0.3)
+        assert await backend.interrupt_stream(rid, owner=USER) is StreamInterrupt.ALREADY_DONE
+        assert await backend.interrupt_stream(rid, owner=OTHER_USER) is StreamInterrupt.FORBIDDEN
+        await asyncio.sleep(0.4)
+        assert await backend.interrupt_stream(rid, owner=USER) is StreamInterrupt.NOT_FOUND
+        await backend.finish_stream(new_record_id(), keep_seconds=1)  # unknown: ignored
+
+    async def test_a_stream_past_its_ttl_is_forgotten(self, backend: StorageBackend) -> None:
+        rid = new_record_id()
+        await backend.register_stream(rid, owner=USER, ttl_seconds=0.2)
+        await asyncio.sleep(0.3)
+        assert await backend.interrupt_stream(rid, owner=USER) is StreamInterrupt.NOT_FOUND
+
+    async def test_concurrent_interrupts_interrupt_once(self, backend: StorageBackend) -> None:
+        rid = new_record_id()
+        await backend.register_stream(rid, owner=USER, ttl_seconds=60)
+        outcomes = await asyncio.gather(*(backend.interrupt_stream(rid, owner=USER) for _ in range(8)))
+        assert sorted(outcomes) == sorted([StreamInterrupt.INTERRUPTED] + [StreamInterrupt.ALREADY_DONE] * 7)
+
+    async def test_a_stream_of_one_instance_is_interrupted_from_another(
+        self, backend: StorageBackend, second_backend: StorageBackend
+    ) -> None:
+        rid = new_record_id()
+        await backend.register_stream(rid, owner=USER, ttl_seconds=60)
+        assert await second_backend.interrupt_stream(rid, owner=OTHER_USER) is StreamInterrupt.FORBIDDEN
+        assert await second_backend.interrupt_stream(rid, owner=USER) is StreamInterrupt.INTERRUPTED
+        assert await backend.interrupted_streams([rid]) == {rid}
+        await backend.finish_stream(rid, keep_seconds=60)
+        assert await second_backend.interrupt_stream(rid, owner=USER) is StreamInterrupt.ALREADY_DONE
+
+
 class LifecycleTests(_Kit):
     """open, ping, aclose; what was written survives a restart."""
 
@@ -796,6 +1058,8 @@ class StorageConformanceTests(
     WriteTests,
     ConversationTests,
     HistoryTests,
+    ConversationAdminTests,
+    StreamRegistryTests,
     FlagTests,
     ClaimTests,
     LeaseExpiryTests,

@@ -18,6 +18,7 @@ backend that talks to a real store gets the same guarantee from transactions or 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Collection, Mapping, Sequence
@@ -34,15 +35,20 @@ from lightspeed.records import (
     is_valid_conversation_id,
     is_valid_record_id,
     is_valid_user_hash,
+    utc_timestamp,
 )
 from lightspeed.storage import (
     Claim,
     ClaimLost,
+    ConversationInfo,
+    ConversationPage,
+    Deletion,
     PendingStats,
     RecordNotFound,
     StorageBackend,
     StorageUnavailable,
     StoredRecord,
+    StreamInterrupt,
 )
 
 __all__ = ["MemoryStorage"]
@@ -69,9 +75,22 @@ class _Entry:
 
 
 @attrs.define
+class _Stream:
+    """One registered stream: its owner, whether it ended or was interrupted, and when it is forgotten."""
+
+    owner: str
+    expires_at: float
+    done: bool = False
+    interrupted: bool = False
+
+
+@attrs.define
 class _Store:
     records: dict[str, _Entry] = attrs.Factory(dict)  # insertion order is age order
     owners: dict[str, str] = attrs.Factory(dict)
+    #: conversation id -> (created_at, topic_summary)
+    meta: dict[str, tuple[str, str | None]] = attrs.Factory(dict)
+    streams: dict[str, _Stream] = attrs.Factory(dict)
     turns: dict[str, list[ConversationTurn]] = attrs.Factory(dict)
     flags: dict[str, bool] = attrs.Factory(dict)
     #: claim id -> names of the records still in that claim (released or settled ones leave it).
@@ -152,7 +171,10 @@ class MemoryStorage(StorageBackend):
     # ------------------------------------------------------------------ conversations
 
     async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
-        return self._live().owners.setdefault(conversation_id, owner)
+        store = self._live()
+        if conversation_id not in store.owners:
+            store.meta[conversation_id] = (utc_timestamp(), None)
+        return store.owners.setdefault(conversation_id, owner)
 
     async def get_conversation_owner(self, conversation_id: str) -> str | None:
         return self._live().owners.get(conversation_id)
@@ -163,6 +185,127 @@ class MemoryStorage(StorageBackend):
     async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
         turns = self._live().turns.get(conversation_id, [])
         return list(turns[-limit:]) if limit > 0 else []
+
+    def _info(self, conversation_id: str) -> ConversationInfo | None:
+        store = self._live()
+        owner = store.owners.get(conversation_id)
+        if owner is None:
+            return None
+        created_at, topic_summary = store.meta.get(conversation_id, (None, None))
+        turns = store.turns.get(conversation_id, [])
+        last = turns[-1] if turns else None
+        return ConversationInfo(
+            conversation_id=conversation_id,
+            owner=owner,
+            created_at=created_at,
+            last_message_at=last.timestamp if last else None,
+            message_count=len(turns),
+            last_used_model=last.model if last else None,
+            last_used_provider=last.provider if last else None,
+            topic_summary=topic_summary,
+        )
+
+    async def list_conversations(
+        self, owner: str | None, *, limit: int | None = None, offset: int = 0
+    ) -> ConversationPage:
+        if (limit is not None and limit < 1) or offset < 0:
+            raise ValueError(f"limit must be at least 1 and offset at least 0, got {limit!r} and {offset!r}")
+        infos = [
+            info
+            for cid, who in self._live().owners.items()
+            if (owner is None or who == owner) and (info := self._info(cid)) is not None
+        ]
+        infos.sort(key=lambda i: i.conversation_id)
+        infos.sort(key=lambda i: i.last_message_at or i.created_at or "", reverse=True)
+        end = None if limit is None else offset + limit
+        return ConversationPage(conversations=tuple(infos[offset:end]), total=len(infos))
+
+    async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
+        return self._info(conversation_id)
+
+    async def set_topic_summary(self, conversation_id: str, *, topic_summary: str | None) -> bool:
+        store = self._live()
+        if conversation_id not in store.owners:
+            return False
+        created_at, _ = store.meta.get(conversation_id, (utc_timestamp(), None))
+        store.meta[conversation_id] = (created_at, topic_summary)
+        return True
+
+    def _forget(self, conversation_id: str) -> Deletion:
+        store = self._live()
+        known = store.owners.pop(conversation_id, None) is not None
+        store.meta.pop(conversation_id, None)
+        turns = store.turns.pop(conversation_id, [])
+        return Deletion(conversations=int(known), turns=len(turns))
+
+    def _delete_records(self, doomed: Sequence[_Entry]) -> Deletion:
+        """Delete ``doomed``; those in an unexpired or unsettled claim are reported in flight."""
+        store = self._live()
+        claimed = set().union(*store.members.values()) if store.members else set()
+        counts = {RecordKind.TRANSCRIPT: 0, RecordKind.FEEDBACK: 0}
+        in_flight: list[str] = []
+        for entry in doomed:
+            del store.records[entry.ref.name]
+            counts[entry.ref.kind] += 1
+            if entry.state == PENDING and entry.ref.name in claimed:
+                in_flight.append(entry.ref.name)
+        for claim_id in list(store.members):
+            self._leave(claim_id, {e.ref.name for e in doomed})
+        return Deletion(
+            transcripts=counts[RecordKind.TRANSCRIPT], feedback=counts[RecordKind.FEEDBACK], in_flight=tuple(in_flight)
+        )
+
+    def _record_fields(self, entry: _Entry) -> tuple[str, str]:
+        """The (user hash, conversation id) a record belongs to."""
+        if entry.ref.kind is RecordKind.TRANSCRIPT:
+            _, user, conversation_id, _ = entry.ref.name.split("/")
+            return user, conversation_id
+        data = json.loads(entry.data)
+        return str(data["user_id"]), str(data["conversation_id"])
+
+    async def delete_conversation(self, conversation_id: str, *, records: bool = True) -> Deletion:
+        deletion = self._forget(conversation_id)
+        if records:
+            doomed = [e for e in self._live().records.values() if self._record_fields(e)[1] == conversation_id]
+            deletion += self._delete_records(doomed)
+        return deletion
+
+    async def purge_user(self, owner: str) -> Deletion:
+        store = self._live()
+        deletion = Deletion()
+        for conversation_id in [cid for cid, who in store.owners.items() if who == owner]:
+            deletion += self._forget(conversation_id)
+        doomed = [e for e in store.records.values() if self._record_fields(e)[0] == owner]
+        return deletion + self._delete_records(doomed)
+
+    # ------------------------------------------------------------------ streams
+
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> None:
+        streams = self._live().streams
+        now = time.time()
+        for rid in [rid for rid, s in streams.items() if s.expires_at <= now]:
+            del streams[rid]
+        streams[request_id] = _Stream(owner=owner, expires_at=now + ttl_seconds)
+
+    async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
+        stream = self._live().streams.get(request_id)
+        if stream is None or stream.expires_at <= time.time():
+            return StreamInterrupt.NOT_FOUND
+        if stream.owner != owner:
+            return StreamInterrupt.FORBIDDEN
+        if stream.done or stream.interrupted:
+            return StreamInterrupt.ALREADY_DONE
+        stream.interrupted = True
+        return StreamInterrupt.INTERRUPTED
+
+    async def interrupted_streams(self, request_ids: Collection[str]) -> set[str]:
+        streams = self._live().streams
+        return {rid for rid in request_ids if (s := streams.get(rid)) is not None and s.interrupted}
+
+    async def finish_stream(self, request_id: str, *, keep_seconds: float) -> None:
+        stream = self._live().streams.get(request_id)
+        if stream is not None:
+            stream.done, stream.expires_at = True, time.time() + keep_seconds
 
     # ------------------------------------------------------------------ flags
 

@@ -47,16 +47,21 @@ from lightspeed.records import (
     is_valid_conversation_id,
     is_valid_record_id,
     is_valid_user_hash,
+    utc_timestamp,
 )
 from lightspeed.storage import (
     Claim,
     ClaimLost,
+    ConversationInfo,
+    ConversationPage,
+    Deletion,
     PendingStats,
     RecordNotFound,
     StorageBackend,
     StorageUnavailable,
     StorageUnreachable,
     StoredRecord,
+    StreamInterrupt,
 )
 
 __all__ = ["PostgresStorage"]
@@ -98,7 +103,59 @@ _MIGRATIONS: Final = (
     CREATE TABLE {s}.claim_members (claim_id uuid NOT NULL, name text NOT NULL, PRIMARY KEY (claim_id, name));
     CREATE INDEX claim_members_by_name ON {s}.claim_members (name);
     """,
+    # 2: whose each record is (for deletions), conversation metadata, and the stream registry.
+    # The backfill reads the JSON with patterns rather than as jsonb, which refuses the
+    # \u0000 escapes a stored text may hold; keys are never followed by an escaped quote.
+    r"""
+    ALTER TABLE {s}.records ADD COLUMN user_hash text, ADD COLUMN conversation_id text;
+    UPDATE {s}.records SET user_hash = split_part(name, '/', 2), conversation_id = split_part(name, '/', 3)
+        WHERE kind = 'transcripts';
+    UPDATE {s}.records SET
+        user_hash = substring(convert_from(data, 'UTF8') FROM '"user_id": ?"([0-9a-f]{{64}})"'),
+        conversation_id = substring(convert_from(data, 'UTF8') FROM '"conversation_id": ?"([^"]+)"')
+        WHERE kind = 'feedback';
+    CREATE INDEX records_by_conversation ON {s}.records (conversation_id);
+    CREATE INDEX records_by_user ON {s}.records (user_hash);
+    ALTER TABLE {s}.conversations ADD COLUMN created_at text, ADD COLUMN topic_summary text,
+        ADD COLUMN last_message_at text, ADD COLUMN message_count integer NOT NULL DEFAULT 0,
+        ADD COLUMN last_used_model text, ADD COLUMN last_used_provider text;
+    UPDATE {s}.conversations c SET message_count = t.n, created_at = t.first_at FROM (
+        SELECT conversation_id, count(*) AS n,
+            (array_agg(substring(turn FROM '"timestamp": ?"([^"]*)"') ORDER BY id))[1] AS first_at
+        FROM {s}.turns GROUP BY conversation_id) t
+        WHERE t.conversation_id = c.conversation_id;
+    UPDATE {s}.conversations c SET last_message_at = substring(t.turn FROM '"timestamp": ?"([^"]*)"'),
+        last_used_model = substring(t.turn FROM '"model": ?"([^"]*)"'),
+        last_used_provider = substring(t.turn FROM '"provider": ?"([^"]*)"')
+        FROM (SELECT DISTINCT ON (conversation_id) conversation_id, turn FROM {s}.turns
+              ORDER BY conversation_id, id DESC) t
+        WHERE t.conversation_id = c.conversation_id;
+    CREATE INDEX conversations_by_owner ON {s}.conversations (owner);
+    CREATE TABLE {s}.streams (request_id text PRIMARY KEY, owner text NOT NULL,
+        expires_at timestamptz NOT NULL, done boolean NOT NULL DEFAULT false,
+        interrupted boolean NOT NULL DEFAULT false);
+    """,
 )
+
+_CONVERSATION_COLUMNS: Final = (
+    "conversation_id, owner, created_at, last_message_at, message_count,"
+    " last_used_model, last_used_provider, topic_summary"
+)
+
+
+def _info(row: asyncpg.Record) -> ConversationInfo:
+    return ConversationInfo(
+        conversation_id=row["conversation_id"],
+        owner=row["owner"],
+        created_at=row["created_at"],
+        last_message_at=row["last_message_at"],
+        message_count=row["message_count"],
+        last_used_model=row["last_used_model"],
+        last_used_provider=row["last_used_provider"],
+        # Kept as JSON text: PostgreSQL's text refuses the NUL character a summary may hold.
+        topic_summary=None if row["topic_summary"] is None else json.loads(row["topic_summary"]),
+    )
+
 
 #: Failures that mean "the server is not there (now)": the pool reconnects on the next use.
 _CONNECTION_ERRORS: Final = (
@@ -277,17 +334,19 @@ class PostgresStorage(StorageBackend):
 
     # ------------------------------------------------------------------ records
 
-    async def _put(self, ref: StoredRecord, data: bytes) -> StoredRecord:
+    async def _put(self, ref: StoredRecord, data: bytes, *, user: str, conversation_id: str) -> StoredRecord:
         async def insert() -> None:
             async with self._connection() as conn:
                 await conn.execute(
-                    f"INSERT INTO {self._s}.records (name, kind, record_id, size, data) VALUES ($1, $2, $3, $4, $5)"
-                    " ON CONFLICT (name) DO NOTHING",
+                    f"INSERT INTO {self._s}.records (name, kind, record_id, size, data, user_hash, conversation_id)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
                     ref.name,
                     ref.kind.value,
                     ref.record_id,
                     ref.size,
                     data,
+                    user,
+                    conversation_id,
                 )
 
         await self._retrying(insert)  # idempotent by record id
@@ -298,9 +357,8 @@ class PostgresStorage(StorageBackend):
             raise ValueError(f"invalid record id {record.record_id!r}")
         data = record.to_json()
         name = f"feedback/{record.record_id}.json"
-        return await self._put(
-            StoredRecord(kind=RecordKind.FEEDBACK, record_id=record.record_id, name=name, size=len(data)), data
-        )
+        ref = StoredRecord(kind=RecordKind.FEEDBACK, record_id=record.record_id, name=name, size=len(data))
+        return await self._put(ref, data, user=record.user_id, conversation_id=record.conversation_id)
 
     async def put_transcript(self, record: Transcript) -> StoredRecord:
         user, conv, rid = record.user_id, record.conversation_id, record.record_id
@@ -308,7 +366,8 @@ class PostgresStorage(StorageBackend):
             raise ValueError(f"invalid user hash, conversation id or record id in transcript {rid!r}")
         data = record.to_json()
         name = f"transcripts/{user}/{conv}/{rid}.json"
-        return await self._put(StoredRecord(kind=RecordKind.TRANSCRIPT, record_id=rid, name=name, size=len(data)), data)
+        ref = StoredRecord(kind=RecordKind.TRANSCRIPT, record_id=rid, name=name, size=len(data))
+        return await self._put(ref, data, user=user, conversation_id=conv)
 
     # ------------------------------------------------------------------ conversations
 
@@ -316,10 +375,11 @@ class PostgresStorage(StorageBackend):
         async def insert() -> str:
             async with self._connection() as conn:
                 inserted = await conn.fetchval(
-                    f"INSERT INTO {self._s}.conversations (conversation_id, owner) VALUES ($1, $2)"
+                    f"INSERT INTO {self._s}.conversations (conversation_id, owner, created_at) VALUES ($1, $2, $3)"
                     " ON CONFLICT DO NOTHING RETURNING owner",
                     conversation_id,
                     owner,
+                    utc_timestamp(),
                 )
                 if inserted is not None:
                     return str(inserted)
@@ -344,8 +404,16 @@ class PostgresStorage(StorageBackend):
     async def append_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
         text = json.dumps(turn.to_dict(), ensure_ascii=False)
         async with self._connection() as conn:  # not retried: an append is not idempotent
+            # One statement: the turn and the conversation's metadata change together.
             await conn.execute(
-                f"INSERT INTO {self._s}.turns (conversation_id, turn) VALUES ($1, $2)", conversation_id, text
+                f"WITH added AS (INSERT INTO {self._s}.turns (conversation_id, turn) VALUES ($1, $2) RETURNING 1)"
+                f" UPDATE {self._s}.conversations SET message_count = message_count + (SELECT count(*) FROM added),"
+                " last_message_at = $3, last_used_model = $4, last_used_provider = $5 WHERE conversation_id = $1",
+                conversation_id,
+                text,
+                turn.timestamp,
+                turn.model,
+                turn.provider,
             )
 
     async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
@@ -363,6 +431,176 @@ class PostgresStorage(StorageBackend):
             return [ConversationTurn.from_dict(json.loads(row["turn"])) for row in rows]
 
         return await self._retrying(read)
+
+    async def list_conversations(
+        self, owner: str | None, *, limit: int | None = None, offset: int = 0
+    ) -> ConversationPage:
+        if (limit is not None and limit < 1) or offset < 0:
+            raise ValueError(f"limit must be at least 1 and offset at least 0, got {limit!r} and {offset!r}")
+
+        async def read() -> ConversationPage:
+            async with self._connection() as conn:
+                rows = await conn.fetch(
+                    f"SELECT {_CONVERSATION_COLUMNS}, count(*) OVER () AS total FROM {self._s}.conversations"
+                    " WHERE $1::text IS NULL OR owner = $1"
+                    " ORDER BY coalesce(last_message_at, created_at) DESC NULLS LAST, conversation_id"
+                    " LIMIT $2 OFFSET $3",
+                    owner,
+                    limit,
+                    offset,
+                )
+                if rows:
+                    total = int(rows[0]["total"])
+                else:
+                    total = await conn.fetchval(
+                        f"SELECT count(*) FROM {self._s}.conversations WHERE $1::text IS NULL OR owner = $1", owner
+                    )
+            return ConversationPage(conversations=tuple(_info(row) for row in rows), total=int(total))
+
+        return await self._retrying(read)
+
+    async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
+        async def read() -> ConversationInfo | None:
+            async with self._connection() as conn:
+                row = await conn.fetchrow(
+                    f"SELECT {_CONVERSATION_COLUMNS} FROM {self._s}.conversations WHERE conversation_id = $1",
+                    conversation_id,
+                )
+            return None if row is None else _info(row)
+
+        return await self._retrying(read)
+
+    async def set_topic_summary(self, conversation_id: str, *, topic_summary: str | None) -> bool:
+        async def update() -> bool:
+            async with self._connection() as conn:
+                found = await conn.fetchval(
+                    f"UPDATE {self._s}.conversations SET topic_summary = $2 WHERE conversation_id = $1 RETURNING 1",
+                    conversation_id,
+                    None if topic_summary is None else json.dumps(topic_summary),
+                )
+            return found is not None
+
+        return await self._retrying(update)
+
+    async def _forget(self, conn: asyncpg.Connection, conversation_ids: Sequence[str]) -> Deletion:
+        turns = await conn.fetchval(
+            f"WITH gone AS (DELETE FROM {self._s}.turns WHERE conversation_id = ANY($1::text[]) RETURNING 1)"
+            " SELECT count(*) FROM gone",
+            list(conversation_ids),
+        )
+        conversations = await conn.fetchval(
+            f"WITH gone AS (DELETE FROM {self._s}.conversations WHERE conversation_id = ANY($1::text[]) RETURNING 1)"
+            " SELECT count(*) FROM gone",
+            list(conversation_ids),
+        )
+        return Deletion(conversations=int(conversations), turns=int(turns))
+
+    async def _delete_records(self, conn: asyncpg.Connection, where: str, *args: Any) -> Deletion:
+        """Delete the records ``where`` selects; those a claim holds are reported in flight.
+
+        A claim that has locked some of them (``FOR UPDATE``) commits first and they come
+        back claimed; a later claim skips the rows this statement has locked, and finds
+        them gone once it commits.
+        """
+        rows = await conn.fetch(
+            f"DELETE FROM {self._s}.records WHERE {where}"
+            " RETURNING id, name, kind, state = 'pending' AND claim_id IS NOT NULL AS claimed",
+            *args,
+        )
+        rows = sorted(rows, key=lambda r: r["id"])
+        names = [row["name"] for row in rows]
+        await conn.execute(f"DELETE FROM {self._s}.claim_members WHERE name = ANY($1::text[])", names)
+        return Deletion(
+            transcripts=sum(1 for row in rows if row["kind"] == RecordKind.TRANSCRIPT.value),
+            feedback=sum(1 for row in rows if row["kind"] == RecordKind.FEEDBACK.value),
+            in_flight=tuple(row["name"] for row in rows if row["claimed"]),
+        )
+
+    async def delete_conversation(self, conversation_id: str, *, records: bool = True) -> Deletion:
+        async def delete() -> Deletion:
+            async with self._connection(transaction=True) as conn:
+                deletion = await self._forget(conn, [conversation_id])
+                if records:
+                    deletion += await self._delete_records(conn, "conversation_id = $1", conversation_id)
+            return deletion
+
+        return await self._retrying(delete)  # all or nothing: safe to retry
+
+    async def purge_user(self, owner: str) -> Deletion:
+        async def purge() -> Deletion:
+            async with self._connection(transaction=True) as conn:
+                rows = await conn.fetch(
+                    f"SELECT conversation_id FROM {self._s}.conversations WHERE owner = $1 FOR UPDATE", owner
+                )
+                owned = [row["conversation_id"] for row in rows]
+                deletion = await self._forget(conn, owned)
+                deletion += await self._delete_records(
+                    conn, "user_hash = $1 OR conversation_id = ANY($2::text[])", owner, owned
+                )
+            return deletion
+
+        return await self._retrying(purge)
+
+    # ------------------------------------------------------------------ streams
+
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> None:
+        async def register() -> None:
+            async with self._connection() as conn:
+                await conn.execute(
+                    f"WITH swept AS (DELETE FROM {self._s}.streams WHERE expires_at <= now())"
+                    f" INSERT INTO {self._s}.streams (request_id, owner, expires_at)"
+                    " VALUES ($1, $2, now() + make_interval(secs => $3)) ON CONFLICT (request_id) DO UPDATE"
+                    " SET owner = $2, expires_at = now() + make_interval(secs => $3),"
+                    " done = false, interrupted = false",
+                    request_id,
+                    owner,
+                    float(ttl_seconds),
+                )
+
+        await self._retrying(register)
+
+    async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
+        async def interrupt() -> StreamInterrupt:
+            async with self._connection() as conn:
+                marked = await conn.fetchval(
+                    f"UPDATE {self._s}.streams SET interrupted = true WHERE request_id = $1 AND owner = $2"
+                    " AND expires_at > now() AND NOT done AND NOT interrupted RETURNING 1",
+                    request_id,
+                    owner,
+                )
+                if marked is not None:
+                    return StreamInterrupt.INTERRUPTED
+                row = await conn.fetchrow(
+                    f"SELECT owner FROM {self._s}.streams WHERE request_id = $1 AND expires_at > now()", request_id
+                )
+            if row is None:
+                return StreamInterrupt.NOT_FOUND
+            return StreamInterrupt.FORBIDDEN if row["owner"] != owner else StreamInterrupt.ALREADY_DONE
+
+        return await self._retrying(interrupt)
+
+    async def interrupted_streams(self, request_ids: Collection[str]) -> set[str]:
+        async def read() -> set[str]:
+            async with self._connection() as conn:
+                rows = await conn.fetch(
+                    f"SELECT request_id FROM {self._s}.streams WHERE interrupted AND request_id = ANY($1::text[])",
+                    list(request_ids),
+                )
+            return {row["request_id"] for row in rows}
+
+        return await self._retrying(read)
+
+    async def finish_stream(self, request_id: str, *, keep_seconds: float) -> None:
+        async def finish() -> None:
+            async with self._connection() as conn:
+                await conn.execute(
+                    f"UPDATE {self._s}.streams SET done = true, expires_at = now() + make_interval(secs => $2)"
+                    " WHERE request_id = $1",
+                    request_id,
+                    float(keep_seconds),
+                )
+
+        await self._retrying(finish)
 
     # ------------------------------------------------------------------ flags
 

@@ -41,15 +41,20 @@ from lightspeed.records import (
     is_valid_conversation_id,
     is_valid_record_id,
     is_valid_user_hash,
+    utc_timestamp,
 )
 from lightspeed.storage import (
     Claim,
     ClaimLost,
+    ConversationInfo,
+    ConversationPage,
+    Deletion,
     PendingStats,
     RecordNotFound,
     StorageBackend,
     StorageUnavailable,
     StoredRecord,
+    StreamInterrupt,
 )
 
 __all__ = ["SqliteStorage"]
@@ -61,8 +66,9 @@ _SYNCHRONOUS: Final = ("normal", "full")
 #: Names per ``IN (...)`` list, well below SQLite's limit on bound parameters.
 _CHUNK: Final = 500
 
-#: Schema migrations, applied in order; ``PRAGMA user_version`` is the number applied.
-_MIGRATIONS: Final = (
+#: Schema migrations, applied in order; ``PRAGMA user_version`` is the number applied. Each
+#: is a script of statements without ``;`` inside them, or a tuple of single statements.
+_MIGRATIONS: Final[tuple[str | tuple[str, ...], ...]] = (
     """
     CREATE TABLE records (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,7 +94,61 @@ _MIGRATIONS: Final = (
     CREATE TABLE claim_members (claim_id TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (claim_id, name));
     CREATE INDEX claim_members_by_name ON claim_members (name);
     """,
+    # 2: whose each record is (for deletions), conversation metadata, and the stream registry.
+    (
+        "ALTER TABLE records ADD COLUMN user_hash TEXT",
+        "ALTER TABLE records ADD COLUMN conversation_id TEXT",
+        "UPDATE records SET user_hash = json_extract(CAST(data AS TEXT), '$.metadata.user_id'),"
+        " conversation_id = json_extract(CAST(data AS TEXT), '$.metadata.conversation_id')"
+        " WHERE kind = 'transcripts'",
+        "UPDATE records SET user_hash = json_extract(CAST(data AS TEXT), '$.user_id'),"
+        " conversation_id = json_extract(CAST(data AS TEXT), '$.conversation_id') WHERE kind = 'feedback'",
+        "CREATE INDEX records_by_conversation ON records (conversation_id)",
+        "CREATE INDEX records_by_user ON records (user_hash)",
+        "ALTER TABLE conversations ADD COLUMN created_at TEXT",
+        "ALTER TABLE conversations ADD COLUMN topic_summary TEXT",
+        "ALTER TABLE conversations ADD COLUMN last_message_at TEXT",
+        "ALTER TABLE conversations ADD COLUMN message_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE conversations ADD COLUMN last_used_model TEXT",
+        "ALTER TABLE conversations ADD COLUMN last_used_provider TEXT",
+        "UPDATE conversations SET"
+        " message_count = (SELECT count(*) FROM turns t WHERE t.conversation_id = conversations.conversation_id),"
+        " created_at = (SELECT json_extract(turn, '$.timestamp') FROM turns t"
+        "   WHERE t.conversation_id = conversations.conversation_id ORDER BY id LIMIT 1)",
+        "UPDATE conversations SET (last_message_at, last_used_model, last_used_provider) ="
+        " (SELECT json_extract(turn, '$.timestamp'), json_extract(turn, '$.model'), json_extract(turn, '$.provider')"
+        "  FROM turns t WHERE t.conversation_id = conversations.conversation_id ORDER BY id DESC LIMIT 1)",
+        "CREATE INDEX conversations_by_owner ON conversations (owner)",
+        # The metadata follows the turns within the INSERT's own statement: no extra round trip.
+        "CREATE TRIGGER turns_update_conversation AFTER INSERT ON turns BEGIN"
+        " UPDATE conversations SET message_count = message_count + 1,"
+        " last_message_at = json_extract(NEW.turn, '$.timestamp'),"
+        " last_used_model = json_extract(NEW.turn, '$.model'),"
+        " last_used_provider = json_extract(NEW.turn, '$.provider')"
+        " WHERE conversation_id = NEW.conversation_id; END",
+        "CREATE TABLE streams (request_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL,"
+        " done INTEGER NOT NULL DEFAULT 0, interrupted INTEGER NOT NULL DEFAULT 0)",
+    ),
 )
+
+_CONVERSATION_COLUMNS: Final = (
+    "conversation_id, owner, created_at, last_message_at, message_count,"
+    " last_used_model, last_used_provider, topic_summary"
+)
+
+
+def _info(row: Sequence[Any]) -> ConversationInfo:
+    cid, owner, created_at, last_message_at, count, model, provider, summary = row
+    return ConversationInfo(
+        conversation_id=cid,
+        owner=owner,
+        created_at=created_at,
+        last_message_at=last_message_at,
+        message_count=count,
+        last_used_model=model,
+        last_used_provider=provider,
+        topic_summary=summary,
+    )
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -194,7 +254,8 @@ class SqliteStorage(StorageBackend):
                     f" ({len(_MIGRATIONS)}); upgrade lightspeed-storage-sqlite"
                 )
             for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
+                statements = filter(str.strip, script.split(";")) if isinstance(script, str) else script
+                for statement in statements:
                     await conn.execute(statement)
                 await conn.execute(f"PRAGMA user_version={number}")
         except BaseException:
@@ -215,11 +276,12 @@ class SqliteStorage(StorageBackend):
 
     # ------------------------------------------------------------------ records
 
-    async def _put(self, ref: StoredRecord, data: bytes) -> StoredRecord:
+    async def _put(self, ref: StoredRecord, data: bytes, *, user: str, conversation_id: str) -> StoredRecord:
         async with self._session() as conn:
             await conn.execute(
-                "INSERT OR IGNORE INTO records (name, kind, record_id, size, data) VALUES (?, ?, ?, ?, ?)",
-                (ref.name, ref.kind.value, ref.record_id, ref.size, data),
+                "INSERT OR IGNORE INTO records (name, kind, record_id, size, data, user_hash, conversation_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (ref.name, ref.kind.value, ref.record_id, ref.size, data, user, conversation_id),
             )
         return ref
 
@@ -233,7 +295,7 @@ class SqliteStorage(StorageBackend):
             name=f"feedback/{record.record_id}.json",
             size=len(data),
         )
-        return await self._put(ref, data)
+        return await self._put(ref, data, user=record.user_id, conversation_id=record.conversation_id)
 
     async def put_transcript(self, record: Transcript) -> StoredRecord:
         user, conv, rid = record.user_id, record.conversation_id, record.record_id
@@ -241,14 +303,16 @@ class SqliteStorage(StorageBackend):
             raise ValueError(f"invalid user hash, conversation id or record id in transcript {rid!r}")
         data = record.to_json()
         name = f"transcripts/{user}/{conv}/{rid}.json"
-        return await self._put(StoredRecord(kind=RecordKind.TRANSCRIPT, record_id=rid, name=name, size=len(data)), data)
+        ref = StoredRecord(kind=RecordKind.TRANSCRIPT, record_id=rid, name=name, size=len(data))
+        return await self._put(ref, data, user=user, conversation_id=conv)
 
     # ------------------------------------------------------------------ conversations
 
     async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
         async with self._session() as conn:
             await conn.execute(
-                "INSERT OR IGNORE INTO conversations (conversation_id, owner) VALUES (?, ?)", (conversation_id, owner)
+                "INSERT OR IGNORE INTO conversations (conversation_id, owner, created_at) VALUES (?, ?, ?)",
+                (conversation_id, owner, utc_timestamp()),
             )
             row = await (
                 await conn.execute("SELECT owner FROM conversations WHERE conversation_id = ?", (conversation_id,))
@@ -278,6 +342,130 @@ class SqliteStorage(StorageBackend):
                 (conversation_id, limit),
             )
         return [ConversationTurn.from_dict(json.loads(row[0])) for row in rows]
+
+    async def list_conversations(
+        self, owner: str | None, *, limit: int | None = None, offset: int = 0
+    ) -> ConversationPage:
+        if (limit is not None and limit < 1) or offset < 0:
+            raise ValueError(f"limit must be at least 1 and offset at least 0, got {limit!r} and {offset!r}")
+        where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
+        async with self._session() as conn:
+            rows = await conn.execute_fetchall(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations {where}"
+                " ORDER BY coalesce(last_message_at, created_at) DESC, conversation_id LIMIT ? OFFSET ?",
+                (*args, -1 if limit is None else limit, offset),
+            )
+            counted = await (await conn.execute(f"SELECT count(*) FROM conversations {where}", args)).fetchone()
+        total = counted[0] if counted else 0
+        return ConversationPage(conversations=tuple(_info(row) for row in rows), total=int(total))
+
+    async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
+        async with self._session() as conn:
+            row = await (
+                await conn.execute(
+                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE conversation_id = ?", (conversation_id,)
+                )
+            ).fetchone()
+        return None if row is None else _info(row)
+
+    async def set_topic_summary(self, conversation_id: str, *, topic_summary: str | None) -> bool:
+        async with self._session() as conn:
+            cursor = await conn.execute(
+                "UPDATE conversations SET topic_summary = ? WHERE conversation_id = ?", (topic_summary, conversation_id)
+            )
+        return cursor.rowcount > 0
+
+    @staticmethod
+    async def _forget(conn: aiosqlite.Connection, conversation_ids: Sequence[str]) -> Deletion:
+        conversations = turns = 0
+        for part in _chunks(conversation_ids):
+            marks = _marks(len(part))
+            turns += (await conn.execute(f"DELETE FROM turns WHERE conversation_id IN ({marks})", part)).rowcount
+            conversations += (
+                await conn.execute(f"DELETE FROM conversations WHERE conversation_id IN ({marks})", part)
+            ).rowcount
+        return Deletion(conversations=conversations, turns=turns)
+
+    @staticmethod
+    async def _delete_records(conn: aiosqlite.Connection, where: str, args: Sequence[Any]) -> Deletion:
+        """Delete the records ``where`` selects; those a claim holds are reported in flight."""
+        rows = await conn.execute_fetchall(
+            "SELECT name, kind, state = 'pending' AND EXISTS (SELECT 1 FROM claim_members m WHERE m.name = r.name)"
+            f" FROM records r WHERE {where} ORDER BY id",
+            tuple(args),
+        )
+        names = [row[0] for row in rows]
+        for part in _chunks(names):
+            await conn.execute(f"DELETE FROM records WHERE name IN ({_marks(len(part))})", tuple(part))
+            await conn.execute(f"DELETE FROM claim_members WHERE name IN ({_marks(len(part))})", tuple(part))
+        return Deletion(
+            transcripts=sum(1 for row in rows if row[1] == RecordKind.TRANSCRIPT.value),
+            feedback=sum(1 for row in rows if row[1] == RecordKind.FEEDBACK.value),
+            in_flight=tuple(row[0] for row in rows if row[2]),
+        )
+
+    async def delete_conversation(self, conversation_id: str, *, records: bool = True) -> Deletion:
+        async with self._session(write=True) as conn:
+            deletion = await self._forget(conn, [conversation_id])
+            if records:
+                deletion += await self._delete_records(conn, "conversation_id = ?", [conversation_id])
+        return deletion
+
+    async def purge_user(self, owner: str) -> Deletion:
+        async with self._session(write=True) as conn:
+            rows = await conn.execute_fetchall("SELECT conversation_id FROM conversations WHERE owner = ?", (owner,))
+            owned = [row[0] for row in rows]
+            deletion = await self._forget(conn, owned)
+            deletion += await self._delete_records(conn, "user_hash = ?", [owner])
+            for part in _chunks(owned):
+                deletion += await self._delete_records(conn, f"conversation_id IN ({_marks(len(part))})", part)
+        return deletion
+
+    # ------------------------------------------------------------------ streams
+
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> None:
+        now = time.time()
+        async with self._session(write=True) as conn:
+            await conn.execute("DELETE FROM streams WHERE expires_at <= ?", (now,))
+            await conn.execute(
+                "INSERT OR REPLACE INTO streams (request_id, owner, expires_at) VALUES (?, ?, ?)",
+                (request_id, owner, now + ttl_seconds),
+            )
+
+    async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
+        async with self._session(write=True) as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT owner, done OR interrupted FROM streams WHERE request_id = ? AND expires_at > ?",
+                    (request_id, time.time()),
+                )
+            ).fetchone()
+            if row is None:
+                return StreamInterrupt.NOT_FOUND
+            if row[0] != owner:
+                return StreamInterrupt.FORBIDDEN
+            if row[1]:
+                return StreamInterrupt.ALREADY_DONE
+            await conn.execute("UPDATE streams SET interrupted = 1 WHERE request_id = ?", (request_id,))
+        return StreamInterrupt.INTERRUPTED
+
+    async def interrupted_streams(self, request_ids: Collection[str]) -> set[str]:
+        found: set[str] = set()
+        async with self._session() as conn:
+            for part in _chunks(list(request_ids)):
+                rows = await conn.execute_fetchall(
+                    f"SELECT request_id FROM streams WHERE interrupted = 1 AND request_id IN ({_marks(len(part))})",
+                    tuple(part),
+                )
+                found.update(row[0] for row in rows)
+        return found
+
+    async def finish_stream(self, request_id: str, *, keep_seconds: float) -> None:
+        async with self._session() as conn:
+            await conn.execute(
+                "UPDATE streams SET done = 1, expires_at = ? WHERE request_id = ?",
+                (time.time() + keep_seconds, request_id),
+            )
 
     # ------------------------------------------------------------------ flags
 
