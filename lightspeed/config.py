@@ -26,6 +26,7 @@ from cattrs.errors import (
 )
 
 from lightspeed.errors import ConfigError
+from lightspeed.masking import MASK, masked_url, url_secrets
 
 __all__ = [
     "AuthenticationConfig",
@@ -39,6 +40,7 @@ __all__ = [
     "ServiceConfig",
     "StorageConfig",
     "UserDataCollectionConfig",
+    "config_secrets",
     "config_to_dict",
     "load_config",
     "parse_config",
@@ -65,7 +67,6 @@ DEFAULT_FEEDBACK_CATEGORIES: Final = (
 
 _SERVICE_NAME_RE: Final = re.compile(r"[a-z0-9-]+")
 _ENV_RE: Final = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
-MASK: Final = "********"
 
 
 @attrs.frozen(kw_only=True)
@@ -79,6 +80,11 @@ class ServiceConfig:
     access_log: bool = True
     #: Largest accepted request body, in bytes; larger bodies get 413.
     max_request_body_bytes: int = 1024 * 1024
+    #: Open client connections at most (lowered to fit the open-files limit); beyond it the oldest
+    #: idle connection is closed, or, when none is idle, the newcomer gets 503.
+    max_connections: int = 10000
+    #: An idle connection (between requests, or before its first) is closed after this many seconds.
+    keepalive_timeout_seconds: float = 15
 
 
 @attrs.frozen(kw_only=True)
@@ -384,6 +390,11 @@ def _semantic_problems(config: Config) -> list[str]:
         add(f"service.max_request_body_bytes: must be at least 1024, got {svc.max_request_body_bytes}")
     if not svc.host:
         add("service.host: must not be empty")
+    if svc.max_connections < 1:
+        add(f"service.max_connections: must be at least 1, got {svc.max_connections}")
+    keepalive = svc.keepalive_timeout_seconds
+    if not (keepalive > 0 and math.isfinite(keepalive)):
+        add(f"service.keepalive_timeout_seconds: must be a finite number greater than 0, got {keepalive}")
 
     udc = config.user_data_collection
     if udc.feedback_enabled and not udc.feedback_storage and udc.storage.backend == "filesystem":
@@ -580,7 +591,6 @@ def load_config(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] |
     return parse_config(data, env=env, source=str(p))
 
 
-_URL_PASSWORD: Final = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
 _SECRET_KEYS: Final = re.compile(r"(token|password|passwd|secret|api_key|dsn|credential)", re.IGNORECASE)
 
 
@@ -595,9 +605,34 @@ def config_to_dict(config: Config, *, mask_secrets: bool = True) -> dict[str, An
             return [mask(v, key) for v in value]
         if mask_secrets and value is not None and _SECRET_KEYS.search(key) and not key.endswith("_path"):
             return MASK
-        if mask_secrets and isinstance(value, str):
-            return _URL_PASSWORD.sub(rf"\1{MASK}@", value)  # https://user:secret@host
+        if mask_secrets and isinstance(value, str) and "://" in value:
+            return masked_url(value)  # https://user:secret@host/v1?api-key=secret
         return value
 
     result: dict[str, Any] = mask(raw)
     return result
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret the configuration holds: keys, tokens, passwords and query values inside URLs,
+    and the values of secret-named storage options (what :func:`config_to_dict` masks)."""
+    found: list[str] = []
+    dc = config.user_data_collection.data_collector
+    found += [dc.ingress_server_auth_token or "", *url_secrets(dc.ingress_server_url)]
+    for prov in config.llm_providers:
+        found += [prov.api_key or "", *url_secrets(prov.url)]
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, str(k))
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str):
+            if _SECRET_KEYS.search(key) and not key.endswith("_path"):
+                found.append(value)
+            found.extend(url_secrets(value) if "://" in value else ())
+
+    walk(config.user_data_collection.storage.options, "")
+    return [s for s in dict.fromkeys(found) if s]

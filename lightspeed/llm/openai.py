@@ -1,17 +1,22 @@
-"""``openai``: any OpenAI-compatible chat completions API (OpenAI, vLLM, Ollama, Llama Stack).
+"""``openai``: any OpenAI-compatible chat completions API (OpenAI, vLLM, Ollama, Llama Stack, Azure).
 
-Calls ``{url}/chat/completions`` with aiohttp's client, whole or streamed (server-sent
-``data:`` lines up to ``data: [DONE]``), and reads the token usage when the server
-reports it. Every failure becomes an :class:`~lightspeed.llm.base.LLMError`:
+Calls ``chat/completions`` under the configured ``url`` (joined as a path: a query string such as
+Azure's ``?api-version=`` is kept) with aiohttp's client, whole or streamed (server-sent
+``data:`` lines up to ``data: [DONE]``), and reads the token usage when the server reports it.
+Every failure becomes an :class:`~lightspeed.llm.base.LLMError` whose texts are ours (status,
+provider, kind of failure; never the server's words, nor a URL's query or user info):
 
 * the server cannot be reached, answers 5xx, or breaks off a stream: 503
   ``Unable to connect to the LLM provider``;
 * no answer within ``timeout_seconds`` (the whole answer; for a stream, the connection
   and each wait for the next piece): 504;
-* 429: 429 with the server's message and its ``Retry-After``;
+* 429: 429 with the server's ``Retry-After``;
 * 401/403 (the service's credentials are refused): 502; 404: 404 ``Model not found``;
-  other 4xx: the same status with the server's message;
+  other 4xx: the same status;
 * an answer that is not what the API promises (bad JSON, no choices): 502.
+
+What the server said goes to the log (WARNING ``lightspeed.llm.openai``), with the API key, the
+URL's secrets and anything that looks like a credential masked.
 """
 
 from __future__ import annotations
@@ -20,23 +25,55 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+from yarl import URL
 
 from lightspeed.config import LLMProviderConfig
 from lightspeed.llm.base import UNAVAILABLE, Completion, LLMError, LLMProvider, Message, TokenStream, Usage
+from lightspeed.masking import LOG_SECRETS, Masker, public_url, url_secrets
 
-__all__ = ["OpenAIProvider"]
+__all__ = ["OpenAIProvider", "join_url"]
 
 log = logging.getLogger("lightspeed.llm.openai")
 
 _KEY_RECHECK_SECONDS: Final = 1.0
 _MAX_ERROR_CHARS: Final = 500
 _LARGE_BODY_BYTES: Final = 512 * 1024
+_MASK_WINDOW: Final = 64 * 1024
+
+
+def join_url(base: str, *segments: str) -> URL:
+    """``base`` with ``segments`` appended to its path, its query string kept.
+
+    ``http://h/v1``, ``http://h/v1/`` -> ``http://h/v1/chat/completions``;
+    ``https://h/openai/deployments/d?api-version=2024-10-21`` ->
+    ``https://h/openai/deployments/d/chat/completions?api-version=2024-10-21``.
+    """
+    url = URL(base)
+    return url.joinpath(*segments).with_query(url.query).with_fragment(None)
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """What went wrong with the connection, in our words (the exception's text may name the URL)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "TLS handshake or certificate failure"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connection failed"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer broke off"
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return "the proxy cannot be reached"
+    return "connection failure"
 
 
 class OpenAIProvider(LLMProvider):
@@ -45,7 +82,11 @@ class OpenAIProvider(LLMProvider):
     def __init__(self, config: LLMProviderConfig, *, session: Callable[[], aiohttp.ClientSession]) -> None:
         super().__init__(name=config.name, models=config.models)
         assert config.url is not None  # checked at config load
-        self.url = config.url.rstrip("/") + "/chat/completions"
+        self.url = join_url(config.url, "chat", "completions")
+        #: The URL as errors may name it: no user info, no query string.
+        self.public_url = public_url(self.url)
+        self._masker = Masker([config.api_key or "", *url_secrets(config.url)])
+        LOG_SECRETS.add(config.api_key, *url_secrets(config.url))
         self.timeout_seconds = config.timeout_seconds
         self._session = session
         self._api_key = config.api_key
@@ -73,9 +114,12 @@ class OpenAIProvider(LLMProvider):
             if stamp != self._key_stamp:
                 self._api_key = self._key_path.read_text(encoding="utf-8").strip() or None
                 self._key_stamp = stamp
+                self._masker.add(self._api_key)
+                LOG_SECRETS.add(self._api_key)
         except OSError as exc:
+            log.error("provider %r: cannot read its API key from %s: %s", self.name, self._key_path, exc)
             raise LLMError(
-                503, UNAVAILABLE, f"Cannot read the API key of provider {self.name!r} from {self._key_path}: {exc}"
+                503, UNAVAILABLE, f"Provider {self.name!r}: its API key cannot be read (api_key_path; see the log)"
             ) from exc
         return self._api_key
 
@@ -88,9 +132,16 @@ class OpenAIProvider(LLMProvider):
 
     # ------------------------------------------------------------------ errors
 
+    def _log_upstream(self, what: str, detail: str) -> None:
+        """Log what the server said or the connection did, every secret in it masked."""
+        # Mask before shortening, so a secret cut in half is never half shown.
+        shown = self._masker.mask(detail[:_MASK_WINDOW])[:_MAX_ERROR_CHARS]
+        log.warning("provider %r (%s): %s: %s", self.name, self.public_url, what, shown)
+
     def _unreachable(self, exc: BaseException) -> LLMError:
-        what = str(exc) or type(exc).__name__
-        return LLMError(503, UNAVAILABLE, f"Provider {self.name!r} at {self.url}: {what}")
+        kind = _failure_kind(exc)
+        self._log_upstream(kind, f"{type(exc).__name__}: {exc}")
+        return LLMError(503, UNAVAILABLE, f"Provider {self.name!r} at {self.public_url}: {kind}")
 
     def _timed_out(self) -> LLMError:
         return LLMError(
@@ -99,22 +150,34 @@ class OpenAIProvider(LLMProvider):
             f"Provider {self.name!r} gave no answer within {self.timeout_seconds:g} s (timeout_seconds)",
         )
 
-    def _bad_answer(self, what: str) -> LLMError:
-        return LLMError(502, "The LLM provider sent an invalid answer", f"Provider {self.name!r}: {what}")
+    def _bad_answer(self, what: str, detail: str) -> LLMError:
+        self._log_upstream(f"an invalid answer ({what})", detail)
+        return LLMError(502, "The LLM provider sent an invalid answer", f"Provider {self.name!r} sent {what}")
 
     def _refused(self, status: int, text: str, headers: Mapping[str, str], model: str) -> LLMError:
-        message = _error_message(text)
-        said = f"Provider {self.name!r} answered {status}: {message}"
+        self._log_upstream(f"answered {status} to model {model!r}", text.strip() or "(empty body)")
+        said = f"Provider {self.name!r} answered {status}"
         if status == 429:
-            retry = {"Retry-After": headers["Retry-After"]} if "Retry-After" in headers else None
-            return LLMError(429, "The LLM provider is rate limiting requests", said, headers=retry)
+            retry = headers.get("Retry-After", "")
+            # Only a number of seconds or an HTTP date goes back to the client, never other text.
+            ok = retry.isdigit() or bool(re.fullmatch(r"[A-Za-z]{3}, \d\d [A-Za-z]{3} \d{4} \d\d:\d\d:\d\d GMT", retry))
+            return LLMError(
+                429,
+                "The LLM provider is rate limiting requests",
+                f"{said} (rate limited)",
+                headers={"Retry-After": retry} if ok else None,
+            )
         if status in (401, 403):
-            return LLMError(502, "The LLM provider refused the service's credentials", said)
+            return LLMError(
+                502,
+                "The LLM provider refused the service's credentials",
+                f"{said}: the service's credentials were refused (check api_key or api_key_path)",
+            )
         if status == 404:
-            return LLMError(404, "Model not found", f"Model {model!r} is unknown to provider {self.name!r}: {message}")
+            return LLMError(404, "Model not found", f"Model {model!r} is unknown to provider {self.name!r} ({status})")
         if 400 <= status < 500:
-            return LLMError(status, "The LLM provider rejected the request", said)
-        return LLMError(503, UNAVAILABLE, said)
+            return LLMError(status, "The LLM provider rejected the request", f"{said}: the request was rejected")
+        return LLMError(503, UNAVAILABLE, f"{said}: a server error")
 
     # ------------------------------------------------------------------ calls
 
@@ -145,7 +208,8 @@ class OpenAIProvider(LLMProvider):
             if not isinstance(text, str):
                 raise TypeError("content is not a string")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise self._bad_answer(f"not a chat completion ({exc!r}): {raw[:200]!r}") from None
+            detail = f"{exc!r}: {raw[:_MASK_WINDOW].decode('utf-8', 'replace')}"
+            raise self._bad_answer("an answer that is not a chat completion", detail) from None
         return Completion(text=text, usage=_usage(answer.get("usage")))
 
     async def stream(self, *, model: str, messages: Sequence[Message]) -> TokenStream:
@@ -202,6 +266,7 @@ class OpenAIProvider(LLMProvider):
             else:
                 resp.close()  # the rest of the answer is not wanted: the connection cannot be reused
         if not done:
+            log.warning("provider %r (%s): the stream ended before [DONE]", self.name, self.public_url)
             raise LLMError(503, UNAVAILABLE, f"Provider {self.name!r} ended the stream before the answer was complete")
 
     def _parse_line(self, raw: bytes, usage: Usage, out: list[str]) -> bool:
@@ -215,11 +280,12 @@ class OpenAIProvider(LLMProvider):
         try:
             chunk = json.loads(payload)
         except ValueError:
-            raise self._bad_answer(f"a stream chunk is not JSON: {payload[:200]!r}") from None
+            raise self._bad_answer("a stream chunk that is not JSON", _text(payload)) from None
         if not isinstance(chunk, dict):
-            raise self._bad_answer(f"a stream chunk is not an object: {payload[:200]!r}")
+            raise self._bad_answer("a stream chunk that is not an object", _text(payload))
         if "error" in chunk:
-            raise LLMError(503, UNAVAILABLE, f"Provider {self.name!r} failed mid-answer: {chunk['error']}")
+            self._log_upstream("an error mid-answer", _text(payload))
+            raise LLMError(503, UNAVAILABLE, f"Provider {self.name!r} reported an error mid-answer")
         if chunk.get("usage"):
             got = _usage(chunk["usage"])
             usage.input_tokens, usage.output_tokens = got.input_tokens, got.output_tokens
@@ -228,7 +294,7 @@ class OpenAIProvider(LLMProvider):
             content = delta.get("content") if isinstance(delta, dict) else None
             if content:
                 if not isinstance(content, str):
-                    raise self._bad_answer(f"a stream chunk's content is not a string: {payload[:200]!r}")
+                    raise self._bad_answer("a stream chunk whose content is not a string", _text(payload))
                 out.append(content)
         return False
 
@@ -243,15 +309,5 @@ def _usage(data: Any) -> Usage:
     )
 
 
-def _error_message(text: str) -> str:
-    """The ``error.message`` of an OpenAI-style error body, else the body itself (shortened)."""
-    try:
-        data = json.loads(text)
-        err = data.get("error") if isinstance(data, dict) else None
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return str(err["message"])[:_MAX_ERROR_CHARS]
-        if isinstance(err, str):
-            return err[:_MAX_ERROR_CHARS]
-    except ValueError:
-        pass
-    return text.strip()[:_MAX_ERROR_CHARS] or "(empty body)"
+def _text(payload: bytes) -> str:
+    return payload[:_MASK_WINDOW].decode("utf-8", "replace")

@@ -13,10 +13,16 @@ The model named in a request picks the behaviour:
 ``malformed``    streams one good chunk, then a chunk that is not JSON (whole answers: not JSON);
 ``reject``       400 with an OpenAI-style error body (context too long);
 ``denied``       401 (a wrong API key);
-``gone``         404 (the server does not know the model).
+``gone``         404 (the server does not know the model);
+``leak401``      401 whose JSON body echoes the request's headers, path and query string and
+                 names the key by its last four characters, as OpenAI does;
+``leak500``      500 whose plain-text body echoes the headers, path and query string;
+``leakstream``   streams one token, then an ``error`` chunk echoing the headers and query;
+``leakchunk``    streams one token, then a chunk that is not JSON, echoing the headers.
 
 Every request body is kept in :attr:`FakeLLM.requests`, every ``Authorization`` header in
-:attr:`FakeLLM.auth_headers` (unless ``keep_requests`` is false). ``delay`` seconds pass
+:attr:`FakeLLM.auth_headers` and every path with its query string in :attr:`FakeLLM.targets`
+(unless ``keep_requests`` is false). Any path ending in ``chat/completions`` is served. ``delay`` seconds pass
 before every answer (a stand-in for the model's thinking time in benchmarks).
 
 Run on its own for benchmarks: ``python tests/query/fake_llm.py --port 8000 --delay-ms 20``.
@@ -33,7 +39,22 @@ from typing import Any
 
 from aiohttp import web
 
-MODELS = ("fake-model", "slow", "hang", "drop", "ratelimit", "broken", "malformed", "reject", "denied", "gone")
+MODELS = (
+    "fake-model",
+    "slow",
+    "hang",
+    "drop",
+    "ratelimit",
+    "broken",
+    "malformed",
+    "reject",
+    "denied",
+    "gone",
+    "leak401",
+    "leak500",
+    "leakstream",
+    "leakchunk",
+)
 
 
 def answer_for(messages: list[dict[str, Any]]) -> str:
@@ -65,13 +86,14 @@ class FakeLLM:
         self.keep_requests = keep_requests
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str | None] = []
+        self.targets: list[str] = []
         self.slow_tokens = 200
         self.slow_delay = 0.02
         self.hang_seconds = 5.0
         self.url = ""
         self._runner: web.AppRunner | None = None
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/{prefix:.*}chat/completions", self.chat)
         self._app = app
 
     async def start(self, port: int = 0) -> FakeLLM:
@@ -97,6 +119,7 @@ class FakeLLM:
         if self.keep_requests:
             self.requests.append(body)
             self.auth_headers.append(request.headers.get("Authorization"))
+            self.targets.append(request.path_qs)
         if self.delay:
             await asyncio.sleep(self.delay)
         model = body["model"]
@@ -117,6 +140,13 @@ class FakeLLM:
             return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
         if model == "gone":
             return web.json_response({"error": {"message": "The model `gone` does not exist"}}, status=404)
+        echoed = f"headers {dict(request.headers)!r} target {request.path_qs} {request.url}"
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if model == "leak401":
+            said = f"Incorrect API key provided: sk-...{key[-4:]}. You sent {echoed}"
+            return web.json_response({"error": {"message": said, "type": "invalid_request_error"}}, status=401)
+        if model == "leak500":
+            return web.Response(text=f"upstream gateway failure: {echoed}", status=500)
         if model == "hang":
             await asyncio.sleep(self.hang_seconds)
         if model == "drop" and not stream:
@@ -152,6 +182,12 @@ class FakeLLM:
                 assert request.transport is not None
                 request.transport.close()
                 return response
+            elif model in ("leakstream", "leakchunk"):
+                await response.write(_chunk("Partial "))
+                if model == "leakstream":
+                    await response.write(b"data: " + json.dumps({"error": {"message": echoed}}).encode() + b"\n\n")
+                else:
+                    await response.write(f"data: {{oops {echoed}\n\n".encode())
             elif model == "malformed":
                 await response.write(_chunk("Fine "))
                 await response.write(b"data: {not json\n\n")

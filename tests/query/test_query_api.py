@@ -371,31 +371,43 @@ async def test_unknown_provider_or_model_is_404(query_client: Any, body: dict[st
 
 
 @pytest.mark.parametrize(
-    ("model", "status", "response", "cause_part"),
+    ("model", "status", "response", "cause_part", "logged"),
     [
-        ("ratelimit", 429, "The LLM provider is rate limiting requests", "answered 429: Rate limit reached"),
-        ("broken", 503, "Unable to connect to the LLM provider", "answered 500: internal failure"),
-        ("reject", 400, "The LLM provider rejected the request", "maximum context length"),
-        ("denied", 502, "The LLM provider refused the service's credentials", "answered 401: Incorrect API key"),
-        ("gone", 404, "Model not found", "Model 'gone' is unknown to provider 'fake': The model `gone` does not"),
-        ("malformed", 502, "The LLM provider sent an invalid answer", "not a chat completion"),
-        ("drop", 503, "Unable to connect to the LLM provider", "Provider 'fake' at http://127.0.0.1:"),
-        ("hang", 504, "The LLM provider did not answer in time", "no answer within 0.3 s"),
+        ("ratelimit", 429, "The LLM provider is rate limiting requests", "answered 429 (rate limited)", "Rate limit"),
+        ("broken", 503, "Unable to connect to the LLM provider", "answered 500: a server error", "internal failure"),
+        ("reject", 400, "The LLM provider rejected the request", "answered 400: the request was rejected", "context"),
+        ("denied", 502, "The LLM provider refused the service's credentials", "answered 401", "Incorrect API key"),
+        ("gone", 404, "Model not found", "Model 'gone' is unknown to provider 'fake' (404)", "does not exist"),
+        ("malformed", 502, "The LLM provider sent an invalid answer", "not a chat completion", "{not json"),
+        ("drop", 503, "Unable to connect to the LLM provider", "Provider 'fake' at http://127.0.0.1:", "Disconnected"),
+        ("hang", 504, "The LLM provider did not answer in time", "no answer within 0.3 s", None),
     ],
 )
 async def test_provider_failures_are_explained(
-    query_client: Any, fake_llm: FakeLLM, model: str, status: int, response: str, cause_part: str
+    query_client: Any,
+    fake_llm: FakeLLM,
+    caplog: Any,
+    model: str,
+    status: int,
+    response: str,
+    cause_part: str,
+    logged: str | None,
 ):
+    """The client gets our words for what failed; the server's own words go to the log."""
     client = await query_client(llm_timeout=0.3)
     for path in ("/v1/query", "/v1/streaming_query"):
         if path.endswith("streaming_query") and model in ("malformed", "drop"):
             continue  # these break off after the stream began; see the streaming tests
+        caplog.clear()
         resp = await client.post(path, json={"query": "q", "provider": "fake", "model": model})
         assert resp.status == status, await resp.text()
         assert resp.content_type == "application/json"
         got = await resp.json()
         assert got["detail"]["response"] == response
         assert cause_part in got["detail"]["cause"]
+        if logged is not None:
+            assert logged not in got["detail"]["cause"]
+            assert logged in caplog.text
         if status == 429:
             assert resp.headers["Retry-After"] == "7"
     assert await transcripts(client) == []
