@@ -23,6 +23,7 @@ from lightspeed.config import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_FILE,
     Config,
+    config_secrets,
     config_to_dict,
     load_config,
     resolve_config_path,
@@ -35,31 +36,13 @@ log = logging.getLogger("lightspeed")
 
 EXIT_CONFIG = 2
 _SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [pid %(process)d] %(message)s"
 
 
-class _BadRequestsWithoutTracebacks(logging.Filter):
-    """aiohttp logs a malformed request (a header over 8 KiB, a broken request line) with a
-    traceback at ERROR; the client got its 400, so one WARNING line is enough for operators."""
+def setup_logging(config: Config) -> None:
+    """The service's log (:mod:`lightspeed.logs`), masking every secret ``config`` holds."""
+    from lightspeed.logs import setup_logging as setup
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        from aiohttp.http_exceptions import BadHttpMessage
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, BadHttpMessage):
-            record.msg = f"{record.msg}: %s"
-            record.args = (*(record.args if isinstance(record.args, tuple) else ()), " ".join(str(exc).split()))
-            record.exc_info = None
-            record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, stream=sys.stderr, force=True)
-    server_log = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, _BadRequestsWithoutTracebacks) for f in server_log.filters):
-        server_log.addFilter(_BadRequestsWithoutTracebacks())
+    setup(config.service.log_level, secrets=config_secrets(config))
 
 
 def _add_config_arg(p: argparse.ArgumentParser) -> None:
@@ -153,7 +136,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if overrides:
         config = attrs.evolve(config, service=attrs.evolve(config.service, **overrides))
-    setup_logging(config.service.log_level)
+    setup_logging(config)
+    from lightspeed.serving import raise_open_files_limit
+
+    before, now = raise_open_files_limit()  # before the workers start: they inherit it
+    if now != before:
+        log.info("open-files limit raised from %d to %d (the hard limit)", before, now)
+    else:
+        log.info("open-files limit: %d", now)
     if path is None:
         udc = config.user_data_collection
         log.warning(
@@ -184,22 +174,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _run_worker(config: Config, *, reuse_port: bool) -> int:
-    from aiohttp import web
-
+    from lightspeed.access_log import AccessLogger
     from lightspeed.app import create_app
+    from lightspeed.serving import run
 
     svc = config.service
-    access_log = logging.getLogger("aiohttp.access") if svc.access_log else None
-    log.info("listening on http://%s:%d", svc.host, svc.port)
     try:
-        web.run_app(
+        run(
             create_app(config),
             host=svc.host,
             port=svc.port,
-            access_log=access_log,
             reuse_port=reuse_port,
-            print=None,
+            max_connections=svc.max_connections,
+            keepalive_timeout=svc.keepalive_timeout_seconds,
             shutdown_timeout=30,
+            access_log=logging.getLogger("aiohttp.access") if svc.access_log else None,
+            access_log_class=AccessLogger,
         )
     except LightspeedError as exc:  # the storage cannot be opened, ...: say so, without a traceback
         _report(exc)
@@ -208,7 +198,7 @@ def _run_worker(config: Config, *, reuse_port: bool) -> int:
 
 
 def _worker_main(config: Config) -> None:
-    setup_logging(config.service.log_level)
+    setup_logging(config)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
     try:
         code = _run_worker(config, reuse_port=True)
@@ -291,7 +281,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     except LightspeedError as exc:
         _report(exc)
         return EXIT_CONFIG
-    setup_logging(config.service.log_level)
+    setup_logging(config)
     return asyncio.run(run_collect(config, once=args.once))
 
 

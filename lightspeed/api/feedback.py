@@ -135,7 +135,8 @@ async def put_feedback_status(request: web.Request) -> web.Response:
         raise storage_failure(exc, "Failed to update feedback status") from exc
     if previous is None:
         previous = config.user_data_collection.feedback_enabled
-    log.info("feedback status changed from %s to %s by %s", previous, status, user.user_id)
+    # The user id's hash, as transcripts store it: no raw user id in the log.
+    log.info("feedback status changed from %s to %s by user %s", previous, status, hash_user_id(user.user_id))
     return json_response(
         {
             "status": {

@@ -2,12 +2,15 @@
 
 The answer is the last user message, word for word (history and system prompt are
 counted in ``input_tokens`` but not repeated). Streaming yields one word, with the
-whitespace after it, per token, so the joined tokens equal the whole answer. No network,
+whitespace after it, per token, so the joined tokens equal the whole answer; tokens come in
+batches of :data:`BATCH_TOKENS`, and the event loop gets a turn between batches, so a long
+answer never holds it (other requests and the probes are answered meanwhile). No network,
 no randomness: the service runs on a fresh machine and tests can be exact.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Final
@@ -17,6 +20,8 @@ from lightspeed.llm.base import Completion, LLMProvider, Message, TokenStream, U
 __all__ = ["EchoProvider", "echo_answer", "split_tokens"]
 
 _TOKEN_RE: Final = re.compile(r"\s*\S+\s*|\s+")
+#: Tokens passed on together; the event loop runs other work between two batches.
+BATCH_TOKENS: Final = 32
 
 
 def split_tokens(text: str) -> list[str]:
@@ -48,8 +53,11 @@ class EchoProvider(LLMProvider):
         usage = Usage(input_tokens=_count(messages))
 
         async def tokens() -> AsyncGenerator[list[str], None]:
-            for token in split_tokens(text):
-                usage.output_tokens += 1
-                yield [token]
+            words = split_tokens(text)
+            for start in range(0, len(words), BATCH_TOKENS):
+                batch = words[start : start + BATCH_TOKENS]
+                usage.output_tokens += len(batch)
+                yield batch
+                await asyncio.sleep(0)  # let the loop serve others between batches
 
         return TokenStream(tokens=tokens(), usage=usage)
