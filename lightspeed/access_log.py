@@ -21,9 +21,9 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from lightspeed.api.errors import REQUEST_ID
 from lightspeed.masking import escape_controls
 from lightspeed.records import hash_user_id
+from lightspeed.state import request_id_from
 
 __all__ = ["AccessLogger", "loggable_target"]
 
@@ -55,7 +55,7 @@ class AccessLogger(AbstractAccessLogger):
         version = f"HTTP/{request.version.major}.{request.version.minor}"
         method = escape_controls(request.method, limit=32)
         agent = escape_controls(request.headers.get("User-Agent", "-"), limit=_MAX_AGENT).replace('"', '\\"')
-        rid = escape_controls(str(request.get(REQUEST_ID, "-")), limit=128)
+        rid = escape_controls(request_id_from(request), limit=128)  # type: ignore[arg-type]
         self.logger.info(
             '%s "%s %s %s" %d %d %.3fs rid=%s "%s"',
             request.remote or "-",
