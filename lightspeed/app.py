@@ -7,7 +7,8 @@ context per resource, every one appended here, in this order (torn down in rever
 2. ``records``: at shutdown, waits for the query records still being stored, while the
    backend is still open;
 3. ``http``: the client session (LLM providers and the collector's uploads);
-4. ``collector``: the data collector's task, stopped first (one final bounded collection).
+4. ``collector``: the data collector's task (one final bounded collection when stopped);
+5. ``streams``: stops the poller that looks for interrupts of this worker's streams.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import aiohttp
 from aiohttp import web
 
 from lightspeed import __version__, metrics
-from lightspeed.api import feedback, health, query
+from lightspeed.api import conversations, feedback, health, interrupt, query
 from lightspeed.api.errors import error_middleware, request_id_middleware
+from lightspeed.api.interrupt import StreamRegistry
 from lightspeed.api.query import RecordWriter
 from lightspeed.auth import create_auth
 from lightspeed.collector import Collector, CollectorStatus, CollectorTask, IngressClient
@@ -36,7 +38,9 @@ from lightspeed.state import (
     metrics_from,
     records_from,
     set_http,
+    set_streams,
     storage_from,
+    streams_from,
 )
 from lightspeed.storage import StorageBackend, create_backend
 
@@ -79,11 +83,15 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     app.cleanup_ctx.append(_records_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_collector_ctx)
+    set_streams(app, StreamRegistry(backend))
+    app.cleanup_ctx.append(_streams_ctx)
 
     health.add_routes(app)
     metrics.add_routes(app, app_metrics)
     feedback.add_routes(app, API_PREFIXES)
     query.add_routes(app, API_PREFIXES)
+    conversations.add_routes(app)
+    interrupt.add_routes(app)
     return app
 
 
@@ -102,6 +110,11 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await storage.aclose()
         log.info("storage backend %r closed", storage.name)
+
+
+async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await streams_from(app).aclose()
 
 
 async def _records_ctx(app: web.Application) -> AsyncIterator[None]:

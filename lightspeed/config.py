@@ -125,6 +125,8 @@ class UserDataCollectionConfig:
     transcripts_enabled: bool = False
     transcripts_storage: str | None = None
     feedback_categories: tuple[str, ...] = DEFAULT_FEEDBACK_CATEGORIES
+    #: Deleting a conversation also deletes its transcripts and feedback not collected yet.
+    delete_pending_with_conversation: bool = True
     data_collector: DataCollectorConfig = attrs.field(factory=DataCollectorConfig)
     storage: StorageConfig = attrs.field(factory=StorageConfig)
 

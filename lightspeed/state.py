@@ -23,6 +23,7 @@ from lightspeed.redaction import Redactor
 from lightspeed.storage import StorageBackend
 
 if TYPE_CHECKING:
+    from lightspeed.api.interrupt import StreamRegistry
     from lightspeed.api.query.recording import RecordWriter
 
 __all__ = [
@@ -38,7 +39,9 @@ __all__ = [
     "request_id_from",
     "set_http",
     "set_request_id",
+    "set_streams",
     "storage_from",
+    "streams_from",
 ]
 
 _CONFIG: Final = web.AppKey("lightspeed.config", Config)
@@ -53,6 +56,8 @@ _LLM: Final = web.AppKey("lightspeed.llm", LLMRegistry)
 #: The configuration's ``query_filters``, applied to everything a query stores or sends.
 _REDACTOR: Final = web.AppKey("lightspeed.redactor", Redactor)
 _RECORDS: Final[web.AppKey[RecordWriter]] = web.AppKey("lightspeed.query_records")
+#: This worker's running streams, for ``/v1/streaming_query/interrupt``.
+_STREAMS: Final[web.AppKey[StreamRegistry]] = web.AppKey("lightspeed.streams")
 #: The request's id (the client's ``X-Request-ID`` when sane), set by the request id middleware.
 _REQUEST_ID: Final = web.RequestKey("lightspeed.request_id", str)
 
@@ -89,6 +94,15 @@ def init_state(
 def set_http(app: web.Application, session: ClientSession) -> None:
     """The client session, created by its cleanup context once the application starts."""
     app[_HTTP] = session
+
+
+def set_streams(app: web.Application, streams: StreamRegistry) -> None:
+    """The registry of this worker's running streams."""
+    app[_STREAMS] = streams
+
+
+def streams_from(where: Owner) -> StreamRegistry:
+    return _app(where)[_STREAMS]
 
 
 def config_from(where: Owner) -> Config:

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from lightspeed.api.common import authenticate, check_conversation_access
 from lightspeed.api.errors import json_response
+from lightspeed.api.interrupt import interrupted_suffix
 from lightspeed.api.query.request import (
     DEFAULT_SYSTEM_PROMPT,
     MEDIA_TYPE_TEXT,
@@ -36,7 +37,7 @@ from lightspeed.api.query.sse import EventSink
 from lightspeed.api.validation import read_json_body
 from lightspeed.auth import AuthResult
 from lightspeed.llm import LLMError, LLMProvider, Message
-from lightspeed.records import ConversationTurn, Transcript, TranscriptMetadata, hash_user_id
+from lightspeed.records import ConversationTurn, Transcript, TranscriptMetadata, hash_user_id, utc_timestamp
 from lightspeed.state import (
     config_from,
     llm_from,
@@ -45,6 +46,7 @@ from lightspeed.state import (
     redactor_from,
     request_id_from,
     storage_from,
+    streams_from,
 )
 
 __all__ = ["add_routes", "query", "streaming_query"]
@@ -67,6 +69,8 @@ class Interaction:
     history_truncated: bool
     #: Recording the owner of a new conversation, done while the LLM thinks.
     owner_recorded: asyncio.Task[None] | None = None
+    #: When the query was ready for the LLM (the turn's ``started_at``).
+    started_at: str = attrs.field(factory=utc_timestamp)
 
 
 async def begin(request: web.Request) -> Interaction:
@@ -147,7 +151,12 @@ async def record(app: web.Application, it: Interaction, answer: str, *, cut_shor
     if it.owner_recorded is not None:
         await it.owner_recorded  # feedback on the answer finds its conversation
     turn = ConversationTurn(
-        query=it.redacted_query, response=answer, provider=it.provider.name, model=it.model, truncated=cut_short
+        query=it.redacted_query,
+        response=answer,
+        provider=it.provider.name,
+        model=it.model,
+        truncated=cut_short,
+        started_at=it.started_at,
     )
     transcript = None
     if config_from(app).user_data_collection.transcripts_enabled:
@@ -199,9 +208,18 @@ async def _record_shielded(app: web.Application, it: Interaction, partial: str) 
 
 async def streaming_query(request: web.Request) -> web.StreamResponse:
     it = await begin(request)
-    stream = await it.provider.stream(model=it.model, messages=it.messages)  # refusals are plain JSON errors
-    text = it.request.media_type == MEDIA_TYPE_TEXT
     rid = request_id_from(request, "")
+    streams = streams_from(request)
+    # Registered for interrupts from any worker while the LLM prepares its first token.
+    registered = asyncio.ensure_future(streams.register(rid, owner=hash_user_id(it.user.user_id)))
+    try:
+        stream = await it.provider.stream(model=it.model, messages=it.messages)  # refusals are plain JSON errors
+    except BaseException:
+        await registered
+        await streams.finish(rid)
+        raise
+    await registered
+    text = it.request.media_type == MEDIA_TYPE_TEXT
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/plain; charset=utf-8" if text else "text/event-stream",
@@ -215,12 +233,24 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await sink.start(it.conversation_id, rid)
-        async for batch in stream.tokens:
-            await sink.tokens(len(parts), batch)
-            parts.extend(batch)
+
+        async def pump() -> None:
+            async for batch in stream.tokens:
+                first = len(parts)
+                parts.extend(batch)
+                await sink.tokens(first, batch)
+
+        if await streams.pump(rid, pump()):  # interrupted by its user
+            partial = "".join(parts)
+            suffix = interrupted_suffix(partial)
+            recorded = True
+            await asyncio.gather(streams.finish(rid), record(request.app, it, partial + suffix, cut_short=True))
+            await sink.interrupted(len(parts), suffix, rid)
+            log.info("streaming query %s interrupted by its user after %d tokens", rid, len(parts))
+            return response
         answer = "".join(parts)
         recorded = True
-        await record(request.app, it, answer, cut_short=False)
+        await asyncio.gather(streams.finish(rid), record(request.app, it, answer, cut_short=False))
         await sink.complete(len(parts), answer, truncated=it.history_truncated, usage=stream.usage)
     except LLMError as exc:
         log.warning("streaming query %s: the LLM failed after %d tokens: %s", rid, len(parts), exc)
@@ -235,6 +265,7 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
         log.info("streaming query %s: the client went away after %d tokens", rid, len(parts))
     finally:
         await stream.aclose()
+        await streams.finish(rid)  # a no-op when already done
         if not recorded:
             await _record_shielded(request.app, it, "".join(parts))
     return response

@@ -52,6 +52,15 @@ class EventSink:
             frame("turn_complete", {"id": index, "token": answer}) + frame("end", end, available_quotas={})
         )
 
+    async def interrupted(self, index: int, suffix: str, request_id: str) -> None:
+        """The note after an interrupted answer, the ``interrupted`` event and the end, in one write."""
+        if self.text:
+            await self.response.write_eof(suffix.encode())
+            return
+        await self.response.write_eof(
+            frame("token", {"id": index, "token": suffix}) + frame("interrupted", {"request_id": request_id})
+        )
+
     async def error(self, exc: LLMError) -> None:
         if self.text:
             await self.response.write(f"\n\n{exc.response}: {exc.cause}\n".encode())

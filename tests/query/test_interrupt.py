@@ -1,0 +1,164 @@
+"""``POST /v1/streaming_query/interrupt``: the caller stops its own stream, on the worker that
+runs it or on another one sharing the store; the texts and status codes of the upstream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from fake_llm import FakeLLM
+from query_support import Client, sse_events, transcripts
+
+from lightspeed.records import hash_user_id
+from lightspeed.state import records_from, storage_from
+
+NOTE = "\n\n*Response stopped by the user.*"
+SLOW = {"query": "q", "provider": "fake", "model": "slow"}
+
+
+async def start_stream(client: Client, user: str = "alice", tokens: int = 3) -> tuple[ClientResponse, str, bytes]:
+    """A slow stream of ``user``, read until ``tokens`` tokens arrived; its response, request id, bytes so far."""
+    resp = await client.post("/v1/streaming_query", params={"user_id": user}, json=SLOW)
+    assert resp.status == 200
+    seen = b""
+    while seen.count(b'"event": "token"') < tokens:
+        seen += await resp.content.readany()
+    start = json.loads(seen.split(b"\n\n")[0][len(b"data: ") :])
+    assert start["event"] == "start"
+    return resp, start["data"]["request_id"], seen
+
+
+async def interrupt(client: Client, request_id: str, user: str = "alice") -> tuple[int, Any]:
+    resp = await client.post("/v1/streaming_query/interrupt", params={"user_id": user}, json={"request_id": request_id})
+    return resp.status, await resp.json()
+
+
+@pytest.fixture(autouse=True)
+def long_streams(fake_llm: FakeLLM) -> None:
+    fake_llm.slow_tokens = 2000  # 40 s: only an interrupt ends them within a test
+    fake_llm.slow_delay = 0.02
+
+
+async def test_the_owner_interrupts_its_stream(query_client: Any) -> None:
+    client = await query_client()
+    resp, rid, seen = await start_stream(client)
+    assert await interrupt(client, rid) == (
+        200,
+        {"request_id": rid, "interrupted": True, "message": "Streaming request interrupted"},
+    )
+    events = sse_events((seen + await resp.content.read()).decode())
+    assert [e["event"] for e in events[-2:]] == ["token", "interrupted"]
+    assert events[-1]["data"] == {"request_id": rid}
+    assert events[-2]["data"]["token"] == NOTE
+    partial = "".join(e["data"]["token"] for e in events[1:-2])
+    assert partial.startswith("t0 t1 t2")
+    assert "end" not in [e["event"] for e in events]
+
+    [stored] = await transcripts(client)
+    assert stored["llm_response"] == partial + NOTE
+    assert stored["truncated"] is True
+    cid = events[0]["data"]["conversation_id"]
+    [turn] = await storage_from(client.app).get_turns(cid, limit=5)
+    assert turn.response == partial + NOTE and turn.truncated
+
+    assert await interrupt(client, rid) == (
+        200,
+        {
+            "request_id": rid,
+            "interrupted": False,
+            "message": "Streaming request already completed; nothing to interrupt",
+        },
+    )
+
+
+async def test_another_users_unknown_and_improper_request_ids(query_client: Any) -> None:
+    client = await query_client()
+    resp, rid, _ = await start_stream(client, user="bob")
+    assert await interrupt(client, rid, user="alice") == (
+        403,
+        {
+            "detail": {
+                "response": "User does not have permission to interrupt this streaming request",
+                "cause": f"User alice does not own streaming request with ID {rid}",
+            }
+        },
+    )
+    unknown = "123e4567-e89b-12d3-a456-426614174000"
+    assert await interrupt(client, unknown) == (
+        404,
+        {
+            "detail": {
+                "response": "Streaming Request not found",
+                "cause": f"Streaming Request with ID {unknown} does not exist",
+            }
+        },
+    )
+    status, body = await interrupt(client, "bad id\n")
+    assert status == 422
+    assert body["detail"][0]["msg"] == "Value error, Improper request ID bad id\n"
+    missing = await client.post("/v1/streaming_query/interrupt", json={})
+    assert missing.status == 422
+    assert (await interrupt(client, rid, user="bob"))[1]["interrupted"] is True
+    await resp.read()
+
+
+async def test_a_finished_stream_is_not_interrupted(query_client: Any) -> None:
+    client = await query_client()
+    resp = await client.post("/v1/streaming_query", params={"user_id": "alice"}, json={"query": "q"})
+    events = sse_events(await resp.text())
+    assert events[-1]["event"] == "end"
+    rid = events[0]["data"]["request_id"]
+    status, body = await interrupt(client, rid)
+    assert (status, body["interrupted"]) == (200, False)
+    await records_from(client.app).drain()
+    [stored] = await transcripts(client)
+    assert not stored["llm_response"].endswith(NOTE)
+
+
+async def test_an_interrupt_reaches_a_stream_on_another_worker(
+    make_client: Any, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Two workers (two applications on one sqlite store): the interrupt arrives at the one
+    that does not run the stream; that one's poller finds the mark and stops it."""
+    from query_support import llm_sections
+
+    sections = llm_sections(fake_llm.url)
+    store = {"backend": "sqlite", "options": {"path": str(tmp_path / "shared.sqlite3")}}
+    first: Client = await make_client(user_data_collection={"storage": store}, **sections)
+    second: Client = await make_client(user_data_collection={"storage": store}, **sections)
+    resp, rid, seen = await start_stream(first)
+    assert await interrupt(second, "123e4567-e89b-12d3-a456-426614174000") == (404, not_found_body())
+    assert await interrupt(second, rid, user="mallory") == (403, forbidden_body(rid))
+    status, body = await interrupt(second, rid)
+    assert (status, body["interrupted"]) == (200, True)
+    events = sse_events((seen + await resp.content.read()).decode())
+    assert events[-1] == {"event": "interrupted", "data": {"request_id": rid}}
+    assert len(events) < 200  # stopped long before the 2000 tokens
+    await records_from(first.app).drain()
+    cid = events[0]["data"]["conversation_id"]
+    [turn] = await storage_from(second.app).get_turns(cid, limit=5)
+    assert turn.response.endswith(NOTE)
+    assert await storage_from(second.app).get_conversation_owner(cid) == hash_user_id("alice")
+    assert (await interrupt(second, rid))[1]["interrupted"] is False
+
+
+def not_found_body() -> dict[str, Any]:
+    unknown = "123e4567-e89b-12d3-a456-426614174000"
+    return {
+        "detail": {
+            "response": "Streaming Request not found",
+            "cause": f"Streaming Request with ID {unknown} does not exist",
+        }
+    }
+
+
+def forbidden_body(rid: str) -> dict[str, Any]:
+    return {
+        "detail": {
+            "response": "User does not have permission to interrupt this streaming request",
+            "cause": f"User mallory does not own streaming request with ID {rid}",
+        }
+    }
