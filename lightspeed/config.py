@@ -7,12 +7,13 @@ reported at once, each prefixed with the full dotted path of the offending key.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, NewType, TypeVar, get_args, get_origin
 from urllib.parse import urlsplit
 
 import attrs
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_FEEDBACK_CATEGORIES",
     "InferenceConfig",
     "LLMProviderConfig",
+    "OctalMode",
     "QueryFilter",
     "ServiceConfig",
     "StorageConfig",
@@ -45,7 +47,13 @@ __all__ = [
     "load_config",
     "parse_config",
     "resolve_config_path",
+    "structure_section",
 ]
+
+T = TypeVar("T")
+
+#: A permission such as ``0o640``, given as an integer or an octal string (``"0640"``).
+OctalMode = NewType("OctalMode", int)
 
 DEFAULT_CONFIG_FILE: Final = "lightspeed-stack.yaml"
 CONFIG_ENV_VAR: Final = "LIGHTSPEED_CONFIG"
@@ -255,6 +263,31 @@ def _make_converter() -> cattrs.Converter:
 
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], structure_str_tuple)
 
+    def structure_literal(value: Any, t: Any) -> Any:
+        choices = get_args(t)
+        if isinstance(value, bool) or value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+
+    def is_literal(t: Any) -> bool:
+        origin: Any = get_origin(t)
+        return origin is Literal
+
+    conv.register_structure_hook_func(is_literal, structure_literal)
+
+    def structure_mode(value: Any, _: type) -> OctalMode:
+        mode = -1
+        if isinstance(value, int) and not isinstance(value, bool):
+            mode = value
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                mode = int(value, 8)
+        if not 0 <= mode <= 0o777:
+            raise ValueError(f"must be an octal permission such as '0600', got {value!r}")
+        return OctalMode(mode)
+
+    conv.register_structure_hook(OctalMode, structure_mode)
+
     def before_class(value: Any, cls: type) -> Any:
         if value is None:
             return {}
@@ -347,6 +380,19 @@ def _walk_errors(exc: BaseException, path: str) -> Iterator[str]:
         return
     message = str(exc)
     yield f"{path or '(top level)'}: {message}"
+
+
+def structure_section(data: Mapping[str, Any], cls: type[T]) -> tuple[T | None, list[str]]:
+    """Structure one section of the file (such as a storage backend's ``options``) into the
+    attrs class ``cls`` with the same rules as the whole file: unknown keys, wrong types and
+    missing required keys are problems, each ``key: message`` relative to the section.
+
+    Returns the instance and no problems, or ``None`` and every problem found.
+    """
+    try:
+        return _converter.structure(dict(data), cls), []
+    except Exception as exc:  # noqa: BLE001 - every structuring failure is a problem to report
+        return None, list(_walk_errors(exc, ""))
 
 
 # --------------------------------------------------------------------------- env substitution

@@ -218,7 +218,7 @@ def test_check_config_storage_problems(tmp_path: Path) -> None:
     )
     result = run(["check-config", "--config", str(path)], tmp_path)
     assert result.returncode == 1
-    assert "  - user_data_collection.storage.options.colour: unknown option" in result.stderr
+    assert "  - user_data_collection.storage.options.colour: unknown key" in result.stderr
     assert "  - user_data_collection.storage.options.durability: must be one of rename, fsync" in result.stderr
 
 

@@ -218,8 +218,8 @@ async def test_default_permissions(store: FilesystemStorage, tmp_path: Path) -> 
     await store.put_feedback(feedback_record(cid))
     await store.put_transcript(transcript(cid=cid))
     await store.set_conversation_owner(cid, owner=ALICE)
-    await store.set_flag(FEEDBACK_ENABLED_FLAG, False)
-    await store.append_turn(cid, ConversationTurn(query="q", response="a"))
+    await store.set_flag(FEEDBACK_ENABLED_FLAG, value=False)
+    await store.append_turn(cid, turn=ConversationTurn(query="q", response="a"))
     created = [p for p in tree(tmp_path) if p != tmp_path]
     assert any(p.is_dir() for p in created) and any(p.is_file() for p in created)
     for p in created:
@@ -251,8 +251,8 @@ async def test_fsync_durability(make_config: MakeConfig, tmp_path: Path) -> None
         await s.put_transcript(transcript())
         cid = str(uuid.uuid4())
         assert await s.set_conversation_owner(cid, owner=ALICE) == ALICE
-        assert await s.set_flag("x", True) is None
-        await s.append_turn(cid, ConversationTurn(query="q", response="a"))
+        assert await s.set_flag("x", value=True) is None
+        await s.append_turn(cid, turn=ConversationTurn(query="q", response="a"))
         assert len(await s.get_turns(cid, limit=5)) == 1
     assert len(list((tmp_path / "feedback").glob("*.json"))) == len(refs) == 20
 
@@ -330,12 +330,12 @@ async def test_writes_survive_a_sidecar_that_keeps_removing_folders(store: Files
 
 async def test_removed_state_directory_is_recreated(store: FilesystemStorage) -> None:
     cid = str(uuid.uuid4())
-    await store.set_flag("flag", True)
+    await store.set_flag("flag", value=True)
     shutil.rmtree(store.state_root)
     assert await store.get_flag("flag") is None
-    assert await store.set_flag("flag", False) is None
+    assert await store.set_flag("flag", value=False) is None
     assert await store.set_conversation_owner(cid, owner=ALICE) == ALICE
-    await store.append_turn(cid, ConversationTurn(query="q", response="a"))
+    await store.append_turn(cid, turn=ConversationTurn(query="q", response="a"))
     await store.ping()
 
 
@@ -365,12 +365,12 @@ async def test_history_and_owner_failures_are_clear_errors_and_the_threads_survi
     bucket.write_bytes(b"")  # a file where the conversations' folder belongs
     turn = ConversationTurn(query="q", response="a", provider="echo", model="echo")
     with pytest.raises(StorageUnavailable, match="Not a directory"):
-        await store.append_turn(cid, turn)
+        await store.append_turn(cid, turn=turn)
     with pytest.raises(StorageUnavailable, match="Not a directory"):
         await store.set_conversation_owner(cid, owner=ALICE)
     bucket.unlink()
     assert await store.set_conversation_owner(cid, owner=ALICE) == ALICE
-    await store.append_turn(cid, turn)
+    await store.append_turn(cid, turn=turn)
     assert [t.query for t in await store.get_turns(cid, limit=5)] == ["q"]
     await store.put_feedback(feedback_record())
 
@@ -421,11 +421,11 @@ async def test_conversation_owner_bad_input(store: FilesystemStorage) -> None:
 
 async def test_flags(store: FilesystemStorage, make_config: MakeConfig) -> None:
     assert await store.get_flag(FEEDBACK_ENABLED_FLAG) is None
-    assert await store.set_flag(FEEDBACK_ENABLED_FLAG, False) is None
-    assert await store.set_flag(FEEDBACK_ENABLED_FLAG, False) is False
+    assert await store.set_flag(FEEDBACK_ENABLED_FLAG, value=False) is None
+    assert await store.set_flag(FEEDBACK_ENABLED_FLAG, value=False) is False
     async with backend(make_config()) as other:
         assert await other.get_flag(FEEDBACK_ENABLED_FLAG) is False
-        assert await other.set_flag(FEEDBACK_ENABLED_FLAG, True) is False
+        assert await other.set_flag(FEEDBACK_ENABLED_FLAG, value=True) is False
     assert await store.get_flag(FEEDBACK_ENABLED_FLAG) is True
     for name in ("", "../x", "A", "a b"):
         with pytest.raises(ValueError):
@@ -435,7 +435,7 @@ async def test_flags(store: FilesystemStorage, make_config: MakeConfig) -> None:
 async def test_flag_swaps_are_not_lost(make_config: MakeConfig) -> None:
     async with backend(make_config()) as a, backend(make_config()) as b:
         values = [i % 2 == 0 for i in range(40)]
-        previous = await asyncio.gather(*(s.set_flag("f", v) for s, v in zip([a, b] * 20, values, strict=True)))
+        previous = await asyncio.gather(*(s.set_flag("f", value=v) for s, v in zip([a, b] * 20, values, strict=True)))
         # Each swap saw exactly one earlier value: the number of changes seen matches the final state.
         assert previous.count(None) == 1
         assert await a.get_flag("f") in (True, False)
@@ -446,14 +446,14 @@ async def test_turns(store: FilesystemStorage, make_config: MakeConfig) -> None:
     assert await store.get_turns(cid, limit=10) == []
     turns = [ConversationTurn(query=f"q{i}", response=f"a{i} é", provider="echo", model="echo") for i in range(5)]
     for t in turns:
-        await store.append_turn(cid, t)
+        await store.append_turn(cid, turn=t)
     assert await store.get_turns(cid, limit=10) == turns
     assert await store.get_turns(cid, limit=2) == turns[-2:]
     assert await store.get_turns(cid, limit=0) == []
     async with backend(make_config()) as other:
         assert await other.get_turns(cid, limit=3) == turns[-3:]
     with pytest.raises(ValueError):
-        await store.append_turn("../x", turns[0])
+        await store.append_turn("../x", turn=turns[0])
 
 
 async def test_turns_concurrent_appends_all_kept(make_config: MakeConfig) -> None:
@@ -461,7 +461,7 @@ async def test_turns_concurrent_appends_all_kept(make_config: MakeConfig) -> Non
     async with backend(make_config()) as a, backend(make_config()) as b:
         await asyncio.gather(
             *(
-                s.append_turn(cid, ConversationTurn(query=f"{i}", response="r" * 3000))
+                s.append_turn(cid, turn=ConversationTurn(query=f"{i}", response="r" * 3000))
                 for i, s in enumerate([a, b] * 50)
             )
         )
@@ -471,7 +471,7 @@ async def test_turns_concurrent_appends_all_kept(make_config: MakeConfig) -> Non
 
 async def test_torn_history_line_is_skipped(store: FilesystemStorage) -> None:
     cid = str(uuid.uuid4())
-    await store.append_turn(cid, ConversationTurn(query="q", response="a"))
+    await store.append_turn(cid, turn=ConversationTurn(query="q", response="a"))
     path = store._owner_path(cid).with_suffix(".turns.jsonl")
     with path.open("ab") as fh:
         fh.write(b'{"query": "torn')
@@ -484,18 +484,18 @@ async def test_torn_history_line_is_skipped(store: FilesystemStorage) -> None:
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"durabilty": "fsync"}, ["durabilty: unknown option"]),
+        ({"durabilty": "fsync"}, ["durabilty: unknown key (known: state_path, durability, file_mode, dir_mode)"]),
         ({"durability": "always"}, ["durability: must be one of rename, fsync, got 'always'"]),
         ({"file_mode": "rw-r--r--"}, ["file_mode: must be an octal permission such as '0600', got 'rw-r--r--'"]),
         ({"dir_mode": 0o7777}, ["dir_mode: must be an octal permission such as '0600', got 4095"]),
         ({"dir_mode": True}, ["dir_mode: must be an octal permission such as '0600', got True"]),
-        ({"state_path": 3}, ["state_path: must be a string"]),
+        ({"state_path": 3}, ["state_path: expected a string, got an integer"]),
         (
             {"durabilty": "x", "file_mod": 1, "durability": "no"},
             [
-                "durabilty: unknown option",
-                "file_mod: unknown option",
                 "durability: must be one of rename, fsync, got 'no'",
+                "durabilty: unknown key (known: state_path, durability, file_mode, dir_mode)",
+                "file_mod: unknown key (known: state_path, durability, file_mode, dir_mode)",
             ],
         ),
     ],

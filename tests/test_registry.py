@@ -8,10 +8,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from lightspeed import create_app
-from lightspeed.config import Config, UserDataCollectionConfig
+from lightspeed.config import Config
 from lightspeed.records import FeedbackRecord, Transcript
 from lightspeed.state import storage_from
 from lightspeed.storage import (
@@ -48,6 +49,11 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@attrs.frozen(kw_only=True)
+class SizeOptions:
+    size: int = 0
+
+
 class MemoryStorage(StorageBackend):
     """Just enough of a backend to be selected and opened."""
 
@@ -74,7 +80,7 @@ class MemoryStorage(StorageBackend):
     async def get_conversation_owner(self, conversation_id: str) -> str | None:
         return None
 
-    async def append_turn(self, conversation_id: str, turn: Any) -> None:
+    async def append_turn(self, conversation_id: str, *, turn: Any) -> None:
         pass
 
     async def get_turns(self, conversation_id: str, *, limit: int) -> list[Any]:
@@ -83,7 +89,7 @@ class MemoryStorage(StorageBackend):
     async def get_flag(self, name: str) -> bool | None:
         return None
 
-    async def set_flag(self, name: str, value: bool) -> bool | None:
+    async def set_flag(self, name: str, *, value: bool) -> bool | None:
         return None
 
     async def claim(self, **kw: Any) -> Any:
@@ -101,15 +107,13 @@ class MemoryStorage(StorageBackend):
     async def release(self, claim: Any, *, records: Any = None) -> None:
         raise NotImplementedError
 
-    async def set_aside(self, claim: Any, records: Any, *, reason: str) -> None:
+    async def set_aside(self, claim: Any, *, records: Any, reason: str) -> None:
         raise NotImplementedError
 
     async def pending_stats(self) -> Any:
         raise NotImplementedError
 
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
-        return [f"{k}: unknown option" for k in options if k != "size"]
+    Options = SizeOptions
 
 
 def test_filesystem_is_registered_through_the_entry_point() -> None:
@@ -244,5 +248,5 @@ def test_plugin_options_validated(make_config: MakeConfig) -> None:
     config = make_config(user_data_collection={"storage": {"backend": "test-memory", "options": {"sise": 1}}})
     with register_backend("test-memory", MemoryStorage), pytest.raises(StorageConfigError) as info:
         create_app(config)
-    assert info.value.problems == ["sise: unknown option"]
-    assert "user_data_collection.storage.options.sise: unknown option" in str(info.value)
+    assert info.value.problems == ["sise: unknown key (known: size)"]
+    assert "user_data_collection.storage.options.sise: unknown key (known: size)" in str(info.value)

@@ -52,7 +52,7 @@ async def test_flag_set_elsewhere_is_seen_by_reads_batched_with_writes(make_conf
     await b.open()
     try:
         for value in (False, True, False):
-            await b.set_flag(FEEDBACK_ENABLED_FLAG, value)
+            await b.set_flag(FEEDBACK_ENABLED_FLAG, value=value)
             # Reads queued with many writes share the writer's batches: every one sees the value.
             results = await asyncio.gather(
                 *(a.get_flag(FEEDBACK_ENABLED_FLAG) for _ in range(50)),

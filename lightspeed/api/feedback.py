@@ -130,7 +130,7 @@ async def put_feedback_status(request: web.Request) -> web.Response:
             " (set user_data_collection.feedback_storage).",
         )
     try:
-        previous = await storage.set_flag(FEEDBACK_ENABLED_FLAG, status)
+        previous = await storage.set_flag(FEEDBACK_ENABLED_FLAG, value=status)
     except StorageUnavailable as exc:
         raise storage_failure(exc, "Failed to update feedback status") from exc
     if previous is None:

@@ -302,7 +302,7 @@ class Collector:
             record.size,
             reason,
         )
-        await self.storage.set_aside(claim, [record], reason=reason)
+        await self.storage.set_aside(claim, records=[record], reason=reason)
         report.set_aside += 1
         if self.metrics is not None:
             self.metrics.records_set_aside.labels(kind=record.kind.value).inc()

@@ -1,16 +1,28 @@
 """The storage interface, its errors, and backend discovery (see :mod:`lightspeed.storage.base`)."""
 
-from lightspeed.config import UserDataCollectionConfig
+from lightspeed.config import OctalMode, UserDataCollectionConfig
 from lightspeed.storage.base import (
     FEEDBACK_ENABLED_FLAG,
     Claim,
     ConversationInfo,
     ConversationPage,
     Deletion,
+    NoOptions,
     PendingStats,
     StorageBackend,
     StoredRecord,
     StreamInterrupt,
+)
+from lightspeed.storage.common import (
+    ClaimFill,
+    RecordName,
+    check_claim_args,
+    check_conversation_id,
+    check_flag_name,
+    check_user_hash,
+    fill_claim,
+    parse_record_name,
+    stored_record,
 )
 from lightspeed.storage.errors import (
     ClaimLost,
@@ -36,13 +48,17 @@ __all__ = [
     "FEEDBACK_ENABLED_FLAG",
     "BackendInfo",
     "Claim",
+    "ClaimFill",
     "ClaimLost",
     "ConversationInfo",
     "ConversationNotFound",
     "ConversationPage",
     "Deletion",
+    "NoOptions",
+    "OctalMode",
     "PendingStats",
     "PluginLoadError",
+    "RecordName",
     "RecordNotFound",
     "StorageBackend",
     "StorageConfigError",
@@ -55,9 +71,16 @@ __all__ = [
     "UnknownBackendError",
     "available_backends",
     "backend_info",
+    "check_claim_args",
+    "check_conversation_id",
+    "check_flag_name",
+    "check_user_hash",
     "create_backend",
+    "fill_claim",
     "get_backend_class",
+    "parse_record_name",
     "register_backend",
+    "stored_record",
 ]
 
 

@@ -15,8 +15,12 @@ Conventions for every method:
   chained and a message an operator can act on.
 * Arguments after the first are keyword-only, so new optional ones can be added later.
 * Record ids, conversation ids and user hashes are validated by the callers
-  (:mod:`lightspeed.records`); a backend may rely on them and raise ``ValueError`` for
-  ones that are not of the documented form, never turning them into paths unchecked.
+  (:mod:`lightspeed.records`); a backend checks them again with the helpers of
+  :mod:`lightspeed.storage.common` (``ValueError`` for ones not of the documented form),
+  never turning them into names, paths or keys unchecked.
+* Record names, claim arguments and the filling of a claim up to its limits are the
+  core's (:mod:`lightspeed.storage.common`); a backend uses those helpers rather than its
+  own, so every backend behaves alike.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any, ClassVar, Self
 
 import attrs
 
-from lightspeed.config import UserDataCollectionConfig
+from lightspeed.config import UserDataCollectionConfig, structure_section
 from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
 from lightspeed.storage.errors import RecordNotFound, StorageConfigError, StorageUnsupported
 
@@ -40,6 +44,7 @@ __all__ = [
     "ConversationPage",
     "Deletion",
     "FEEDBACK_ENABLED_FLAG",
+    "NoOptions",
     "PendingStats",
     "StorageBackend",
     "StoredRecord",
@@ -48,6 +53,11 @@ __all__ = [
 
 #: The flag behind ``/v1/feedback/status``.
 FEEDBACK_ENABLED_FLAG = "feedback_enabled"
+
+
+@attrs.frozen(kw_only=True)
+class NoOptions:
+    """The options of a backend that takes none."""
 
 
 @attrs.frozen(kw_only=True)
@@ -186,24 +196,55 @@ class StorageBackend(abc.ABC):
     #: Whether several processes may share one store (the kit skips multi-process tests otherwise).
     supports_multiple_processes: ClassVar[bool] = True
 
-    def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
-        """Validate ``options`` and remember the settings; do no I/O here.
+    #: The attrs class of this backend's ``options``: each field a key, its type and default
+    #: stated once. The core structures ``user_data_collection.storage.options`` into it with
+    #: the configuration's own converter (unknown keys, wrong types and missing required keys
+    #: are errors with the key's path), then calls :meth:`validate_options`.
+    Options: ClassVar[type[Any]] = NoOptions
 
-        Raises :class:`~lightspeed.storage.errors.StorageConfigError` listing every
-        invalid option (the problems :meth:`check_options` returns).
+    def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
+        """Structure and check ``options``; remember the settings; do no I/O here.
+
+        ``self.options`` is then an instance of :attr:`Options`. Raises
+        :class:`~lightspeed.storage.errors.StorageConfigError` listing every problem.
         """
-        problems = type(self).check_options(options, collection)
+        structured, problems = type(self)._structure_options(options, collection)
         if problems:
             raise StorageConfigError(self.name or type(self).__name__, problems)
-        self.options = dict(options)
+        self.options: Any = structured
+        self.raw_options = dict(options)
         self.collection = collection
+
+    @classmethod
+    def _structure_options(
+        cls, options: Mapping[str, Any], collection: UserDataCollectionConfig
+    ) -> tuple[Any, list[str]]:
+        structured, problems = structure_section(options, cls.Options)
+        if not problems:
+            return structured, cls.validate_options(structured, collection)
+        known = ", ".join(f.name for f in attrs.fields(cls.Options)) or "none"
+        problems = [f"{p} (known: {known})" if p.endswith(": unknown key") else p for p in problems]
+        # Check the values too, with the bad keys left out, so every problem is listed at once.
+        bad = {p.split(":", 1)[0] for p in problems}
+        rest, more = structure_section({k: v for k, v in options.items() if k not in bad}, cls.Options)
+        if rest is not None and not more:
+            problems += [p for p in cls.validate_options(rest, collection) if p.split(":", 1)[0] not in bad]
+        return None, problems
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
         """Every problem with ``options``, each as ``key: message``; empty when they are valid.
 
-        Used by ``lightspeed check-config`` and by the constructor. Must do no I/O.
+        Used by ``lightspeed check-config`` and by the constructor; does no I/O. Backends do
+        not override it: they declare :attr:`Options` and, for checks across keys or against
+        the rest of the configuration, :meth:`validate_options`.
         """
+        return cls._structure_options(options, collection)[1]
+
+    @classmethod
+    def validate_options(cls, options: Any, collection: UserDataCollectionConfig) -> list[str]:
+        """Problems the types of :attr:`Options` cannot express (ranges, keys that exclude each
+        other, paths that overlap the storage roots), each as ``key: message``. No I/O."""
         return []
 
     # ------------------------------------------------------------------ lifecycle
@@ -278,7 +319,7 @@ class StorageBackend(abc.ABC):
         """The owner recorded for the conversation, or ``None`` when it is unknown."""
 
     @abc.abstractmethod
-    async def append_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
+    async def append_turn(self, conversation_id: str, *, turn: ConversationTurn) -> None:
         """Append one turn to the conversation's history (kept apart from transcripts).
 
         Atomic per turn: a reader sees the whole turn or none of it; concurrent appends
@@ -352,7 +393,7 @@ class StorageBackend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def set_flag(self, name: str, value: bool) -> bool | None:
+    async def set_flag(self, name: str, *, value: bool) -> bool | None:
         """Set the shared flag ``name`` and return its previous value (``None``: never set).
 
         Atomic: of two concurrent calls, each sees the other's value or the one before
@@ -427,6 +468,11 @@ class StorageBackend(abc.ABC):
     ) -> Claim:
         """Lease pending records of the given kinds to ``owner``, oldest first.
 
+        "Oldest first" is a total order: records stored one after the other (the second put
+        awaited after the first returned) are claimed in that order, without waiting for a
+        clock to tick (a sequence, or a timestamp with a tie-break). ``ValueError`` (from
+        :func:`~lightspeed.storage.common.check_claim_args`) when a limit is not positive.
+
         Atomic across every process and host sharing the store: no record is ever in two
         unexpired claims. Records already exported (acked with ``delete=False``), set
         aside, or held by another unexpired claim are never returned. Returns at most
@@ -487,7 +533,7 @@ class StorageBackend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
+    async def set_aside(self, claim: Claim, *, records: Sequence[StoredRecord], reason: str) -> None:
         """Move records that can never be delivered (too large for any upload) out of the
         pending set, keeping them (never deleting) for an operator to inspect.
 

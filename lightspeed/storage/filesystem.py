@@ -52,12 +52,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
-from lightspeed.config import UserDataCollectionConfig
+import attrs
+
+from lightspeed.config import OctalMode, UserDataCollectionConfig
 from lightspeed.records import (
-    FEEDBACK_NAME_RE,
-    TRANSCRIPT_NAME_RE,
     ConversationTurn,
     FeedbackRecord,
     RecordKind,
@@ -67,36 +67,27 @@ from lightspeed.records import (
     is_valid_user_hash,
 )
 from lightspeed.storage.base import Claim, PendingStats, StorageBackend, StoredRecord
+from lightspeed.storage.common import (
+    ClaimFill,
+    check_claim_args,
+    check_conversation_id,
+    check_flag_name,
+    check_user_hash,
+    parse_record_name,
+    stored_record,
+)
 from lightspeed.storage.errors import ClaimLost, RecordNotFound, StorageUnavailable
 
-__all__ = ["FilesystemStorage"]
+__all__ = ["FilesystemOptions", "FilesystemStorage"]
 
 T = TypeVar("T")
 
-_DURABILITY: Final = ("rename", "fsync")
-_KNOWN_OPTIONS: Final = frozenset({"state_path", "durability", "file_mode", "dir_mode"})
 _BATCH_MAX: Final = 512
 _UNLINK_THREADS: Final = 16
 _PARALLEL_UNLINK_MIN: Final = 256
 _OWNER_CACHE_MAX: Final = 100_000
 #: How long an owner file may stay empty or incomplete while its creator writes it.
 _OWNER_WRITE_SECONDS: Final = 1.0
-_FLAG_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-def _parse_mode(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        mode = value
-    elif isinstance(value, str):
-        try:
-            mode = int(value, 8)
-        except ValueError:
-            return None
-    else:
-        return None
-    return mode if 0 <= mode <= 0o777 else None
 
 
 def _describe(exc: OSError) -> str:
@@ -133,6 +124,7 @@ class _BatchWriter:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counter = 0
+        self._last_ns = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -260,6 +252,11 @@ class _BatchWriter:
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
+                # A timestamp of our own, later than the last one this writer gave: claims take
+                # records oldest first by mtime, and the filesystem's clock ticks too coarsely
+                # (a jiffy on ext4) to tell apart records written one after the other.
+                self._last_ns = max(time.time_ns(), self._last_ns + 1)
+                os.utime(fd, ns=(self._last_ns, self._last_ns))
                 if self._fsync:
                     os.fsync(fd)
             finally:
@@ -428,11 +425,29 @@ class _Backlog:
         )
 
 
+_FILE_MODE: Final = OctalMode(0o600)
+_DIR_MODE: Final = OctalMode(0o700)
+
+
+@attrs.frozen(kw_only=True)
+class FilesystemOptions:
+    """``user_data_collection.storage.options`` of the filesystem backend."""
+
+    #: Where conversations, flags and claims live (default: ``.lightspeed-state`` beside the
+    #: first configured storage root).
+    state_path: str | None = None
+    #: ``rename`` (atomic, not crash-durable) or ``fsync`` (file and directory fsync'd).
+    durability: Literal["rename", "fsync"] = "rename"
+    file_mode: OctalMode = _FILE_MODE
+    dir_mode: OctalMode = _DIR_MODE
+
+
 class FilesystemStorage(StorageBackend):
     """JSON files in the seed's layout; several processes on one host (or one shared volume)
     may use the same directories at once."""
 
     supports_multiple_processes = True
+    Options = FilesystemOptions
 
     def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
         super().__init__(options=options, collection=collection)
@@ -442,10 +457,11 @@ class FilesystemStorage(StorageBackend):
         )
         self._feedback_dir = os.fspath(self.feedback_root) if self.feedback_root else None
         self._transcripts_dir = os.fspath(self.transcripts_root) if self.transcripts_root else None
-        self.state_root = self._default_state_path(options, collection)
-        self.fsync = options.get("durability", "rename") == "fsync"
-        self.file_mode = _parse_mode(options.get("file_mode", 0o600)) or 0o600
-        self.dir_mode = _parse_mode(options.get("dir_mode", 0o700)) or 0o700
+        self.options: FilesystemOptions
+        self.state_root = self._default_state_path(self.options, collection)
+        self.fsync = self.options.durability == "fsync"
+        self.file_mode = int(self.options.file_mode)
+        self.dir_mode = int(self.options.dir_mode)
         self._writer = _BatchWriter(
             fsync=self.fsync, file_mode=self.file_mode, ensure_dir=self._ensure_dir, read_flag=self._read_flag
         )
@@ -464,26 +480,17 @@ class FilesystemStorage(StorageBackend):
         self._open = False
 
     @staticmethod
-    def _default_state_path(options: Mapping[str, Any], collection: UserDataCollectionConfig) -> Path:
-        if options.get("state_path"):
-            return Path(str(options["state_path"])).absolute()
+    def _default_state_path(options: FilesystemOptions, collection: UserDataCollectionConfig) -> Path:
+        if options.state_path:
+            return Path(options.state_path).absolute()
         for root in (collection.feedback_storage, collection.transcripts_storage):
             if root:
                 return Path(root).absolute().parent / ".lightspeed-state"
         return Path(".lightspeed-state").absolute()
 
     @classmethod
-    def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
-        problems = [f"{key}: unknown option" for key in sorted(set(options) - _KNOWN_OPTIONS)]
-        if options.get("durability", "rename") not in _DURABILITY:
-            problems.append(f"durability: must be one of {', '.join(_DURABILITY)}, got {options.get('durability')!r}")
-        for key in ("file_mode", "dir_mode"):
-            if key in options and _parse_mode(options[key]) is None:
-                problems.append(f"{key}: must be an octal permission such as '0600', got {options[key]!r}")
-        if "state_path" in options and not isinstance(options["state_path"], str):
-            problems.append("state_path: must be a string")
-        if problems:
-            return problems
+    def validate_options(cls, options: FilesystemOptions, collection: UserDataCollectionConfig) -> list[str]:
+        problems: list[str] = []
         roots = {
             "feedback_storage": collection.feedback_storage,
             "transcripts_storage": collection.transcripts_storage,
@@ -640,32 +647,18 @@ class FilesystemStorage(StorageBackend):
     async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
         if self.feedback_root is None:
             raise StorageUnavailable("feedback_storage is not configured")
-        if not is_valid_record_id(record.record_id):
-            raise ValueError(f"invalid record id {record.record_id!r}")
         data = record.to_json()
-        await self._put(self.feedback_root / f"{record.record_id}.json", data)
-        return StoredRecord(
-            kind=RecordKind.FEEDBACK,
-            record_id=record.record_id,
-            name=f"feedback/{record.record_id}.json",
-            size=len(data),
-        )
+        ref = stored_record(record, data)
+        await self._put(self._record_path(ref.name), data)
+        return ref
 
     async def put_transcript(self, record: Transcript) -> StoredRecord:
         if self.transcripts_root is None:
             raise StorageUnavailable("transcripts_storage is not configured")
-        user, conv, rid = record.user_id, record.conversation_id, record.record_id
-        if not is_valid_user_hash(user):
-            raise ValueError(f"invalid user hash {user!r}")
-        if not is_valid_conversation_id(conv):
-            raise ValueError(f"invalid conversation id {conv!r}")
-        if not is_valid_record_id(rid):
-            raise ValueError(f"invalid record id {rid!r}")
         data = record.to_json()
-        await self._put(self.transcripts_root / user / conv / f"{rid}.json", data)
-        return StoredRecord(
-            kind=RecordKind.TRANSCRIPT, record_id=rid, name=f"transcripts/{user}/{conv}/{rid}.json", size=len(data)
-        )
+        ref = stored_record(record, data)
+        await self._put(self._record_path(ref.name), data)
+        return ref
 
     async def _put(self, path: Path, data: bytes) -> None:
         if not self._open:
@@ -676,8 +669,7 @@ class FilesystemStorage(StorageBackend):
     # ------------------------------------------------------------------ conversations
 
     def _owner_path(self, conversation_id: str) -> Path:
-        if not is_valid_conversation_id(conversation_id):
-            raise ValueError(f"invalid conversation id {conversation_id!r}")
+        check_conversation_id(conversation_id)
         return self.state_root / "conversations" / conversation_id[-2:] / f"{conversation_id}.json"
 
     def _remember_owner(self, conversation_id: str, owner: str) -> None:
@@ -704,8 +696,7 @@ class FilesystemStorage(StorageBackend):
                 time.sleep(0.002)
 
     async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
-        if not is_valid_user_hash(owner):
-            raise ValueError(f"invalid owner hash {owner!r}")
+        check_user_hash(owner)
         known = self._owners.get(conversation_id)
         if known is not None:
             return known
@@ -749,7 +740,7 @@ class FilesystemStorage(StorageBackend):
             self._remember_owner(conversation_id, owner)
         return owner
 
-    async def append_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
+    async def append_turn(self, conversation_id: str, *, turn: ConversationTurn) -> None:
         path = self._owner_path(conversation_id).with_suffix(".turns.jsonl")
         line = json.dumps(turn.to_dict(), ensure_ascii=False).encode("utf-8") + b"\n"
 
@@ -788,8 +779,7 @@ class FilesystemStorage(StorageBackend):
     # ------------------------------------------------------------------ flags
 
     def _flag_path(self, name: str) -> Path:
-        if not name or not set(name) <= _FLAG_NAME_CHARS:
-            raise ValueError(f"invalid flag name {name!r}")
+        check_flag_name(name)
         return self.state_root / "flags" / f"{name}.json"
 
     @staticmethod
@@ -809,7 +799,7 @@ class FilesystemStorage(StorageBackend):
             raise StorageUnavailable("the filesystem store is not open")
         return await self._writer.read_flag(path)
 
-    async def set_flag(self, name: str, value: bool) -> bool | None:
+    async def set_flag(self, name: str, *, value: bool) -> bool | None:
         path = self._flag_path(name)
 
         def swap() -> bool | None:
@@ -830,9 +820,10 @@ class FilesystemStorage(StorageBackend):
         """Map a record name back to its file, validating every component (a name may come from
         a caller, so it must never reach outside the roots). Strings, not Paths: a batch can
         hold tens of thousands of records, and this runs for each of them."""
-        if self._feedback_dir is not None and FEEDBACK_NAME_RE.fullmatch(name):
+        kind = parse_record_name(name).kind
+        if kind is RecordKind.FEEDBACK and self._feedback_dir is not None:
             return self._feedback_dir + name[len("feedback") :]
-        if self._transcripts_dir is not None and TRANSCRIPT_NAME_RE.fullmatch(name):
+        if kind is RecordKind.TRANSCRIPT and self._transcripts_dir is not None:
             return self._transcripts_dir + name[len("transcripts") :]
         raise ValueError(f"not a record name of this store: {name!r}")
 
@@ -972,23 +963,19 @@ class FilesystemStorage(StorageBackend):
         self, backlog: _Backlog, held: set[str], exported: set[str], max_records: int, max_bytes: int
     ) -> list[StoredRecord]:
         """The next records to claim from ``backlog``, oldest first. Called under the lock."""
-        chosen: list[StoredRecord] = []
-        total = 0
-        while len(chosen) < max_records and (item := backlog.peek()) is not None:
+        fill = ClaimFill(max_records, max_bytes)
+        while not fill.full and (item := backlog.peek()) is not None:
             name, size, kind = item
             if name in held or name in exported:
                 backlog.pos += 1
                 continue
-            if chosen and total + size > max_bytes:
-                break
-            backlog.pos += 1
             # Not checked to still exist: an lstat per record costs as much as the scan saved
             # (the previous batch's files are being deleted meanwhile). A record another
             # collector acked since the scan reads as missing, which read_many reports.
-            chosen.append(StoredRecord(kind=kind, record_id=name[-41:-5], name=name, size=size))
-            total += size
-            if total > max_bytes:
-                break  # one record larger than max_bytes, alone, so the caller can set it aside
+            if not fill.offer(StoredRecord(kind=kind, record_id=name[-41:-5], name=name, size=size)):
+                break
+            backlog.pos += 1
+        chosen = fill.records
         return chosen
 
     async def claim(
@@ -1000,8 +987,7 @@ class FilesystemStorage(StorageBackend):
         max_bytes: int,
         lease_seconds: float,
     ) -> Claim:
-        if max_records < 1 or max_bytes < 1 or lease_seconds <= 0:
-            raise ValueError("max_records, max_bytes and lease_seconds must be positive")
+        check_claim_args(max_records=max_records, max_bytes=max_bytes, lease_seconds=lease_seconds)
 
         def do_claim() -> Claim:
             with self._locked():
@@ -1177,7 +1163,7 @@ class FilesystemStorage(StorageBackend):
 
         await self._run(functools.partial(self._settle_records, claim, records, forget_backlog, strict=False))
 
-    async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
+    async def set_aside(self, claim: Claim, *, records: Sequence[StoredRecord], reason: str) -> None:
         def move(targets: list[StoredRecord]) -> None:
             for rec in targets:
                 src = self._record_path(rec.name)

@@ -356,7 +356,7 @@ class HistoryTests(_Kit):
             ConversationTurn(query=f"q{i} {AWKWARD_TEXT}", response=f"r{i}", model="m", provider="p") for i in range(5)
         ]
         for turn in turns:
-            await backend.append_turn(cid, turn)
+            await backend.append_turn(cid, turn=turn)
         assert await backend.get_turns(cid, limit=10) == turns
         assert await backend.get_turns(cid, limit=2) == turns[-2:]
         assert await backend.get_turns(new_record_id(), limit=10) == []
@@ -364,13 +364,13 @@ class HistoryTests(_Kit):
     async def test_every_turn_field_round_trips(self, backend: StorageBackend) -> None:
         cid = new_record_id()
         turn = ConversationTurn(query="", response=AWKWARD_TEXT, provider=None, model=None, truncated=True)
-        await backend.append_turn(cid, turn)
+        await backend.append_turn(cid, turn=turn)
         assert await backend.get_turns(cid, limit=1) == [turn]
 
     async def test_concurrent_appends_are_all_kept(self, backend: StorageBackend) -> None:
         cid = new_record_id()
         turns = [ConversationTurn(query=f"q{i}", response="r" * i) for i in range(30)]
-        await asyncio.gather(*(backend.append_turn(cid, t) for t in turns))
+        await asyncio.gather(*(backend.append_turn(cid, turn=t) for t in turns))
         got = await backend.get_turns(cid, limit=100)
         assert sorted(got, key=lambda t: t.query) == sorted(turns, key=lambda t: t.query)
 
@@ -380,7 +380,7 @@ class HistoryTests(_Kit):
         cid = new_record_id()
         turns = [ConversationTurn(query=f"q{i}", response="r") for i in range(20)]
         await asyncio.gather(
-            *(b.append_turn(cid, t) for b, t in zip([backend, second_backend] * 10, turns, strict=True))
+            *(b.append_turn(cid, turn=t) for b, t in zip([backend, second_backend] * 10, turns, strict=True))
         )
         got = await second_backend.get_turns(cid, limit=100)
         assert sorted(t.query for t in got) == sorted(t.query for t in turns)
@@ -388,7 +388,7 @@ class HistoryTests(_Kit):
     async def test_history_is_not_collected_and_outlives_transcripts(self, backend: StorageBackend) -> None:
         cid = new_record_id()
         turn = ConversationTurn(query="q", response="r")
-        await backend.append_turn(cid, turn)
+        await backend.append_turn(cid, turn=turn)
         assert (await self.claim_all(backend)).records == ()
         await backend.put_transcript(make_transcript(conversation_id=cid))
         claim = await self.claim_all(backend)
@@ -404,34 +404,34 @@ class FlagTests(_Kit):
         assert await backend.get_flag("feedback_enabled") is None
 
     async def test_set_flag_returns_the_previous_value(self, backend: StorageBackend) -> None:
-        assert await backend.set_flag("feedback_enabled", False) is None
+        assert await backend.set_flag("feedback_enabled", value=False) is None
         assert await backend.get_flag("feedback_enabled") is False
-        assert await backend.set_flag("feedback_enabled", False) is False  # same value again: a no-op
-        assert await backend.set_flag("feedback_enabled", True) is False
+        assert await backend.set_flag("feedback_enabled", value=False) is False  # same value again: a no-op
+        assert await backend.set_flag("feedback_enabled", value=True) is False
         assert await backend.get_flag("feedback_enabled") is True
         assert await backend.get_flag("some_other_flag") is None
 
     async def test_a_flag_set_by_one_instance_is_seen_by_another(
         self, backend: StorageBackend, second_backend: StorageBackend
     ) -> None:
-        await backend.set_flag("feedback_enabled", False)
+        await backend.set_flag("feedback_enabled", value=False)
         assert await second_backend.get_flag("feedback_enabled") is False
-        assert await second_backend.set_flag("feedback_enabled", True) is False
+        assert await second_backend.set_flag("feedback_enabled", value=True) is False
         assert await backend.get_flag("feedback_enabled") is True
 
     async def test_concurrent_swaps_lose_no_update(
         self, backend: StorageBackend, second_backend: StorageBackend
     ) -> None:
         for _ in range(5):
-            await backend.set_flag("kit_race", False)
+            await backend.set_flag("kit_race", value=False)
             prev_a, prev_b = await asyncio.gather(
-                backend.set_flag("kit_race", True), second_backend.set_flag("kit_race", True)
+                backend.set_flag("kit_race", value=True), second_backend.set_flag("kit_race", value=True)
             )
             # Exactly one swap saw the old value; the other saw the first one's.
             assert {prev_a, prev_b} == {False, True}, f"lost update: both swaps saw {prev_a, prev_b}"
 
     async def test_flags_survive_a_restart(self, backend: StorageBackend, tmp_path: Path) -> None:
-        await backend.set_flag("feedback_enabled", False)
+        await backend.set_flag("feedback_enabled", value=False)
         fresh = await self.reopened(backend, tmp_path)
         try:
             assert await fresh.get_flag("feedback_enabled") is False
@@ -461,14 +461,21 @@ class ClaimTests(_Kit):
         assert other.records == (), "records of an unexpired claim were claimed again"
 
     async def test_oldest_records_are_claimed_first(self, backend: StorageBackend) -> None:
-        stored = []
-        for _ in range(4):
-            stored.append(await backend.put_feedback(make_feedback()))
-            await asyncio.sleep(0.02)  # beyond any store's timestamp resolution
-        first = await self.claim_all(backend, max_records=2)
-        assert _names(first.records) == _names(stored[:2])
+        # No pause between the writes: the order is the backend's (a sequence, or a timestamp
+        # with a tie-break), never the luck of a clock that ticked in between.
+        stored = [await backend.put_feedback(make_feedback()) for _ in range(8)]
+        first = await self.claim_all(backend, max_records=3)
+        assert _names(first.records) == _names(stored[:3]), "claims are not in the order the records were stored"
         second = await self.claim_all(backend, max_records=10)
-        assert _names(second.records) == _names(stored[2:])
+        assert _names(second.records) == _names(stored[3:]), "claims are not in the order the records were stored"
+
+    async def test_claim_order_holds_across_kinds(self, backend: StorageBackend) -> None:
+        stored = []
+        for i in range(6):
+            record = make_feedback() if i % 2 else make_transcript()
+            stored.append(await backend.put(record))
+        claim = await self.claim_all(backend, max_records=10)
+        assert _names(claim.records) == _names(stored), "records of both kinds are not claimed oldest first"
 
     async def test_max_records_and_max_bytes_bound_a_claim(self, backend: StorageBackend) -> None:
         stored = [await backend.put_feedback(make_feedback()) for _ in range(5)]
@@ -483,7 +490,6 @@ class ClaimTests(_Kit):
 
     async def test_a_record_larger_than_max_bytes_comes_alone(self, backend: StorageBackend) -> None:
         big = await backend.put_feedback(make_feedback(user_feedback="x" * 5000))
-        await asyncio.sleep(0.02)
         small = await backend.put_feedback(make_feedback())
         claim = await self.claim_all(backend, max_bytes=small.size + 10)
         assert _names(claim.records) == [big.name]
@@ -550,7 +556,7 @@ class LeaseExpiryTests(_Kit):
         with pytest.raises(ClaimLost):
             await backend.ack(old, delete=True)
         with pytest.raises(ClaimLost):
-            await backend.set_aside(old, old.records, reason="too large")
+            await backend.set_aside(old, records=old.records, reason="too large")
         await backend.release(old)  # records held by another claim are skipped silently
         # None of that touched the record or the new claim.
         assert await backend.read_record(stored) == await backend.read_record(new.records[0])
@@ -685,7 +691,9 @@ class AckReleaseTests(_Kit):
         big = await backend.put_feedback(make_feedback(user_feedback="x" * 3000))
         small = await backend.put_feedback(make_feedback())
         claim = await self.claim_all(backend)
-        await backend.set_aside(claim, [r for r in claim.records if r.name == big.name], reason="too large to upload")
+        await backend.set_aside(
+            claim, records=[r for r in claim.records if r.name == big.name], reason="too large to upload"
+        )
         stats = await backend.pending_stats()
         assert stats.records.get(RecordKind.FEEDBACK) == 1
         assert stats.bytes.get(RecordKind.FEEDBACK) == small.size
@@ -708,7 +716,7 @@ class ErrorContractTests(_Kit):
 
     async def test_unknown_options_are_rejected_with_their_name(self, backend: StorageBackend) -> None:
         with pytest.raises(StorageConfigError) as info:
-            type(backend)(options={**backend.options, "no_such_option": 1}, collection=backend.collection)
+            type(backend)(options={**backend.raw_options, "no_such_option": 1}, collection=backend.collection)
         assert "no_such_option" in str(info.value)
         assert any("no_such_option" in p for p in info.value.problems)
 
@@ -876,7 +884,7 @@ class ConversationAdminTests(_Kit):
         aside = await backend.put_feedback(make_feedback(conversation_id=cid))
         claim = await self.claim_all(backend)
         await backend.ack(claim, records=[exported], delete=False)
-        await backend.set_aside(claim, [aside], reason="too large")
+        await backend.set_aside(claim, records=[aside], reason="too large")
         deletion = await backend.delete_conversation(cid)
         assert (deletion.transcripts, deletion.feedback, deletion.in_flight) == (1, 1, ())
         assert await backend.read_many([exported, aside]) == [None, None]
@@ -1021,7 +1029,7 @@ class LifecycleTests(_Kit):
         stored = await backend.put_transcript(record)
         cid = new_record_id()
         await backend.set_conversation_owner(cid, owner=USER)
-        await backend.append_turn(cid, ConversationTurn(query="q", response="r"))
+        await backend.append_turn(cid, turn=ConversationTurn(query="q", response="r"))
         fresh = await self.reopened(backend, tmp_path)
         try:
             claim = await self.claim_all(fresh)
@@ -1037,11 +1045,11 @@ class LifecycleTests(_Kit):
         await instance.open()
         records = [make_feedback() for _ in range(25)]
         tasks = [asyncio.ensure_future(instance.put_feedback(r)) for r in records]
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # every put has started (was accepted) before aclose is called
         await instance.aclose()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            assert isinstance(result, StoredRecord | StorageError), f"a write ended with {result!r}"
+        failed = [r for r in results if not isinstance(r, StoredRecord)]
+        assert not failed, f"{len(failed)} write(s) accepted before aclose did not complete: {failed[0]!r}"
         written = {r.name for r in results if isinstance(r, StoredRecord)}
         if not self.persistent:
             return

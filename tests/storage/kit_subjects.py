@@ -14,9 +14,10 @@ import sys
 import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
-from lightspeed.records import RecordKind
-from lightspeed.storage import Claim, StorageBackend, StoredRecord
+from lightspeed.records import FeedbackRecord, RecordKind
+from lightspeed.storage import Claim, StorageBackend, StorageUnavailable, StoredRecord
 from lightspeed.testing import StorageConformanceTests, collection_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "storage_plugin_skeleton" / "src"))
@@ -93,7 +94,7 @@ class LastOwnerWins(MemoryStorage):
 class RacyFlag(MemoryStorage):
     """set_flag reads, yields to the loop, then writes: concurrent swaps lose an update."""
 
-    async def set_flag(self, name: str, value: bool) -> bool | None:
+    async def set_flag(self, name: str, *, value: bool) -> bool | None:
         previous = self._live().flags.get(name)
         await asyncio.sleep(0)
         self._live().flags[name] = value
@@ -110,6 +111,31 @@ class NewestFirst(MemoryStorage):
             return super()._pick(kinds, max_records, max_bytes, now)
         finally:
             store.records = dict(reversed(store.records.items()))
+
+
+class FailsPendingWritesOnClose(MemoryStorage):
+    """Writes wait a turn of the loop (as behind a writer queue); aclose fails every write still
+    waiting with StorageUnavailable instead of finishing it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._waiting: set[asyncio.Future[None]] = set()
+
+    async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.add(fut)
+        asyncio.get_running_loop().call_soon(lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            self._waiting.discard(fut)
+        return await super().put_feedback(record)
+
+    async def aclose(self) -> None:
+        for fut in self._waiting:
+            if not fut.done():
+                fut.set_exception(StorageUnavailable("closed with writes pending"))
+        await super().aclose()
 
 
 class WrongNotFoundError(MemoryStorage):
@@ -152,3 +178,4 @@ TestLastOwnerWins = _kit_for(LastOwnerWins)
 TestRacyFlag = _kit_for(RacyFlag)
 TestNewestFirst = _kit_for(NewestFirst)
 TestWrongNotFoundError = _kit_for(WrongNotFoundError)
+TestFailsPendingWritesOnClose = _kit_for(FailsPendingWritesOnClose)

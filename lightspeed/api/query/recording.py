@@ -92,7 +92,7 @@ class RecordWriter:
 
     async def _put_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
         try:
-            await self.storage.append_turn(conversation_id, turn)
+            await self.storage.append_turn(conversation_id, turn=turn)
         except Exception as exc:  # noqa: BLE001 - logged and counted; the answer stands
             self.stats.history_failures += 1
             log.error("cannot store a turn of conversation %s: %s", conversation_id, exc)

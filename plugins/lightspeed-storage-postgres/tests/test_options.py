@@ -18,9 +18,9 @@ def problems(options: dict[str, object], tmp_path: Path) -> list[str]:
 def test_every_problem_is_named_by_its_key(tmp_path: Path) -> None:
     found = problems({"schema": "Bad-Name", "pool_min_size": 5, "pool_max_size": 2, "port": "x", "colour": 1}, tmp_path)
     text = "\n".join(found)
-    for key in ("colour: unknown option", "dsn: required", "schema: must be", "pool_min_size: must not exceed"):
+    for key in ("colour: unknown key", "dsn: required", "schema: must be", "pool_min_size: must not exceed"):
         assert key in text
-    assert any(p.startswith("port: must be a positive integer") for p in found)
+    assert any(p.startswith("port: expected an integer, got a string") for p in found)
     with pytest.raises(StorageConfigError, match=r"user_data_collection\.storage\.options\.schema"):
         PostgresStorage(options={"dsn": "postgresql://x@h/d", "schema": "1x"}, collection=collection_config(tmp_path))
 

@@ -16,7 +16,7 @@ def test_every_problem_is_named_by_its_key(tmp_path: Path) -> None:
         {"synchronous": "sometimes", "busy_timeout_seconds": 0, "pth": "x"}, collection_config(tmp_path)
     )
     text = "\n".join(found)
-    for key in ("pth: unknown option", "path: required", "synchronous: must be one of", "busy_timeout_seconds:"):
+    for key in ("pth: unknown key", "path: required", "synchronous: must be one of", "busy_timeout_seconds:"):
         assert key in text
     assert not (tmp_path / "x").exists()
     with pytest.raises(StorageConfigError, match=r"user_data_collection\.storage\.options\.path: required"):

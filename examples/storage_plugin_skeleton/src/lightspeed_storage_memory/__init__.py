@@ -5,10 +5,14 @@ several processes cannot share a store (``supports_multiple_processes = False``)
 instances in one process that name the same ``store`` share it, which is what a test or
 a single-process development server needs.
 
-Options (``user_data_collection.storage.options``):
+Options (``user_data_collection.storage.options``) are declared once, as the attrs class
+:class:`MemoryOptions`; the core structures and checks them (unknown keys, types, defaults):
 
 ``store``
     the name of the in-process store to use (default ``"default"``).
+
+What every backend does alike (record names, id checks, claim arguments, filling a claim
+up to its limits) comes from :mod:`lightspeed.storage`; a plugin calls those helpers.
 
 Each method below is one promise of :class:`lightspeed.storage.StorageBackend`; the
 conformance kit (:mod:`lightspeed.testing`) checks them all. Because every method runs
@@ -22,23 +26,15 @@ import json
 import time
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
 from lightspeed.config import UserDataCollectionConfig
-from lightspeed.records import (
-    ConversationTurn,
-    FeedbackRecord,
-    RecordKind,
-    Transcript,
-    is_valid_conversation_id,
-    is_valid_record_id,
-    is_valid_user_hash,
-    utc_timestamp,
-)
+from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript, utc_timestamp
 from lightspeed.storage import (
     Claim,
+    ClaimFill,
     ClaimLost,
     ConversationInfo,
     ConversationPage,
@@ -49,13 +45,16 @@ from lightspeed.storage import (
     StorageUnavailable,
     StoredRecord,
     StreamInterrupt,
+    check_claim_args,
+    check_conversation_id,
+    check_flag_name,
+    check_user_hash,
+    stored_record,
 )
 
-__all__ = ["MemoryStorage"]
+__all__ = ["MemoryOptions", "MemoryStorage"]
 
 __version__ = "0.1.0"
-
-_KNOWN_OPTIONS: Final = frozenset({"store"})
 PENDING, EXPORTED, ASIDE = "pending", "exported", "aside"
 
 
@@ -101,24 +100,30 @@ class _Store:
 _STORES: dict[str, _Store] = {}
 
 
+@attrs.frozen(kw_only=True)
+class MemoryOptions:
+    """The options: each key, its type and its default, stated once."""
+
+    #: The name of the in-process store to use.
+    store: str = "default"
+
+
 class MemoryStorage(StorageBackend):
     """Records, owners, turns and flags in this process's memory."""
 
     supports_multiple_processes = False
+    Options = MemoryOptions
 
     def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
-        super().__init__(options=options, collection=collection)  # runs check_options
-        self.store_name: str = options.get("store", "default")
+        super().__init__(options=options, collection=collection)  # structures and checks options
+        self.options: MemoryOptions
+        self.store_name = self.options.store
         self._store: _Store | None = None
 
     @classmethod
-    def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
-        known = ", ".join(sorted(_KNOWN_OPTIONS))
-        problems = [f"{key}: unknown option (known: {known})" for key in sorted(set(options) - _KNOWN_OPTIONS)]
-        store = options.get("store", "default")
-        if not isinstance(store, str) or not store:
-            problems.append(f"store: must be a non-empty string, got {store!r}")
-        return problems
+    def validate_options(cls, options: MemoryOptions, collection: UserDataCollectionConfig) -> list[str]:
+        # Only what the types cannot say: the core has checked unknown keys and types already.
+        return [] if options.store else ["store: must not be empty"]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,30 +152,18 @@ class MemoryStorage(StorageBackend):
         return ref
 
     async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
-        if not is_valid_record_id(record.record_id):
-            raise ValueError(f"invalid record id {record.record_id!r}")
         data = record.to_json()
-        name = f"feedback/{record.record_id}.json"
-        return self._put(
-            StoredRecord(kind=RecordKind.FEEDBACK, record_id=record.record_id, name=name, size=len(data)), data
-        )
+        return self._put(stored_record(record, data), data)  # stored_record checks the ids
 
     async def put_transcript(self, record: Transcript) -> StoredRecord:
-        if not (
-            is_valid_record_id(record.record_id)
-            and is_valid_user_hash(record.user_id)
-            and is_valid_conversation_id(record.conversation_id)
-        ):
-            raise ValueError(f"invalid ids in transcript {record.record_id!r}")
         data = record.to_json()
-        name = f"transcripts/{record.user_id}/{record.conversation_id}/{record.record_id}.json"
-        return self._put(
-            StoredRecord(kind=RecordKind.TRANSCRIPT, record_id=record.record_id, name=name, size=len(data)), data
-        )
+        return self._put(stored_record(record, data), data)
 
     # ------------------------------------------------------------------ conversations
 
     async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
+        check_conversation_id(conversation_id)
+        check_user_hash(owner)
         store = self._live()
         if conversation_id not in store.owners:
             store.meta[conversation_id] = (utc_timestamp(), None)
@@ -179,7 +172,8 @@ class MemoryStorage(StorageBackend):
     async def get_conversation_owner(self, conversation_id: str) -> str | None:
         return self._live().owners.get(conversation_id)
 
-    async def append_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
+    async def append_turn(self, conversation_id: str, *, turn: ConversationTurn) -> None:
+        check_conversation_id(conversation_id)
         self._live().turns.setdefault(conversation_id, []).append(turn)
 
     async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
@@ -312,7 +306,8 @@ class MemoryStorage(StorageBackend):
     async def get_flag(self, name: str) -> bool | None:
         return self._live().flags.get(name)
 
-    async def set_flag(self, name: str, value: bool) -> bool | None:
+    async def set_flag(self, name: str, *, value: bool) -> bool | None:
+        check_flag_name(name)
         flags = self._live().flags
         previous = flags.get(name)
         flags[name] = value
@@ -322,20 +317,16 @@ class MemoryStorage(StorageBackend):
 
     def _pick(self, kinds: Collection[RecordKind], max_records: int, max_bytes: int, now: float) -> list[_Entry]:
         """The oldest claimable records within the limits (no side effects)."""
+        fill = ClaimFill(max_records, max_bytes)  # the core's rule for what fits in one claim
         chosen: list[_Entry] = []
-        total = 0
         for entry in self._live().records.values():
             if entry.state != PENDING or entry.ref.kind not in kinds or entry.held_by_other("", now):
                 continue
-            if len(chosen) >= max_records:
-                break
-            if not chosen and entry.ref.size > max_bytes:
-                chosen.append(entry)  # alone, so the caller can set it aside
-                break
-            if total + entry.ref.size > max_bytes:
+            if not fill.offer(entry.ref):
                 break
             chosen.append(entry)
-            total += entry.ref.size
+            if fill.full:
+                break
         return chosen
 
     def _hold(self, entries: Sequence[_Entry], *, owner: str, lease_seconds: float, now: float) -> Claim:
@@ -356,8 +347,7 @@ class MemoryStorage(StorageBackend):
         max_bytes: int,
         lease_seconds: float,
     ) -> Claim:
-        if max_records < 1 or max_bytes < 1 or lease_seconds <= 0:
-            raise ValueError("max_records, max_bytes and lease_seconds must be positive")
+        check_claim_args(max_records=max_records, max_bytes=max_bytes, lease_seconds=lease_seconds)
         now = time.time()
         chosen = self._pick(kinds, max_records, max_bytes, now)
         return self._hold(chosen, owner=owner, lease_seconds=lease_seconds, now=now)
@@ -422,7 +412,7 @@ class MemoryStorage(StorageBackend):
                 entry.claim_id = None
         self._leave(claim.claim_id, [e.ref.name for e in entries])
 
-    async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
+    async def set_aside(self, claim: Claim, *, records: Sequence[StoredRecord], reason: str) -> None:
         self._settle(claim, records, state=ASIDE, reason=reason)
 
     async def pending_stats(self) -> PendingStats:

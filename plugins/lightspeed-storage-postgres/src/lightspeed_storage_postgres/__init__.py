@@ -37,18 +37,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from typing import Any, Final, TypeVar
 
 import asyncpg
+import attrs
 
 from lightspeed.config import UserDataCollectionConfig
-from lightspeed.records import (
-    ConversationTurn,
-    FeedbackRecord,
-    RecordKind,
-    Transcript,
-    is_valid_conversation_id,
-    is_valid_record_id,
-    is_valid_user_hash,
-    utc_timestamp,
-)
+from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript, utc_timestamp
 from lightspeed.storage import (
     Claim,
     ClaimLost,
@@ -62,18 +54,21 @@ from lightspeed.storage import (
     StorageUnreachable,
     StoredRecord,
     StreamInterrupt,
+    check_claim_args,
+    check_conversation_id,
+    check_flag_name,
+    check_user_hash,
+    fill_claim,
+    stored_record,
 )
 
-__all__ = ["PostgresStorage"]
+__all__ = ["PostgresOptions", "PostgresStorage"]
 
 __version__ = "0.1.0"
 
 T = TypeVar("T")
 
 _PARTS: Final = ("host", "port", "user", "password", "database")
-_KNOWN_OPTIONS: Final = frozenset(
-    {"dsn", *_PARTS, "schema", "pool_min_size", "pool_max_size", "connect_timeout_seconds", "command_timeout_seconds"}
-)
 _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 #: Schema migrations, applied in order; ``{s}`` is the quoted schema name. Never edit one
@@ -168,59 +163,65 @@ _CONNECTION_ERRORS: Final = (
 )
 
 
-def _positive_int(options: Mapping[str, Any], key: str, problems: list[str]) -> None:
-    value = options.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        problems.append(f"{key}: must be a positive integer, got {value!r}")
+@attrs.frozen(kw_only=True)
+class PostgresOptions:
+    """``user_data_collection.storage.options`` of the postgres backend: a ``dsn``, or its parts."""
+
+    dsn: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None
+    #: The schema that holds the tables (created when missing).
+    schema: str = "lightspeed"
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    connect_timeout_seconds: float = 5
+    command_timeout_seconds: float = 30
 
 
 class PostgresStorage(StorageBackend):
     """Tables in one PostgreSQL schema, shared by every replica."""
 
     supports_multiple_processes = True
+    Options = PostgresOptions
 
     def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
         super().__init__(options=options, collection=collection)
-        self.schema: str = options.get("schema", "lightspeed")
+        self.options: PostgresOptions
+        opts = self.options
+        self.schema: str = opts.schema
         self._s = f'"{self.schema}"'
-        self.pool_min_size = int(options.get("pool_min_size", 1))
-        self.pool_max_size = int(options.get("pool_max_size", 10))
-        self.connect_timeout = float(options.get("connect_timeout_seconds", 5))
-        self.command_timeout = float(options.get("command_timeout_seconds", 30))
-        self._connect_args: dict[str, Any] = {"dsn": options["dsn"]} if options.get("dsn") else {}
+        self.pool_min_size = opts.pool_min_size
+        self.pool_max_size = opts.pool_max_size
+        self.connect_timeout = opts.connect_timeout_seconds
+        self.command_timeout = opts.command_timeout_seconds
+        self._connect_args: dict[str, Any] = {"dsn": opts.dsn} if opts.dsn else {}
         for part in _PARTS:
-            if options.get(part) is not None:
-                self._connect_args[part] = options[part]
+            if getattr(opts, part) is not None:
+                self._connect_args[part] = getattr(opts, part)
         self._pool: asyncpg.Pool | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     @classmethod
-    def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
-        known = ", ".join(sorted(_KNOWN_OPTIONS))
-        problems = [f"{key}: unknown option (known: {known})" for key in sorted(set(options) - _KNOWN_OPTIONS)]
-        if options.get("dsn") is not None and not isinstance(options["dsn"], str):
-            problems.append("dsn: must be a string such as postgresql://user@host:5432/database")
-        if not options.get("dsn") and not options.get("host"):
+    def validate_options(cls, options: PostgresOptions, collection: UserDataCollectionConfig) -> list[str]:
+        problems = []
+        if not options.dsn and not options.host:
             problems.append("dsn: required (or give host, port, user, password and database)")
-        for key in ("host", "user", "password", "database"):
-            if options.get(key) is not None and not isinstance(options[key], str):
-                problems.append(f"{key}: must be a string")
         for key in ("port", "pool_min_size", "pool_max_size"):
-            _positive_int(options, key, problems)
-        schema = options.get("schema", "lightspeed")
-        if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
-            problems.append(f"schema: must be a lower-case SQL identifier ([a-z_][a-z0-9_]*), got {schema!r}")
-        if (
-            isinstance(options.get("pool_min_size", 1), int)
-            and isinstance(options.get("pool_max_size", 10), int)
-            and options.get("pool_min_size", 1) > options.get("pool_max_size", 10)
-        ):
+            value = getattr(options, key)
+            if value is not None and value < 1:
+                problems.append(f"{key}: must be a positive integer, got {value!r}")
+        if not _IDENTIFIER.fullmatch(options.schema):
+            problems.append(f"schema: must be a lower-case SQL identifier ([a-z_][a-z0-9_]*), got {options.schema!r}")
+        if options.pool_min_size > options.pool_max_size:
             problems.append("pool_min_size: must not exceed pool_max_size")
         for key in ("connect_timeout_seconds", "command_timeout_seconds"):
-            value = options.get(key, 1)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            value = getattr(options, key)
+            if not value > 0:
                 problems.append(f"{key}: must be a positive number, got {value!r}")
         return problems
 
@@ -353,25 +354,23 @@ class PostgresStorage(StorageBackend):
         return ref
 
     async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
-        if not is_valid_record_id(record.record_id):
-            raise ValueError(f"invalid record id {record.record_id!r}")
         data = record.to_json()
-        name = f"feedback/{record.record_id}.json"
-        ref = StoredRecord(kind=RecordKind.FEEDBACK, record_id=record.record_id, name=name, size=len(data))
-        return await self._put(ref, data, user=record.user_id, conversation_id=record.conversation_id)
+        return await self._put(
+            stored_record(record, data), data, user=record.user_id, conversation_id=record.conversation_id
+        )
 
     async def put_transcript(self, record: Transcript) -> StoredRecord:
-        user, conv, rid = record.user_id, record.conversation_id, record.record_id
-        if not (is_valid_user_hash(user) and is_valid_conversation_id(conv) and is_valid_record_id(rid)):
-            raise ValueError(f"invalid user hash, conversation id or record id in transcript {rid!r}")
         data = record.to_json()
-        name = f"transcripts/{user}/{conv}/{rid}.json"
-        ref = StoredRecord(kind=RecordKind.TRANSCRIPT, record_id=rid, name=name, size=len(data))
-        return await self._put(ref, data, user=user, conversation_id=conv)
+        return await self._put(
+            stored_record(record, data), data, user=record.user_id, conversation_id=record.conversation_id
+        )
 
     # ------------------------------------------------------------------ conversations
 
     async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
+        check_conversation_id(conversation_id)
+        check_user_hash(owner)
+
         async def insert() -> str:
             async with self._connection() as conn:
                 inserted = await conn.fetchval(
@@ -401,7 +400,8 @@ class PostgresStorage(StorageBackend):
 
         return await self._retrying(read)
 
-    async def append_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
+    async def append_turn(self, conversation_id: str, *, turn: ConversationTurn) -> None:
+        check_conversation_id(conversation_id)
         text = json.dumps(turn.to_dict(), ensure_ascii=False)
         async with self._connection() as conn:  # not retried: an append is not idempotent
             # One statement: the turn and the conversation's metadata change together.
@@ -612,7 +612,9 @@ class PostgresStorage(StorageBackend):
 
         return await self._retrying(read)
 
-    async def set_flag(self, name: str, value: bool) -> bool | None:
+    async def set_flag(self, name: str, *, value: bool) -> bool | None:
+        check_flag_name(name)
+
         async def swap() -> bool | None:
             async with self._connection(transaction=True) as conn:
                 inserted = await conn.fetchval(
@@ -639,8 +641,7 @@ class PostgresStorage(StorageBackend):
         max_bytes: int,
         lease_seconds: float,
     ) -> Claim:
-        if max_records < 1 or max_bytes < 1 or lease_seconds <= 0:
-            raise ValueError("max_records, max_bytes and lease_seconds must be positive")
+        check_claim_args(max_records=max_records, max_bytes=max_bytes, lease_seconds=lease_seconds)
         kind_values = [RecordKind(k).value for k in kinds]
         claim_id = uuid.uuid4()
 
@@ -654,16 +655,20 @@ class PostgresStorage(StorageBackend):
                     kind_values,
                     max_records,
                 )
-                chosen: list[asyncpg.Record] = []
-                total = 0
-                for row in rows:
-                    if not chosen and row["size"] > max_bytes:
-                        chosen.append(row)  # alone, so the caller can set it aside
-                        break
-                    if total + row["size"] > max_bytes:
-                        break
-                    chosen.append(row)
-                    total += row["size"]
+                by_name = {row["name"]: row for row in rows}
+                chosen = [
+                    by_name[ref.name]
+                    for ref in fill_claim(
+                        (
+                            StoredRecord(
+                                kind=RecordKind(r["kind"]), record_id=r["record_id"], name=r["name"], size=r["size"]
+                            )
+                            for r in rows
+                        ),
+                        max_records=max_records,
+                        max_bytes=max_bytes,
+                    )
+                ]
                 expires_at = await conn.fetchval(
                     f"UPDATE {self._s}.records SET claim_id = $1, lease_until = now() + make_interval(secs => $2),"
                     " claim_owner = $4 WHERE id = ANY($3::bigint[])"
@@ -812,7 +817,7 @@ class PostgresStorage(StorageBackend):
 
         await self._retrying(give_back)
 
-    async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
+    async def set_aside(self, claim: Claim, *, records: Sequence[StoredRecord], reason: str) -> None:
         await self._settle(claim, records, delete=False, state="aside", reason=reason)
 
     async def pending_stats(self) -> PendingStats:

@@ -28,21 +28,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiosqlite
+import attrs
 
 from lightspeed.config import UserDataCollectionConfig
-from lightspeed.records import (
-    ConversationTurn,
-    FeedbackRecord,
-    RecordKind,
-    Transcript,
-    is_valid_conversation_id,
-    is_valid_record_id,
-    is_valid_user_hash,
-    utc_timestamp,
-)
+from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript, utc_timestamp
 from lightspeed.storage import (
     Claim,
     ClaimLost,
@@ -55,14 +47,17 @@ from lightspeed.storage import (
     StorageUnavailable,
     StoredRecord,
     StreamInterrupt,
+    check_claim_args,
+    check_conversation_id,
+    check_flag_name,
+    check_user_hash,
+    fill_claim,
+    stored_record,
 )
 
-__all__ = ["SqliteStorage"]
+__all__ = ["SqliteOptions", "SqliteStorage"]
 
 __version__ = "0.1.0"
-
-_KNOWN_OPTIONS: Final = frozenset({"path", "synchronous", "busy_timeout_seconds"})
-_SYNCHRONOUS: Final = ("normal", "full")
 #: Names per ``IN (...)`` list, well below SQLite's limit on bound parameters.
 _CHUNK: Final = 500
 
@@ -160,33 +155,40 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+@attrs.frozen(kw_only=True)
+class SqliteOptions:
+    """``user_data_collection.storage.options`` of the sqlite backend."""
+
+    #: The database file (for example /var/lib/lightspeed/store.db); required.
+    path: str = ""
+    synchronous: Literal["normal", "full"] = "normal"
+    busy_timeout_seconds: float = 30
+
+
 class SqliteStorage(StorageBackend):
     """One SQLite database file (WAL mode) shared by the worker processes of one host."""
 
     supports_multiple_processes = True
+    Options = SqliteOptions
 
     def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
         super().__init__(options=options, collection=collection)
-        self.path = Path(str(options["path"])).absolute()
-        self.synchronous: str = options.get("synchronous", "normal")
-        self.busy_timeout = float(options.get("busy_timeout_seconds", 30))
+        self.options: SqliteOptions
+        self.path = Path(self.options.path).absolute()
+        self.synchronous: str = self.options.synchronous
+        self.busy_timeout = self.options.busy_timeout_seconds
         self._conn: aiosqlite.Connection | None = None
         # One connection runs one statement at a time, and a transaction spans several awaits:
         # the lock keeps another coroutine's statements out of it.
         self._lock = asyncio.Lock()
 
     @classmethod
-    def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
-        known = ", ".join(sorted(_KNOWN_OPTIONS))
-        problems = [f"{key}: unknown option (known: {known})" for key in sorted(set(options) - _KNOWN_OPTIONS)]
-        path = options.get("path")
-        if not isinstance(path, str) or not path:
+    def validate_options(cls, options: SqliteOptions, collection: UserDataCollectionConfig) -> list[str]:
+        problems = []
+        if not options.path:
             problems.append("path: required, the SQLite database file (for example /var/lib/lightspeed/store.db)")
-        if options.get("synchronous", "normal") not in _SYNCHRONOUS:
-            problems.append(f"synchronous: must be one of {', '.join(_SYNCHRONOUS)}, got {options['synchronous']!r}")
-        timeout = options.get("busy_timeout_seconds", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            problems.append(f"busy_timeout_seconds: must be a positive number, got {timeout!r}")
+        if not options.busy_timeout_seconds > 0:
+            problems.append(f"busy_timeout_seconds: must be a positive number, got {options.busy_timeout_seconds!r}")
         return problems
 
     def __repr__(self) -> str:
@@ -286,29 +288,22 @@ class SqliteStorage(StorageBackend):
         return ref
 
     async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
-        if not is_valid_record_id(record.record_id):
-            raise ValueError(f"invalid record id {record.record_id!r}")
         data = record.to_json()
-        ref = StoredRecord(
-            kind=RecordKind.FEEDBACK,
-            record_id=record.record_id,
-            name=f"feedback/{record.record_id}.json",
-            size=len(data),
+        return await self._put(
+            stored_record(record, data), data, user=record.user_id, conversation_id=record.conversation_id
         )
-        return await self._put(ref, data, user=record.user_id, conversation_id=record.conversation_id)
 
     async def put_transcript(self, record: Transcript) -> StoredRecord:
-        user, conv, rid = record.user_id, record.conversation_id, record.record_id
-        if not (is_valid_user_hash(user) and is_valid_conversation_id(conv) and is_valid_record_id(rid)):
-            raise ValueError(f"invalid user hash, conversation id or record id in transcript {rid!r}")
         data = record.to_json()
-        name = f"transcripts/{user}/{conv}/{rid}.json"
-        ref = StoredRecord(kind=RecordKind.TRANSCRIPT, record_id=rid, name=name, size=len(data))
-        return await self._put(ref, data, user=user, conversation_id=conv)
+        return await self._put(
+            stored_record(record, data), data, user=record.user_id, conversation_id=record.conversation_id
+        )
 
     # ------------------------------------------------------------------ conversations
 
     async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
+        check_conversation_id(conversation_id)
+        check_user_hash(owner)
         async with self._session() as conn:
             await conn.execute(
                 "INSERT OR IGNORE INTO conversations (conversation_id, owner, created_at) VALUES (?, ?, ?)",
@@ -327,7 +322,8 @@ class SqliteStorage(StorageBackend):
             ).fetchone()
         return None if row is None else str(row[0])
 
-    async def append_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
+    async def append_turn(self, conversation_id: str, *, turn: ConversationTurn) -> None:
+        check_conversation_id(conversation_id)
         text = json.dumps(turn.to_dict(), ensure_ascii=False)
         async with self._session() as conn:
             await conn.execute("INSERT INTO turns (conversation_id, turn) VALUES (?, ?)", (conversation_id, text))
@@ -474,7 +470,8 @@ class SqliteStorage(StorageBackend):
             row = await (await conn.execute("SELECT value FROM flags WHERE name = ?", (name,))).fetchone()
         return None if row is None else bool(row[0])
 
-    async def set_flag(self, name: str, value: bool) -> bool | None:
+    async def set_flag(self, name: str, *, value: bool) -> bool | None:
+        check_flag_name(name)
         async with self._session(write=True) as conn:
             row = await (await conn.execute("SELECT value FROM flags WHERE name = ?", (name,))).fetchone()
             await conn.execute("INSERT OR REPLACE INTO flags (name, value) VALUES (?, ?)", (name, int(value)))
@@ -491,8 +488,7 @@ class SqliteStorage(StorageBackend):
         max_bytes: int,
         lease_seconds: float,
     ) -> Claim:
-        if max_records < 1 or max_bytes < 1 or lease_seconds <= 0:
-            raise ValueError("max_records, max_bytes and lease_seconds must be positive")
+        check_claim_args(max_records=max_records, max_bytes=max_bytes, lease_seconds=lease_seconds)
         kind_values = [RecordKind(k).value for k in kinds]
         claim_id = str(uuid.uuid4())
         async with self._session(write=True) as conn:
@@ -504,16 +500,14 @@ class SqliteStorage(StorageBackend):
                 " AND (claim_id IS NULL OR expires_at <= ?) ORDER BY id LIMIT ?",
                 (*kind_values, now, max_records),
             )
-            chosen: list[StoredRecord] = []
-            total = 0
-            for _, name, kind, record_id, size in rows:
-                if not chosen and size > max_bytes:
-                    chosen.append(StoredRecord(kind=RecordKind(kind), record_id=record_id, name=name, size=size))
-                    break  # alone, so the caller can set it aside
-                if total + size > max_bytes:
-                    break
-                chosen.append(StoredRecord(kind=RecordKind(kind), record_id=record_id, name=name, size=size))
-                total += size
+            chosen = fill_claim(
+                (
+                    StoredRecord(kind=RecordKind(kind), record_id=record_id, name=name, size=size)
+                    for _, name, kind, record_id, size in rows
+                ),
+                max_records=max_records,
+                max_bytes=max_bytes,
+            )
             for part in _chunks([r.name for r in chosen]):
                 await conn.execute(
                     f"UPDATE records SET claim_id = ?, expires_at = ? WHERE name IN ({_marks(len(part))})",
@@ -635,7 +629,7 @@ class SqliteStorage(StorageBackend):
                 )
             await self._leave(conn, claim.claim_id, names)
 
-    async def set_aside(self, claim: Claim, records: Sequence[StoredRecord], *, reason: str) -> None:
+    async def set_aside(self, claim: Claim, *, records: Sequence[StoredRecord], reason: str) -> None:
         await self._settle(claim, records, delete=False, state="aside", reason=reason)
 
     async def pending_stats(self) -> PendingStats:
