@@ -80,6 +80,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     collect.set_defaults(func=cmd_collect)
 
+    purge = sub.add_parser(
+        "purge",
+        help="erase a user's conversations and stored records (or one conversation) from the store",
+        description="Erase from the configured store, safely while the service and collectors run:"
+        " with --user-id or --user-hash every conversation the user owns and every transcript and"
+        " feedback record of the user, collected or not; with --conversation-id one conversation"
+        " with its records. Prints what it removed, and the records a collector was uploading at"
+        " that moment (the only ones that may still reach the ingress).",
+    )
+    _add_config_arg(purge)
+    what = purge.add_mutually_exclusive_group(required=True)
+    what.add_argument("--user-id", metavar="ID", help="the user id as authentication gives it")
+    what.add_argument("--user-hash", metavar="SHA256", help="the user as stored: the SHA-256 hex digest of the id")
+    what.add_argument("--conversation-id", metavar="ID", help="one conversation")
+    purge.add_argument("--json", action="store_true", help="print the report as JSON")
+    purge.set_defaults(func=cmd_purge)
+
     ingress = sub.add_parser(
         "ingress", help="run a local ingress emulator (see lightspeed ingress --help)", add_help=False
     )
@@ -285,6 +302,41 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return asyncio.run(run_collect(config, once=args.once))
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lightspeed.purge import PurgeTarget, purge, report_json, report_text
+    from lightspeed.records import canonical_conversation_id, is_valid_user_hash
+    from lightspeed.storage import StorageError, create_backend
+
+    conversation_id = args.conversation_id
+    if conversation_id is not None:
+        conversation_id = canonical_conversation_id(conversation_id)
+        if conversation_id is None:
+            print(f"lightspeed purge: error: {args.conversation_id!r} is not a conversation id", file=sys.stderr)
+            return EXIT_CONFIG
+    if args.user_hash is not None and not is_valid_user_hash(args.user_hash):
+        print("lightspeed purge: error: --user-hash must be 64 lower-case hexadecimal digits", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.user_id == "":
+        print("lightspeed purge: error: --user-id must not be empty", file=sys.stderr)
+        return EXIT_CONFIG
+    target = PurgeTarget(user_id=args.user_id, user_hash=args.user_hash, conversation_id=conversation_id)
+    try:
+        config, _ = _load(args)
+        create_backend(config.user_data_collection)  # a bad backend or option fails here, clearly
+    except LightspeedError as exc:
+        _report(exc)
+        return EXIT_CONFIG
+    try:
+        deletion = asyncio.run(purge(config, target))
+    except StorageError as exc:
+        print(f"lightspeed purge: error: nothing was purged: {exc}", file=sys.stderr)
+        return 1
+    print(report_json(target, deletion) if args.json else report_text(target, deletion))
+    return 0
+
+
 def cmd_ingress(args: argparse.Namespace) -> int:
     from lightspeed.ingress import main as ingress_main
 
@@ -296,7 +348,13 @@ def cmd_ingress(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.update(
-    {"serve": cmd_serve, "check-config": cmd_check_config, "collect": cmd_collect, "ingress": cmd_ingress}
+    {
+        "serve": cmd_serve,
+        "check-config": cmd_check_config,
+        "collect": cmd_collect,
+        "purge": cmd_purge,
+        "ingress": cmd_ingress,
+    }
 )
 
 
