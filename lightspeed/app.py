@@ -7,12 +7,15 @@ context per resource, every one appended here, in this order (torn down in rever
 2. ``records``: at shutdown, waits for the query records still being stored, while the
    backend is still open;
 3. ``http``: the client session (LLM providers and the collector's uploads);
-4. ``collector``: the data collector's task (one final bounded collection when stopped);
-5. ``streams``: stops the poller that looks for interrupts of this worker's streams.
+4. ``llm discovery``: asks the providers that list their models (a Llama Stack), in the background;
+5. ``collector``: the data collector's task (one final bounded collection when stopped);
+6. ``streams``: stops the poller that looks for interrupts of this worker's streams.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -35,6 +38,7 @@ from lightspeed.state import (
     config_from,
     http_from,
     init_state,
+    llm_from,
     metrics_from,
     records_from,
     set_http,
@@ -82,6 +86,7 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_records_ctx)
     app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_llm_discovery_ctx)
     app.cleanup_ctx.append(_collector_ctx)
     set_streams(app, StreamRegistry(backend))
     app.cleanup_ctx.append(_streams_ctx)
@@ -132,6 +137,22 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await session.close()
+
+
+async def _llm_discovery_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Ask the providers that list their models (a Llama Stack) in the background: start-up
+    never waits for them, and a query naming a model not known yet asks again."""
+    registry = llm_from(app)
+    if not registry.discovers:
+        yield
+        return
+    task = asyncio.create_task(registry.discover())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -105,9 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, Path | None]:
+def _load(args: argparse.Namespace, warnings: list[str] | None = None) -> tuple[Config, Path | None]:
     path = resolve_config_path(args.config)
-    return load_config(path), path
+    return load_config(path, warnings=warnings), path
 
 
 def _report(exc: LightspeedError) -> None:
@@ -117,11 +117,14 @@ def _report(exc: LightspeedError) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from lightspeed.storage import StorageError, get_backend_class
 
+    warnings: list[str] = []
     try:
-        config, path = _load(args)
+        config, path = _load(args, warnings)
     except ConfigError as exc:
         _report(exc)
         return 1
+    for line in warnings:
+        print(f"lightspeed: warning: {line}", file=sys.stderr)
     problems: list[str] = []
     udc = config.user_data_collection
     try:
@@ -138,8 +141,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    warnings: list[str] = []
     try:
-        config, path = _load(args)
+        config, path = _load(args, warnings)
     except ConfigError as exc:
         _report(exc)
         return EXIT_CONFIG
@@ -173,6 +177,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     else:
         log.info("configuration loaded from %s", path)
+    for line in warnings:
+        log.warning("%s", line)
     # Build once in the parent so that a bad backend or option fails before anything listens.
     try:
         from lightspeed.app import create_app

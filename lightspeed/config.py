@@ -27,6 +27,7 @@ from cattrs.errors import (
 )
 
 from lightspeed.errors import ConfigError
+from lightspeed.lcs_keys import split_lcs_keys
 from lightspeed.masking import MASK, masked_url, url_secrets
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "DEFAULT_FEEDBACK_CATEGORIES",
     "InferenceConfig",
     "LLMProviderConfig",
+    "LLAMA_STACK_OPENAI_PATH",
+    "LlamaStackConfig",
     "OctalMode",
     "QueryFilter",
     "ServiceConfig",
@@ -74,7 +77,11 @@ DEFAULT_FEEDBACK_CATEGORIES: Final = (
 )
 
 _SERVICE_NAME_RE: Final = re.compile(r"[a-z0-9-]+")
-_ENV_RE: Final = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
+#: ``${env.NAME}``; ``${env.NAME:=default}`` (the default when NAME is unset or empty);
+#: ``${env.NAME:+value}`` (value when NAME is set and not empty, else nothing), as the upstream.
+_ENV_RE: Final = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)(?::([=+])([^}]*))?\}")
+#: Where a Llama Stack server serves the OpenAI-compatible API, below ``llama_stack.url``.
+LLAMA_STACK_OPENAI_PATH: Final = "/v1/openai/v1"
 
 
 @attrs.frozen(kw_only=True)
@@ -157,6 +164,22 @@ class LLMProviderConfig:
     api_key_path: str | None = None
     models: tuple[str, ...] = ()
     timeout_seconds: float = 60
+    #: Put before each model name sent to the provider (a Llama Stack names its models ``provider/model``).
+    model_prefix: str = ""
+    #: Also offer the models the provider lists (``GET {url}/models``), asked at start-up and
+    #: again when a query names a model not known yet (at most every ``timeout_seconds``).
+    discover_models: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class LlamaStackConfig:
+    """``llama_stack``: the upstream's Llama Stack connection, run as an OpenAI-compatible provider."""
+
+    url: str | None = None
+    api_key: str | None = None
+    use_as_library_client: bool | None = None
+    library_client_config_path: str | None = None
+    timeout: int = 180
 
 
 @attrs.frozen(kw_only=True)
@@ -189,6 +212,7 @@ class Config:
     inference: InferenceConfig = attrs.field(factory=InferenceConfig)
     llm_providers: tuple[LLMProviderConfig, ...] = ()
     query_filters: tuple[QueryFilter, ...] = ()
+    llama_stack: LlamaStackConfig = attrs.field(factory=LlamaStackConfig)
 
     @classmethod
     def embedded_defaults(cls, data_dir: str = "./data") -> Config:
@@ -214,6 +238,8 @@ class Config:
 
 def _strict(kind: type, label: str) -> Callable[[Any, type], Any]:
     def hook(value: Any, _: type) -> Any:
+        if isinstance(value, EnvText):
+            return _from_env(value, kind, label)
         # bool is an int subclass; never accept it where a number is wanted.
         if isinstance(value, bool) and kind is not bool:
             raise TypeError(f"expected {label}, got a boolean")
@@ -224,6 +250,20 @@ def _strict(kind: type, label: str) -> Callable[[Any, type], Any]:
         return value
 
     return hook
+
+
+def _from_env(value: EnvText, kind: type, label: str) -> Any:
+    text = str(value)
+    if kind is str:
+        return text
+    if kind is bool and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise TypeError(f"expected {label}, got {text!r} from an environment variable")
 
 
 def _type_name(value: Any) -> str:
@@ -332,6 +372,7 @@ def _make_converter() -> cattrs.Converter:
         UserDataCollectionConfig,
         AuthenticationConfig,
         LLMProviderConfig,
+        LlamaStackConfig,
         InferenceConfig,
         QueryFilter,
         Config,
@@ -398,22 +439,42 @@ def structure_section(data: Mapping[str, Any], cls: type[T]) -> tuple[T | None, 
 # --------------------------------------------------------------------------- env substitution
 
 
+class EnvText(str):
+    """A value that came whole from ``${env.NAME}``: the converter reads it as the field's type
+    (``"8080"`` as an integer, ``"true"`` as a boolean), as the upstream's loader does."""
+
+
 def _substitute_env(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
     if isinstance(value, str):
+        where = path or "(top level)"
 
         def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in env:
-                problems.append(f"{path or '(top level)'}: environment variable {name} is not set")
+            name, operator, operand = match.group(1), match.group(2), match.group(3)
+            current = env[name] if name in env else None  # noqa: SIM401 - a mapping may compute values in __missing__
+            if operator == "=":
+                return current if current else operand
+            if operator == "+":
+                return operand if current else ""
+            if current is None:
+                problems.append(f"{where}: environment variable {name} is not set")
                 return ""
-            return env[name]
+            return current
 
-        return _ENV_RE.sub(replace, value)
+        result = _ENV_RE.sub(replace, value)
+        if result is value or _ENV_RE.fullmatch(value) is None:
+            return result
+        # The whole value was one reference: typed by its field; empty means "not given", as upstream.
+        return None if result == "" and match_has_operator(value) else EnvText(result)
     if isinstance(value, dict):
         return {k: _substitute_env(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in value.items()}
     if isinstance(value, list):
         return [_substitute_env(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
     return value
+
+
+def match_has_operator(value: str) -> bool:
+    match = _ENV_RE.fullmatch(value)
+    return match is not None and match.group(2) is not None
 
 
 # --------------------------------------------------------------------------- semantic checks
@@ -505,7 +566,8 @@ def _semantic_problems(config: Config) -> list[str]:
     for i, prov in enumerate(config.llm_providers):
         p = f"llm_providers[{i}]"
         if prov.name in names:
-            add(f"{p}.name: duplicate provider name {prov.name!r}")
+            also = " (llama_stack.url adds a provider of that name)" if prov.discover_models else ""
+            add(f"{p}.name: duplicate provider name {prov.name!r}{also}")
         names.add(prov.name)
         if prov.type not in PROVIDER_TYPES:
             add(f"{p}.type: must be one of {', '.join(PROVIDER_TYPES)}, got {prov.type!r}")
@@ -517,8 +579,10 @@ def _semantic_problems(config: Config) -> list[str]:
             add(f"{p}.url: must not contain a user or password beside an api_key (aiohttp sends only one)")
         if prov.api_key and prov.api_key_path:
             add(f"{p}.api_key_path: give either api_key or api_key_path, not both")
-        if not prov.models:
-            add(f"{p}.models: list at least one model")
+        if not prov.models and not prov.discover_models:
+            add(f"{p}.models: list at least one model (or set discover_models: true)")
+        if prov.discover_models and prov.type != "openai":
+            add(f"{p}.discover_models: only an openai provider can list its models")
         if not (prov.timeout_seconds > 0 and math.isfinite(prov.timeout_seconds)):
             add(f"{p}.timeout_seconds: must be a finite number greater than 0, got {prov.timeout_seconds}")
     inf = config.inference
@@ -546,22 +610,34 @@ def _semantic_problems(config: Config) -> list[str]:
 # --------------------------------------------------------------------------- loading
 
 
-def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str | None = None) -> Config:
+def parse_config(
+    data: Any,
+    *,
+    env: Mapping[str, str] | None = None,
+    source: str | None = None,
+    warnings: list[str] | None = None,
+) -> Config:
     """Build a :class:`Config` from the parsed YAML ``data``.
 
-    Raises :class:`~lightspeed.errors.ConfigError` listing every problem found.
+    Raises :class:`~lightspeed.errors.ConfigError` listing every problem found. Keys of the
+    Lightspeed Core Stack that lightspeed does not implement are accepted and left out; one
+    line per such key is appended to ``warnings`` (when given) for the caller to log.
     """
     env = os.environ if env is None else env
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"(top level): expected a mapping, got {_type_name(data)}"], source=source)
-    problems: list[str] = []
+    # Before the environment is read: a variable only an ignored key uses need not be set.
+    data, ignored, problems = split_lcs_keys(data, Config)
+    if warnings is not None:
+        warnings.extend(f"{key}: {LCS_KEY_IGNORED}" for key in ignored)
     data = _substitute_env(data, "", env, problems)
+    unset = {p.split(": ", 1)[0] for p in problems}  # one problem for a value whose variable is unset
     try:
         config = _converter.structure(data, Config)
     except Exception as exc:  # noqa: BLE001 - every structuring failure is a config problem
-        problems.extend(_walk_errors(exc, ""))
+        problems.extend(p for p in _walk_errors(exc, "") if p.split(": ", 1)[0] not in unset)
         # Check the values too, with the bad keys left out, so every problem is listed at once.
         bad = {p.split(": ", 1)[0] for p in problems}
         try:
@@ -570,10 +646,66 @@ def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str
             raise ConfigError(problems, source=source) from None
     # A value that was bad (or whose variable is unset, substituted with "") gets one problem, not two.
     bad = {p.split(": ", 1)[0] for p in problems}
+    llama = _llama_stack_problems(config.llama_stack)
+    problems.extend(p for p in llama if p.split(": ", 1)[0] not in bad)
+    if not llama and config.llama_stack.url:
+        config = _with_llama_stack_provider(config)
     problems.extend(p for p in _semantic_problems(config) if p.split(": ", 1)[0] not in bad)
     if problems:
         raise ConfigError(problems, source=source)
     return config
+
+
+#: The warning for each upstream key lightspeed accepts without implementing it.
+LCS_KEY_IGNORED: Final = (
+    "a Lightspeed Core Stack key that lightspeed does not implement: accepted and ignored"
+    " (README: 'Running a Lightspeed Core Stack configuration')"
+)
+#: The provider name a Llama Stack gets when ``inference.default_provider`` does not name one.
+LLAMA_STACK_PROVIDER: Final = "llama_stack"
+
+
+def _llama_stack_problems(ls: LlamaStackConfig) -> list[str]:
+    if ls.use_as_library_client:
+        return [
+            "llama_stack.use_as_library_client: lightspeed cannot run Llama Stack inside its own process;"
+            " run Llama Stack as a server and give its address in llama_stack.url (with"
+            " use_as_library_client: false), or configure llm_providers"
+        ]
+    if ls.use_as_library_client is False and not ls.url:
+        return ["llama_stack.url: required when use_as_library_client is false (the Llama Stack server's address)"]
+    if ls.url is not None and not re.match(r"https?://[^/\s]+", ls.url):
+        return [f"llama_stack.url: must be an http:// or https:// URL, got {ls.url!r}"]
+    if ls.timeout <= 0:
+        return [f"llama_stack.timeout: must be greater than 0, got {ls.timeout}"]
+    return []
+
+
+def _with_llama_stack_provider(config: Config) -> Config:
+    """``llama_stack.url`` as an OpenAI-compatible provider at ``{url}/v1/openai/v1``.
+
+    Named after ``inference.default_provider`` (its models are named ``provider/model`` there,
+    as the upstream sends them), with ``inference.default_model`` as its model; it also offers
+    the models the Llama Stack lists.
+    """
+    ls = config.llama_stack
+    assert ls.url is not None
+    inf = config.inference
+    default_is_llama = inf.default_provider is not None and all(
+        p.name != inf.default_provider for p in config.llm_providers
+    )
+    name = inf.default_provider if default_is_llama and inf.default_provider else LLAMA_STACK_PROVIDER
+    provider = LLMProviderConfig(
+        name=name,
+        type="openai",
+        url=ls.url.rstrip("/") + LLAMA_STACK_OPENAI_PATH,
+        api_key=ls.api_key or None,
+        models=(inf.default_model,) if default_is_llama and inf.default_model else (),
+        timeout_seconds=float(ls.timeout),
+        model_prefix=f"{name}/" if default_is_llama else "",
+        discover_models=True,
+    )
+    return attrs.evolve(config, llm_providers=(*config.llm_providers, provider))
 
 
 _PATH_PART: Final = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -623,7 +755,12 @@ def resolve_config_path(
     return default if default.is_file() else None
 
 
-def load_config(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    warnings: list[str] | None = None,
+) -> Config:
     """Read and validate a YAML configuration file (``None``: the embedded defaults)."""
     if path is None:
         return Config.embedded_defaults()
@@ -636,7 +773,7 @@ def load_config(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] |
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], source=str(p)) from None
-    return parse_config(data, env=env, source=str(p))
+    return parse_config(data, env=env, source=str(p), warnings=warnings)
 
 
 _SECRET_KEYS: Final = re.compile(r"(token|password|passwd|secret|api_key|dsn|credential)", re.IGNORECASE)
@@ -654,8 +791,8 @@ def config_to_dict(config: Config, *, mask_secrets: bool = True) -> dict[str, An
         if mask_secrets and value is not None and _SECRET_KEYS.search(key) and not key.endswith("_path"):
             return MASK
         if mask_secrets and isinstance(value, str) and "://" in value:
-            return masked_url(value)  # https://user:secret@host/v1?api-key=secret
-        return value
+            return masked_url(str(value))  # https://user:secret@host/v1?api-key=secret
+        return str(value) if isinstance(value, EnvText) else value
 
     result: dict[str, Any] = mask(raw)
     return result

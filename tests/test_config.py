@@ -340,9 +340,12 @@ def test_env_substitution_from_the_process_environment(monkeypatch: pytest.Monke
     assert parse_config({"name": "${env.LS_TEST_NAME}"}).name == "from-env"
 
 
-def test_env_substitution_only_in_strings() -> None:
-    # A substituted number is still a string: types are checked after substitution.
-    assert problems({"service": {"port": "${env.PORT}"}}, env={"PORT": "9000"}) == [
+def test_env_substitution_is_typed_by_the_field() -> None:
+    # A value that is one reference is read as its field's type, as the upstream's loader does;
+    # a literal string stays a string.
+    assert parse_config({"service": {"port": "${env.PORT}"}}, env={"PORT": "9000"}).service.port == 9000
+    assert problems({"service": {"port": "9000"}}) == ["service.port: expected an integer, got a string"]
+    assert problems({"service": {"port": "${env.PORT}x"}}, env={"PORT": "9000"}) == [
         "service.port: expected an integer, got a string"
     ]
 

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+import attrs
 from yarl import URL
 
 from lightspeed.config import LLMProviderConfig
 from lightspeed.llm.base import UNAVAILABLE, Completion, LLMError, LLMProvider, Message, TokenStream, Usage
 from lightspeed.masking import LOG_SECRETS, Masker, public_url, url_secrets
 
-__all__ = ["OpenAIProvider", "join_url"]
+__all__ = ["ListedModel", "OpenAIProvider", "join_url"]
 
 log = logging.getLogger("lightspeed.llm.openai")
 
@@ -87,8 +88,12 @@ class OpenAIProvider(LLMProvider):
         self.public_url = public_url(self.url)
         self._masker = Masker([config.api_key or "", *url_secrets(config.url)])
         LOG_SECRETS.add(config.api_key, *url_secrets(config.url))
+        self.models_url = join_url(config.url, "models")
+        self.model_prefix = config.model_prefix
+        self.config = config
         self.timeout_seconds = config.timeout_seconds
         self._session = session
+        self.session_factory = session
         self._api_key = config.api_key
         self._key_path = Path(config.api_key_path) if config.api_key_path else None
         self._key_stamp: tuple[int, int] | None = None
@@ -174,7 +179,7 @@ class OpenAIProvider(LLMProvider):
                 f"{said}: the service's credentials were refused (check api_key or api_key_path)",
             )
         if status == 404:
-            return LLMError(404, "Model not found", f"Model {model!r} is unknown to provider {self.name!r} ({status})")
+            return LLMError(404, "Model not found", f"Model with ID {model} does not exist")
         if 400 <= status < 500:
             return LLMError(status, "The LLM provider rejected the request", f"{said}: the request was rejected")
         return LLMError(503, UNAVAILABLE, f"{said}: a server error")
@@ -182,7 +187,11 @@ class OpenAIProvider(LLMProvider):
     # ------------------------------------------------------------------ calls
 
     def _body(self, model: str, messages: Sequence[Message], *, stream: bool) -> bytes | io.BytesIO:
-        body: dict[str, Any] = {"model": model, "messages": [m.to_dict() for m in messages], "stream": stream}
+        body: dict[str, Any] = {
+            "model": self.model_prefix + model,
+            "messages": [m.to_dict() for m in messages],
+            "stream": stream,
+        }
         if stream:
             body["stream_options"] = {"include_usage": True}
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -297,6 +306,60 @@ class OpenAIProvider(LLMProvider):
                     raise self._bad_answer("a stream chunk whose content is not a string", _text(payload))
                 out.append(content)
         return False
+
+    async def list_models(self) -> list[ListedModel]:
+        """The language models the server lists at ``GET {url}/models``; raises :class:`LLMError`.
+
+        Reads the OpenAI list (``{"data": [{"id"}]}``) and Llama Stack's richer items
+        (``identifier``, ``provider_id``, ``provider_resource_id``, ``model_type``); models
+        whose type is not ``llm`` (embedding models) are left out.
+        """
+        try:
+            async with self._session().get(
+                self.models_url, headers=self._headers(), timeout=self._whole_timeout
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise self._refused(resp.status, raw.decode("utf-8", "replace"), resp.headers, "")
+        except TimeoutError:
+            raise self._timed_out() from None
+        except aiohttp.ClientError as exc:
+            raise self._unreachable(exc) from exc
+        try:
+            items = json.loads(raw)["data"]
+            if not isinstance(items, list):
+                raise TypeError("data is not a list")
+        except (ValueError, KeyError, TypeError) as exc:
+            detail = f"{exc!r}: {raw[:_MASK_WINDOW].decode('utf-8', 'replace')}"
+            raise self._bad_answer("an answer that is not a model list", detail) from None
+        return [m for m in (_listed_model(item) for item in items) if m is not None]
+
+
+@attrs.frozen(kw_only=True)
+class ListedModel:
+    """One model a provider lists: ``provider/model`` split as a Llama Stack names them."""
+
+    provider: str | None
+    model: str
+    model_type: str
+
+
+def _listed_model(item: Any) -> ListedModel | None:
+    if not isinstance(item, dict):
+        return None
+    custom = item.get("custom_metadata")
+    meta: dict[str, Any] = custom if isinstance(custom, dict) else {}
+    ident = item.get("identifier") or item.get("id")
+    model_type = item.get("model_type") or meta.get("model_type") or "llm"
+    if not isinstance(ident, str) or not ident or model_type != "llm":
+        return None
+    provider = item.get("provider_id") or meta.get("provider_id")
+    if isinstance(provider, str) and provider and ident.startswith(provider + "/"):
+        return ListedModel(provider=provider, model=ident[len(provider) + 1 :], model_type="llm")
+    head, sep, tail = ident.partition("/")
+    if sep and head and tail:
+        return ListedModel(provider=head, model=tail, model_type="llm")
+    return ListedModel(provider=None, model=ident, model_type="llm")
 
 
 def _usage(data: Any) -> Usage:

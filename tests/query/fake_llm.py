@@ -20,6 +20,10 @@ The model named in a request picks the behaviour:
 ``leakstream``   streams one token, then an ``error`` chunk echoing the headers and query;
 ``leakchunk``    streams one token, then a chunk that is not JSON, echoing the headers.
 
+``base_path`` is where the API is served (``/v1``; a Llama Stack serves it at ``/v1/openai/v1``);
+``listed`` is what ``GET {base_path}/models`` answers (Llama Stack's items when given, with
+``provider/model`` identifiers, whose ``provider/`` is ignored when choosing the behaviour).
+
 Every request body is kept in :attr:`FakeLLM.requests`, every ``Authorization`` header in
 :attr:`FakeLLM.auth_headers` and every path with its query string in :attr:`FakeLLM.targets`
 (unless ``keep_requests`` is false). Any path ending in ``chat/completions`` is served. ``delay`` seconds pass
@@ -81,8 +85,18 @@ def _chunk(content: str | None = None, *, usage: dict[str, int] | None = None) -
 class FakeLLM:
     """Start with ``await fake.start()``, stop with ``await fake.stop()``; ``url`` ends in ``/v1``."""
 
-    def __init__(self, *, delay: float = 0.0, keep_requests: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        delay: float = 0.0,
+        keep_requests: bool = True,
+        base_path: str = "/v1",
+        listed: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.delay = delay
+        self.base_path = base_path
+        self.listed = listed if listed is not None else [{"id": m, "object": "model"} for m in MODELS]
+        self.model_list_requests = 0
         self.keep_requests = keep_requests
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str | None] = []
@@ -94,6 +108,7 @@ class FakeLLM:
         self._runner: web.AppRunner | None = None
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/{prefix:.*}chat/completions", self.chat)
+        app.router.add_get("/{prefix:.*}models", self.models)
         self._app = app
 
     async def start(self, port: int = 0) -> FakeLLM:
@@ -102,7 +117,8 @@ class FakeLLM:
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/v1"
+        self.root_url = f"http://127.0.0.1:{port}"
+        self.url = self.root_url + self.base_path
         return self
 
     async def stop(self) -> None:
@@ -114,6 +130,12 @@ class FakeLLM:
         """Everything every request sent, as one string (for leak checks)."""
         return json.dumps(self.requests, ensure_ascii=False)
 
+    async def models(self, request: web.Request) -> web.Response:
+        self.model_list_requests += 1
+        if self.keep_requests:
+            self.auth_headers.append(request.headers.get("Authorization"))
+        return web.json_response({"object": "list", "data": self.listed})
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if self.keep_requests:
@@ -122,7 +144,7 @@ class FakeLLM:
             self.targets.append(request.path_qs)
         if self.delay:
             await asyncio.sleep(self.delay)
-        model = body["model"]
+        model = body["model"].rpartition("/")[2]
         stream = bool(body.get("stream"))
         if model == "ratelimit":
             return web.json_response(

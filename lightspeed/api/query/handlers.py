@@ -83,7 +83,7 @@ async def begin(request: web.Request) -> Interaction:
     redactor = redactor_from(request)
     redacted_query = redactor.redact(q.query)
     attachments = tuple(attrs.evolve(a, content=redactor.redact(a.content)) for a in q.attachments)
-    provider, model = llm_from(request).resolve(q.provider, q.model)
+    provider, model = await llm_from(request).resolve_or_discover(q.provider, q.model)
 
     storage = storage_from(request)
     max_turns = config.inference.max_history_turns
