@@ -76,16 +76,26 @@ class StreamRegistry:
         self._poller: asyncio.Task[None] | None = None
         self._warned = False
 
-    async def register(self, request_id: str, *, owner: str) -> bool:
-        """Record the stream in the store; ``False`` (logged) when the store failed: the stream
-        then runs without being interruptible."""
-        try:
-            await self.storage.register_stream(request_id, owner=owner, ttl_seconds=STREAM_TTL_SECONDS)
-        except StorageError as exc:
-            log.warning("stream %s cannot be interrupted: the store failed to register it: %s", request_id, exc)
-            return False
-        self._local[request_id] = _Local(owner=owner)
-        return True
+    async def register(self, request_id: str, *, owner: str) -> str:
+        """Record the stream in the store; returns the id it is registered under.
+
+        That is ``request_id`` (the request's ``X-Request-ID``), unless another stream holds
+        that id (a client may send any id): then a fresh UUID, so no stream takes over
+        another's entry. When the store fails the stream runs without being interruptible
+        (logged).
+        """
+        stream_id = request_id
+        for _ in range(2):
+            try:
+                if await self.storage.register_stream(stream_id, owner=owner, ttl_seconds=STREAM_TTL_SECONDS):
+                    self._local[stream_id] = _Local(owner=owner)
+                    return stream_id
+            except StorageError as exc:
+                log.warning("stream %s cannot be interrupted: the store failed to register it: %s", stream_id, exc)
+                return stream_id
+            stream_id = str(uuid.uuid4())
+        log.warning("stream %s cannot be interrupted: its request ids are taken", request_id)
+        return stream_id
 
     async def pump(self, request_id: str, coro: Coroutine[Any, Any, None]) -> bool:
         """Run ``coro`` (the stream's token loop) as a task that an interrupt cancels.

@@ -406,18 +406,23 @@ class StorageBackend(abc.ABC):
     # A backend that supports several processes must override all four, so that a stream
     # running in one worker can be interrupted from any other.
 
-    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> None:
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
         """Record that the stream ``request_id`` of ``owner`` (a user hash) is running.
 
         The entry is forgotten ``ttl_seconds`` from now unless :meth:`finish_stream`
         shortens it first (a worker that died mid-stream leaves nothing behind for ever).
-        Registering an id again replaces the entry.
+        Atomic insert-if-absent: returns ``False`` and changes nothing when the id is
+        registered already and not forgotten yet (request ids can come from clients, and
+        one stream must never take over another's entry).
         """
         streams = self._local_streams()
         now = time.time()
         for rid in [rid for rid, s in streams.items() if s.expires_at <= now]:
             del streams[rid]
+        if request_id in streams:
+            return False
         streams[request_id] = _LocalStream(owner=owner, expires_at=now + ttl_seconds)
+        return True
 
     async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
         """Mark the running stream ``request_id`` for interruption, if ``owner`` owns it.

@@ -989,9 +989,20 @@ class StreamRegistryTests(_Kit):
 
     async def test_a_stream_past_its_ttl_is_forgotten(self, backend: StorageBackend) -> None:
         rid = new_record_id()
-        await backend.register_stream(rid, owner=USER, ttl_seconds=0.2)
+        assert await backend.register_stream(rid, owner=USER, ttl_seconds=0.2) is True
         await asyncio.sleep(0.3)
         assert await backend.interrupt_stream(rid, owner=USER) is StreamInterrupt.NOT_FOUND
+        assert await backend.register_stream(rid, owner=OTHER_USER, ttl_seconds=60) is True  # free again
+        assert await backend.interrupt_stream(rid, owner=USER) is StreamInterrupt.FORBIDDEN
+
+    async def test_a_live_stream_is_never_taken_over(self, backend: StorageBackend) -> None:
+        rid = new_record_id()
+        assert await backend.register_stream(rid, owner=USER, ttl_seconds=60) is True
+        assert await backend.register_stream(rid, owner=OTHER_USER, ttl_seconds=60) is False
+        assert await backend.interrupt_stream(rid, owner=OTHER_USER) is StreamInterrupt.FORBIDDEN
+        await backend.finish_stream(rid, keep_seconds=60)
+        assert await backend.register_stream(rid, owner=OTHER_USER, ttl_seconds=60) is False
+        assert await backend.interrupt_stream(rid, owner=USER) is StreamInterrupt.ALREADY_DONE
 
     async def test_concurrent_interrupts_interrupt_once(self, backend: StorageBackend) -> None:
         rid = new_record_id()

@@ -162,3 +162,23 @@ def forbidden_body(rid: str) -> dict[str, Any]:
             "cause": f"User mallory does not own streaming request with ID {rid}",
         }
     }
+
+
+async def test_a_client_chosen_request_id_never_takes_over_another_stream(query_client: Any) -> None:
+    client = await query_client()
+    resp = await client.post(
+        "/v1/streaming_query", params={"user_id": "bob"}, json=SLOW, headers={"X-Request-ID": "shared-id"}
+    )
+    seen = await resp.content.readuntil(b"\n\n")
+    assert json.loads(seen[len(b"data: ") :])["data"]["request_id"] == "shared-id"
+    resp2 = await client.post(
+        "/v1/streaming_query", params={"user_id": "mallory"}, json=SLOW, headers={"X-Request-ID": "shared-id"}
+    )
+    start2 = json.loads((await resp2.content.readuntil(b"\n\n"))[len(b"data: ") :])
+    assert resp2.headers["X-Request-ID"] == "shared-id"
+    assert start2["data"]["request_id"] != "shared-id"  # a fresh id of its own
+    assert (await interrupt(client, "shared-id", user="mallory"))[0] == 403
+    assert (await interrupt(client, start2["data"]["request_id"], user="mallory"))[1]["interrupted"] is True
+    assert (await interrupt(client, "shared-id", user="bob"))[1]["interrupted"] is True
+    await resp.read()
+    await resp2.read()

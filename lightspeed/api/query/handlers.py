@@ -208,23 +208,24 @@ async def _record_shielded(app: web.Application, it: Interaction, partial: str) 
 
 async def streaming_query(request: web.Request) -> web.StreamResponse:
     it = await begin(request)
-    rid = request_id_from(request, "")
     streams = streams_from(request)
-    # Registered for interrupts from any worker while the LLM prepares its first token.
-    registered = asyncio.ensure_future(streams.register(rid, owner=hash_user_id(it.user.user_id)))
+    # Registered for interrupts from any worker while the LLM prepares its first token; the
+    # stream's id is the request's, unless another stream holds that one already.
+    registered = asyncio.ensure_future(
+        streams.register(request_id_from(request, ""), owner=hash_user_id(it.user.user_id))
+    )
     try:
         stream = await it.provider.stream(model=it.model, messages=it.messages)  # refusals are plain JSON errors
     except BaseException:
-        await registered
-        await streams.finish(rid)
+        await streams.finish(await registered)
         raise
-    await registered
+    rid = await registered
     text = it.request.media_type == MEDIA_TYPE_TEXT
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/plain; charset=utf-8" if text else "text/event-stream",
             "Cache-Control": "no-cache",
-            "X-Request-ID": rid,
+            "X-Request-ID": request_id_from(request, ""),
         }
     )
     parts: list[str] = []

@@ -274,12 +274,15 @@ class MemoryStorage(StorageBackend):
 
     # ------------------------------------------------------------------ streams
 
-    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> None:
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
         streams = self._live().streams
         now = time.time()
         for rid in [rid for rid, s in streams.items() if s.expires_at <= now]:
             del streams[rid]
+        if request_id in streams:
+            return False
         streams[request_id] = _Stream(owner=owner, expires_at=now + ttl_seconds)
+        return True
 
     async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
         stream = self._live().streams.get(request_id)

@@ -543,21 +543,23 @@ class PostgresStorage(StorageBackend):
 
     # ------------------------------------------------------------------ streams
 
-    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> None:
-        async def register() -> None:
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
+        async def register() -> bool:
             async with self._connection() as conn:
-                await conn.execute(
-                    f"WITH swept AS (DELETE FROM {self._s}.streams WHERE expires_at <= now())"
-                    f" INSERT INTO {self._s}.streams (request_id, owner, expires_at)"
+                await conn.execute(f"DELETE FROM {self._s}.streams WHERE expires_at <= now()")
+                # An expired entry not swept yet (a concurrent sweep) is replaced; a live one never.
+                inserted = await conn.fetchval(
+                    f"INSERT INTO {self._s}.streams AS s (request_id, owner, expires_at)"
                     " VALUES ($1, $2, now() + make_interval(secs => $3)) ON CONFLICT (request_id) DO UPDATE"
                     " SET owner = $2, expires_at = now() + make_interval(secs => $3),"
-                    " done = false, interrupted = false",
+                    " done = false, interrupted = false WHERE s.expires_at <= now() RETURNING 1",
                     request_id,
                     owner,
                     float(ttl_seconds),
                 )
+            return inserted is not None
 
-        await self._retrying(register)
+        return await self._retrying(register)
 
     async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
         async def interrupt() -> StreamInterrupt:

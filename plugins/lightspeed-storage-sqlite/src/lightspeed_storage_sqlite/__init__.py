@@ -419,14 +419,15 @@ class SqliteStorage(StorageBackend):
 
     # ------------------------------------------------------------------ streams
 
-    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> None:
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
         now = time.time()
         async with self._session(write=True) as conn:
             await conn.execute("DELETE FROM streams WHERE expires_at <= ?", (now,))
-            await conn.execute(
-                "INSERT OR REPLACE INTO streams (request_id, owner, expires_at) VALUES (?, ?, ?)",
+            cursor = await conn.execute(
+                "INSERT OR IGNORE INTO streams (request_id, owner, expires_at) VALUES (?, ?, ?)",
                 (request_id, owner, now + ttl_seconds),
             )
+        return cursor.rowcount > 0
 
     async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
         async with self._session(write=True) as conn:
