@@ -7,6 +7,7 @@ import io
 import json
 import re
 import shutil
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -536,36 +537,43 @@ async def test_conversation_owner_survives_restart(make_client: MakeClient, new_
     assert (await post(again, body_for(cid), path="/v1/feedback?user_id=bob"))[0] == 403
 
 
-async def test_damaged_flag_file_is_a_clear_error_and_put_repairs_it(
+def rename_table(app: web.Application, table: str, new: str) -> None:
+    """Break (or mend) the filesystem store's state database under the running service."""
+    state = storage_from(app).state_root  # type: ignore[attr-defined]
+    with sqlite3.connect(state / "state.sqlite3") as conn:
+        conn.execute(f"ALTER TABLE {table} RENAME TO {new}")
+
+
+async def test_a_failing_flag_read_is_a_clear_error_and_heals(
     make_client: MakeClient, new_conversation: NewConversation
 ) -> None:
     client = await make_client()
     cid = await new_conversation(client.app)
     await client.put("/v1/feedback/status", json={"status": True})
-    flag = storage_from(client.app).state_root / "flags" / "feedback_enabled.json"  # type: ignore[attr-defined]
-    flag.write_bytes(b"{not json")  # a hand edit gone wrong
+    rename_table(client.app, "flags", "flags_away")  # the state database fails to read the flag
     for resp in (await client.get("/v1/feedback/status"), await client.post("/v1/feedback", json=body_for(cid))):
         assert resp.status == 500
         detail = (await resp.json())["detail"]
         assert detail["response"] == "Failed to read feedback status"
-        assert "damaged" in detail["cause"]
-    resp = await client.put("/v1/feedback/status", json={"status": True})
-    assert resp.status == 200
+        assert "state database" in detail["cause"]
+    rename_table(client.app, "flags_away", "flags")
+    assert (await client.put("/v1/feedback/status", json={"status": True})).status == 200
     assert (await post(client, body_for(cid)))[0] == 200
 
 
-async def test_damaged_owner_file_is_503(make_client: MakeClient, new_conversation: NewConversation) -> None:
+async def test_a_failing_owner_lookup_is_503(make_client: MakeClient, new_conversation: NewConversation) -> None:
     first = await make_client()
     cid = await new_conversation(first.app)
-    state = storage_from(first.app).state_root  # type: ignore[attr-defined]
     await first.close()
-    (state / "conversations" / cid[-2:] / f"{cid}.json").write_bytes(b"")
-    client = await make_client()
+    client = await make_client()  # a fresh process: the owner is not remembered
+    rename_table(client.app, "owners", "owners_away")
     status, answer = await post(client, body_for(cid))
     assert status == 503
     assert answer["detail"]["response"] == "Unable to access conversation storage"
-    assert "damaged" in answer["detail"]["cause"]
+    assert "state database" in answer["detail"]["cause"]
     assert stored(client) == []
+    rename_table(client.app, "owners_away", "owners")
+    assert (await post(client, body_for(cid)))[0] == 200
 
 
 async def test_put_status_refuses_to_enable_feedback_without_storage(make_client: MakeClient) -> None:

@@ -355,26 +355,6 @@ async def test_unwritable_directory_is_a_clear_error(store: FilesystemStorage, t
     assert [p.suffix for p in fdir.iterdir()] == [".json"]
 
 
-async def test_history_and_owner_failures_are_clear_errors_and_the_threads_survive(store: FilesystemStorage) -> None:
-    """History lines and owners are written on the store's own threads; a failure reaches the
-    caller as StorageUnavailable naming the file, and the next writes still work."""
-    cid = str(uuid.uuid4())
-    bucket = store._owner_path(cid).parent
-    shutil.rmtree(bucket, ignore_errors=True)
-    bucket.parent.mkdir(parents=True, exist_ok=True)
-    bucket.write_bytes(b"")  # a file where the conversations' folder belongs
-    turn = ConversationTurn(query="q", response="a", provider="echo", model="echo")
-    with pytest.raises(StorageUnavailable, match="Not a directory"):
-        await store.append_turn(cid, turn=turn)
-    with pytest.raises(StorageUnavailable, match="Not a directory"):
-        await store.set_conversation_owner(cid, owner=ALICE)
-    bucket.unlink()
-    assert await store.set_conversation_owner(cid, owner=ALICE) == ALICE
-    await store.append_turn(cid, turn=turn)
-    assert [t.query for t in await store.get_turns(cid, limit=5)] == ["q"]
-    await store.put_feedback(feedback_record())
-
-
 async def test_unopenable_root_fails_open(make_config: MakeConfig, tmp_path: Path) -> None:
     (tmp_path / "feedback").write_bytes(b"")
     s = backend(make_config())
@@ -469,15 +449,6 @@ async def test_turns_concurrent_appends_all_kept(make_config: MakeConfig) -> Non
     assert sorted(int(t.query) for t in got) == list(range(100))
 
 
-async def test_torn_history_line_is_skipped(store: FilesystemStorage) -> None:
-    cid = str(uuid.uuid4())
-    await store.append_turn(cid, turn=ConversationTurn(query="q", response="a"))
-    path = store._owner_path(cid).with_suffix(".turns.jsonl")
-    with path.open("ab") as fh:
-        fh.write(b'{"query": "torn')
-    assert [t.query for t in await store.get_turns(cid, limit=5)] == ["q"]
-
-
 # ------------------------------------------------------------------ options
 
 
@@ -528,34 +499,6 @@ def test_state_path_default_and_option(make_config: MakeConfig, tmp_path: Path) 
     assert backend(make_config()).state_root == tmp_path / ".lightspeed-state"
     s = backend(make_config(user_data_collection={"storage": {"options": {"state_path": str(tmp_path / "st")}}}))
     assert s.state_root == tmp_path / "st"
-
-
-async def test_claim_files_of_dead_collectors_do_not_pile_up(make_config: MakeConfig) -> None:
-    """A collector that died holding a claim leaves a file; once another collector delivered its
-    records, the next claim removes it (while a record is still pending the file stays, so the
-    dead claim's owner would still learn ClaimLost)."""
-    storage = FilesystemStorage(options={}, collection=make_config().user_data_collection)
-    await storage.open()
-    try:
-        stored = await storage.put_feedback(feedback_record())
-
-        async def claim(owner: str, lease: float = 60) -> Any:
-            return await storage.claim(
-                owner=owner, kinds=[RecordKind.FEEDBACK], max_records=10, max_bytes=10**6, lease_seconds=lease
-            )
-
-        await claim("dead", lease=0.05)
-        await asyncio.sleep(0.1)  # the dead collector's lease runs out
-        live = await claim("live")
-        assert [r.name for r in live.records] == [stored.name]
-        claims_dir = storage.state_root / "claims"
-        assert len(list(claims_dir.glob("*.json"))) == 2
-        await storage.ack(live, delete=True)
-        assert len(list(claims_dir.glob("*.json"))) == 1  # only the dead one is left
-        await claim("next")
-        assert list(claims_dir.glob("*.json")) == []
-    finally:
-        await storage.aclose()
 
 
 async def test_temporary_files_of_killed_writers_are_removed_when_stale(make_config: MakeConfig) -> None:
@@ -709,33 +652,14 @@ async def test_read_many_returns_the_exact_bytes_whatever_size_the_caller_names(
     assert data == b"z" * 3000
 
 
-async def test_an_owner_file_being_written_is_waited_for(make_config: MakeConfig) -> None:
-    """Owner files are created in place, then written; another process that reads one in
-    between (inserting the same conversation at the same moment) waits for the content
-    instead of calling the file damaged."""
-    config = make_config()
-    cid = str(uuid.uuid4())
-    async with backend(config) as writer, backend(config) as reader:
-        path = writer._owner_path(cid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")  # created, not yet written
-        lookup = asyncio.ensure_future(reader.get_conversation_owner(cid))
-        insert = asyncio.ensure_future(reader.set_conversation_owner(cid, owner=hash_user_id("bob")))
-        await asyncio.sleep(0.1)
-        assert not lookup.done() and not insert.done()
-        path.write_bytes(json.dumps({"owner": ALICE}).encode())
-        assert await lookup == ALICE
-        assert await insert == ALICE  # the first owner wins
-
-
 async def test_a_scan_that_finds_more_than_the_backlog_holds_keeps_the_oldest(
     make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A scan keeps at most a bounded number of records (memory stays flat however many files
     there are); it keeps the oldest, and the rest are found by the next scan."""
-    import lightspeed.storage.filesystem as fs
+    import lightspeed.storage.filesystem.scanning as scanning
 
-    monkeypatch.setattr(fs, "_BACKLOG_MAX", 3)
+    monkeypatch.setattr(scanning, "BACKLOG_MAX", 3)
     async with backend(make_config()) as storage:
         names = await _feedback_with_ages(storage, 11, start=1000)
         # Written newest first, so the scan meets the oldest last and must trim the others away.

@@ -230,8 +230,9 @@ async def test_a_record_too_large_for_any_upload_is_set_aside_not_deleted(
 
     assert report.ok and report.set_aside == 1
     assert set(ingress.received()) == set(small)
-    aside = h.storage.state_root / "aside" / big.name
-    assert aside.is_file() and "max_payload_bytes" in aside.with_name(aside.name + ".reason").read_text()
+    aside = h.storage.state_root / "aside" / f"{big.name}.aside"  # never *.json in the state directory
+    reason = h.storage.state_root / "aside" / f"{big.name}.reason"
+    assert aside.is_file() and "max_payload_bytes" in reason.read_text()
     assert h.metric("lightspeed_records_set_aside_total", kind="feedback") == 1
     assert (await h.storage.pending_stats()).records[RecordKind.FEEDBACK] == 0
 

@@ -1,0 +1,423 @@
+"""The filesystem backend class: options, lifecycle, and each operation routed to its lane."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import json
+import os
+import shutil
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from lightspeed.config import UserDataCollectionConfig
+from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
+from lightspeed.storage.base import Claim, PendingStats, StorageBackend, StoredRecord
+from lightspeed.storage.common import (
+    check_claim_args,
+    check_conversation_id,
+    check_flag_name,
+    check_user_hash,
+    parse_record_name,
+    stored_record,
+)
+from lightspeed.storage.errors import RecordNotFound, StorageUnavailable
+from lightspeed.storage.filesystem import claims, files, statedb
+from lightspeed.storage.filesystem.lanes import Lane
+from lightspeed.storage.filesystem.options import FilesystemOptions, default_state_path, overlap_problems
+from lightspeed.storage.filesystem.scanning import Backlog, Roots, scan, scan_backlog
+from lightspeed.storage.filesystem.statedb import DB_NAME, DbFile, ReaderContext, WriterContext
+
+__all__ = ["FilesystemOptions", "FilesystemStorage"]
+
+#: Owners remembered per process (an owner never changes, so this never goes stale).
+_OWNER_CACHE_MAX: Final = 10_000
+#: Threads of the pool lane: reads, scans, and deletions after an upload (which overlap well).
+_POOL_THREADS: Final = 8
+#: Deletions below this many files are not split across the pool's threads.
+_PARALLEL_UNLINK_MIN: Final = 256
+#: Bytes the readiness probe writes in each directory: a full disk refuses them.
+_PROBE: Final = b"lightspeed readiness probe\n" * 160
+
+
+def _unlink(paths: list[str], _: ReaderContext) -> None:
+    files.unlink_quietly(paths)
+
+
+class FilesystemStorage(StorageBackend):
+    """JSON files in the seed's layout and a state database; several processes on one host
+    (or one shared volume with working locks) may use the same directories at once."""
+
+    supports_multiple_processes = True
+    Options = FilesystemOptions
+
+    def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
+        super().__init__(options=options, collection=collection)
+        self.options: FilesystemOptions
+        self.feedback_root = Path(collection.feedback_storage).absolute() if collection.feedback_storage else None
+        self.transcripts_root = (
+            Path(collection.transcripts_storage).absolute() if collection.transcripts_storage else None
+        )
+        self._roots = Roots(
+            os.fspath(self.feedback_root) if self.feedback_root else None,
+            os.fspath(self.transcripts_root) if self.transcripts_root else None,
+        )
+        self.state_root = self._default_state_path(self.options, collection)
+        self.fsync = self.options.durability == "fsync"
+        self.file_mode = int(self.options.file_mode)
+        self.dir_mode = int(self.options.dir_mode)
+        self._stamp = files.Stamp()
+        self._writer: Lane[WriterContext] | None = None
+        self._pool: Lane[ReaderContext] | None = None
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._exported = claims.Exported()
+        self._backlog: Backlog | None = None  # what the last claim's scan found
+
+    _default_state_path = staticmethod(default_state_path)
+
+    @classmethod
+    def validate_options(cls, options: FilesystemOptions, collection: UserDataCollectionConfig) -> list[str]:
+        return overlap_problems(options, collection)
+
+    def accepts(self, kind: RecordKind) -> bool:
+        return (self.feedback_root if kind is RecordKind.FEEDBACK else self.transcripts_root) is not None
+
+    def __repr__(self) -> str:
+        return f"<FilesystemStorage state={os.fspath(self.state_root)!r}>"
+
+    # ------------------------------------------------------------------ lanes
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        return statedb.unavailable(exc, self.state_root)
+
+    def _lanes(self) -> tuple[Lane[WriterContext], Lane[ReaderContext]]:
+        if self._writer is None or self._pool is None:
+            raise StorageUnavailable("the filesystem store is not open")
+        return self._writer, self._pool
+
+    def _active_roots(self) -> list[Path]:
+        roots = [self.state_root]
+        if self.collection.feedback_enabled and self.feedback_root:
+            roots.append(self.feedback_root)
+        if self.collection.transcripts_enabled and self.transcripts_root:
+            roots.append(self.transcripts_root)
+        return roots
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        db = DbFile(self.state_root / DB_NAME, file_mode=self.file_mode, dir_mode=self.dir_mode, fsync=self.fsync)
+        pool: Lane[ReaderContext] = Lane(
+            "lightspeed-fs-pool",
+            make_context=lambda: ReaderContext(db),
+            translate=self._translate,
+            threads=_POOL_THREADS,
+            batch_max=1,
+        )
+        pool.start(loop)
+
+        def prepare(_: ReaderContext) -> None:
+            for root in self._active_roots():
+                files.ensure_dir(root, self.dir_mode)
+            if self.collection.feedback_enabled and self.feedback_root:
+                files.remove_stale_temp_files(self.feedback_root)
+
+        def make_writer() -> WriterContext:
+            ctx = WriterContext(db)
+            try:
+                statedb.import_old_layout(ctx, self.state_root)
+            except BaseException:
+                ctx.close()
+                raise
+            return ctx
+
+        writer: Lane[WriterContext] = Lane("lightspeed-fs-writer", make_context=make_writer, translate=self._translate)
+        try:
+            await pool.run(prepare)
+            writer.start(loop)
+            await writer.run(lambda ctx: None)  # the database opened and is migrated
+        except BaseException:
+            await writer.stop()
+            await pool.stop()
+            raise
+        self._writer, self._pool = writer, pool
+
+    async def aclose(self) -> None:
+        writer, pool = self._writer, self._pool
+        self._writer = self._pool = None
+        if writer is not None:
+            await writer.stop()  # writes accepted before this complete first
+        if pool is not None:
+            await pool.stop()
+
+    async def ping(self) -> None:
+        writer, pool = self._lanes()
+
+        def probe(_: ReaderContext) -> None:
+            for root in self._active_roots():
+                files.ensure_dir(root, self.dir_mode)  # removed by an operator: made again
+                path = root / f".ping.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+                try:
+                    files.write_and_close(
+                        files.create(path, os.O_WRONLY | os.O_EXCL, self.file_mode), _PROBE, fsync=False
+                    )
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+
+        stamp = str(time.time())
+        await asyncio.gather(pool.run(probe), writer.run(lambda ctx: statedb.ping(ctx, stamp)))
+
+    # ------------------------------------------------------------------ records
+
+    def _record_file(self, name: str) -> str:
+        """The file of a record name, every component validated (a name may come from a caller)."""
+        kind = parse_record_name(name).kind
+        if kind is RecordKind.FEEDBACK and self._roots.feedback is not None:
+            return self._roots.feedback + name[len("feedback") :]
+        if kind is RecordKind.TRANSCRIPT and self._roots.transcripts is not None:
+            return self._roots.transcripts + name[len("transcripts") :]
+        raise ValueError(f"not a record name of this store: {name!r}")
+
+    async def _put(self, record: FeedbackRecord | Transcript, root: Path | None, what: str) -> StoredRecord:
+        if root is None:
+            raise StorageUnavailable(f"{what} is not configured")
+        data = record.to_json()
+        ref = stored_record(record, data)
+        path = Path(self._record_file(ref.name))
+        writer, _ = self._lanes()
+
+        def write(ctx: WriterContext) -> None:
+            stamp = self._stamp.next()
+            files.write_atomic(
+                path, data, mode=self.file_mode, dir_mode=self.dir_mode, fsync=self.fsync, stamp_ns=stamp
+            )
+            ctx.sync_dir(os.fspath(path.parent))
+
+        await writer.run(write)
+        return ref
+
+    async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
+        return await self._put(record, self.feedback_root, "feedback_storage")
+
+    async def put_transcript(self, record: Transcript) -> StoredRecord:
+        return await self._put(record, self.transcripts_root, "transcripts_storage")
+
+    # ------------------------------------------------------------------ conversations
+
+    def _remember_owner(self, conversation_id: str, owner: str) -> str:
+        self._owners[conversation_id] = owner
+        self._owners.move_to_end(conversation_id)
+        if len(self._owners) > _OWNER_CACHE_MAX:
+            self._owners.popitem(last=False)
+        return owner
+
+    async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
+        check_conversation_id(conversation_id)
+        check_user_hash(owner)
+        known = self._owners.get(conversation_id)
+        if known is not None:
+            return known
+        writer, _ = self._lanes()
+        return self._remember_owner(
+            conversation_id, await writer.run(lambda ctx: statedb.insert_owner(ctx, conversation_id, owner))
+        )
+
+    async def get_conversation_owner(self, conversation_id: str) -> str | None:
+        check_conversation_id(conversation_id)
+        known = self._owners.get(conversation_id)
+        if known is not None:
+            return known
+        _, pool = self._lanes()
+        owner = await pool.run(lambda ctx: statedb.get_owner(ctx.conn, conversation_id))
+        return None if owner is None else self._remember_owner(conversation_id, owner)
+
+    async def append_turn(self, conversation_id: str, *, turn: ConversationTurn) -> None:
+        check_conversation_id(conversation_id)
+        text = json.dumps(turn.to_dict(), ensure_ascii=False)
+        writer, _ = self._lanes()
+        await writer.run(lambda ctx: statedb.append_turn(ctx, conversation_id, text))
+
+    async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
+        check_conversation_id(conversation_id)
+        if limit <= 0:
+            return []
+        _, pool = self._lanes()
+        return await pool.run(lambda ctx: statedb.get_turns(ctx.conn, conversation_id, limit))
+
+    # ------------------------------------------------------------------ flags
+
+    async def get_flag(self, name: str) -> bool | None:
+        # On the writer lane, answered before its batch is written: POST /v1/feedback checks this
+        # flag on every request, and this shares the hand-off with the record's write.
+        check_flag_name(name)
+        writer, _ = self._lanes()
+        return await writer.run(lambda ctx: statedb.get_flag(ctx.conn, name), durable=False)
+
+    async def set_flag(self, name: str, *, value: bool) -> bool | None:
+        check_flag_name(name)
+        writer, _ = self._lanes()
+        return await writer.run(lambda ctx: statedb.set_flag(ctx, name, value))
+
+    # ------------------------------------------------------------------ collection
+
+    def _still_pending(self, name: str) -> bool:
+        try:
+            return os.path.lexists(self._record_file(name))
+        except ValueError:
+            return False
+
+    async def _scan(self, kinds: Collection[RecordKind]) -> Backlog:
+        writer, pool = self._lanes()
+
+        def skip(ctx: WriterContext) -> frozenset[str]:  # what no claim may take now
+            return frozenset(self._exported.refresh(ctx.conn) | claims.held_by_others(ctx.conn, "", time.time()))
+
+        skipped = await writer.run(skip, durable=False)
+        backlog = await pool.run(lambda _: scan_backlog(self._roots, kinds, skipped, time.monotonic()))
+        self._backlog = backlog
+        return backlog
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        kinds: Collection[RecordKind],
+        max_records: int,
+        max_bytes: int,
+        lease_seconds: float,
+    ) -> Claim:
+        check_claim_args(max_records=max_records, max_bytes=max_bytes, lease_seconds=lease_seconds)
+        writer, _ = self._lanes()
+        backlog = self._backlog
+        scanned = backlog is None or not backlog.fresh(kinds, time.monotonic())
+        if scanned:
+            backlog = await self._scan(kinds)
+        while True:
+            assert backlog is not None
+
+            def take(ctx: WriterContext, used: Backlog = backlog) -> Claim:
+                return claims.take(
+                    ctx,
+                    used,
+                    self._exported,
+                    claim_id=str(uuid.uuid4()),
+                    owner=owner,
+                    max_records=max_records,
+                    max_bytes=max_bytes,
+                    lease_seconds=lease_seconds,
+                    now=time.time(),
+                    still_pending=self._still_pending,
+                )
+
+            result = await writer.run(take)
+            if result.records or scanned:
+                return result
+            backlog, scanned = await self._scan(kinds), True  # the last scan's backlog is used up: look again
+
+    async def read_record(self, record: StoredRecord) -> bytes:
+        data = (await self.read_many([record]))[0]
+        if data is None:
+            raise RecordNotFound(f"record {record.name} no longer exists")
+        return data
+
+    async def read_many(self, records: Sequence[StoredRecord]) -> list[bytes | None]:
+        paths = [self._record_file(r.name) for r in records]
+        _, pool = self._lanes()
+
+        sizes = [r.size for r in records]
+        return await pool.run(lambda _: files.read_records(paths, sizes))
+
+    async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:
+        writer, _ = self._lanes()
+        return await writer.run(lambda ctx: claims.renew(ctx, claim, lease_seconds=lease_seconds, now=time.time()))
+
+    async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
+        for r in claim.records if records is None else records:
+            self._record_file(r.name)  # ValueError for a name that is not a record's
+        writer, pool = self._lanes()
+        if not delete:
+
+            def export(ctx: WriterContext) -> None:
+                targets, _ = claims.settle_check(ctx, claim, records, strict=True, now=time.time())
+                claims.leave(ctx, claim.claim_id, [r.name for r in targets], exported=True)
+
+            await writer.run(export)
+            return
+        targets, lost = await writer.run(
+            lambda ctx: claims.settle_check(ctx, claim, records, strict=True, now=time.time())
+        )
+        # Deleting thousands of files takes a while: the claim (still listing these records)
+        # keeps every other collector off them meanwhile, and the deletions overlap on the
+        # pool's threads (each unlink waits on the filesystem's journal).
+        paths = [self._record_file(r.name) for r in targets]
+        step = max(_PARALLEL_UNLINK_MIN, -(-len(paths) // _POOL_THREADS))
+        chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
+        await asyncio.gather(*(pool.run(functools.partial(_unlink, chunk)) for chunk in chunks))
+        transcripts = [p for p, r in zip(paths, targets, strict=True) if r.kind is RecordKind.TRANSCRIPT]
+        if transcripts:
+            await pool.run(lambda _: files.remove_empty_parents(transcripts))
+        done = [r.name for r in targets] + lost
+        await writer.run(lambda ctx: claims.leave(ctx, claim.claim_id, done))
+
+    async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
+        writer, _ = self._lanes()
+
+        def give_back(ctx: WriterContext) -> bool:
+            targets, lost = claims.settle_check(ctx, claim, records, strict=False, now=time.time())
+            claims.leave(ctx, claim.claim_id, [r.name for r in targets] + lost)
+            return bool(targets)
+
+        if await writer.run(give_back):
+            self._backlog = None  # released records are older than the backlog's: the next claim scans again
+
+    async def set_aside(self, claim: Claim, *, records: Sequence[StoredRecord], reason: str) -> None:
+        sources = {r.name: self._record_file(r.name) for r in records}
+        writer, _ = self._lanes()
+
+        def move(ctx: WriterContext) -> None:
+            targets, _ = claims.settle_check(ctx, claim, list(records), strict=True, now=time.time())
+            for rec in targets:
+                # Kept in the state directory under a name that is not *.json: never a record there.
+                dst = self.state_root / "aside" / f"{rec.name}.aside"
+                files.ensure_dir(dst.parent, self.dir_mode)
+                try:
+                    os.rename(sources[rec.name], dst)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    shutil.copy2(sources[rec.name], dst)
+                    os.unlink(sources[rec.name])
+                reason_path = dst.with_name(rec.name.rsplit("/", 1)[-1] + ".reason")
+                files.write_atomic(
+                    reason_path, reason.encode(), mode=self.file_mode, dir_mode=self.dir_mode, fsync=self.fsync
+                )
+            claims.leave(ctx, claim.claim_id, [r.name for r in targets])
+
+        await writer.run(move)
+
+    async def pending_stats(self) -> PendingStats:
+        writer, pool = self._lanes()
+        exported = await writer.run(lambda ctx: frozenset(self._exported.refresh(ctx.conn)), durable=False)
+
+        def count(_: ReaderContext) -> PendingStats:
+            n = dict.fromkeys(RecordKind, 0)
+            b = dict.fromkeys(RecordKind, 0)
+            for _mtime, name, size, kind in scan(self._roots, tuple(RecordKind)):
+                if name not in exported:
+                    n[kind] += 1
+                    b[kind] += size
+            return PendingStats(records=n, bytes=b)
+
+        return await pool.run(count)

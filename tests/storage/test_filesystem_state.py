@@ -1,0 +1,156 @@
+"""The filesystem store's state directory: one SQLite database, nothing an exporter could take
+for a record, the import of the file layout that came before it, and a total order of claims."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from lightspeed.config import Config
+from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, hash_user_id
+from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable, create_backend
+from lightspeed.storage.filesystem import FilesystemStorage
+
+MakeConfig = Callable[..., Config]
+ALICE = hash_user_id("alice")
+BIG = 10**9
+
+
+def feedback(**fields: object) -> FeedbackRecord:
+    values: dict[str, object] = {
+        "user_id": ALICE,
+        "conversation_id": str(uuid.uuid4()),
+        "user_question": "q",
+        "llm_response": "a",
+        "sentiment": 1,
+    }
+    values.update(fields)
+    return FeedbackRecord(**values)  # type: ignore[arg-type]
+
+
+def backend(config: Config) -> FilesystemStorage:
+    store = create_backend(config.user_data_collection)
+    assert isinstance(store, FilesystemStorage)
+    return store
+
+
+async def test_the_state_directory_holds_no_json_and_no_record(make_config: MakeConfig, tmp_path: Path) -> None:
+    """The upstream exporter ships and deletes every ``*.json`` under the data directory: nothing
+    of our state may look like a record to it, whatever we did."""
+    async with backend(make_config()) as store:
+        cid = str(uuid.uuid4())
+        await store.set_conversation_owner(cid, owner=ALICE)
+        await store.append_turn(cid, turn=ConversationTurn(query="q", response="r"))
+        await store.set_flag(FEEDBACK_ENABLED_FLAG, value=False)
+        big = await store.put_feedback(feedback(llm_response="x" * 5000))
+        small = await store.put_feedback(feedback())
+        claim = await store.claim(owner="c", kinds=list(RecordKind), max_records=10, max_bytes=BIG, lease_seconds=60)
+        await store.set_aside(claim, records=[big], reason="too large")
+        await store.ack(claim, records=[small], delete=False)
+        await store.claim(owner="c", kinds=list(RecordKind), max_records=10, max_bytes=BIG, lease_seconds=60)
+        await store.ping()
+    assert json_files(tmp_path) == [f"feedback/{small.record_id}.json"]
+    state = names_in(store.state_root)
+    assert state[0] == "aside" and all(n.startswith("state.sqlite3") for n in state[1:])
+
+
+def json_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json"))
+
+
+def names_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+async def test_an_old_state_directory_is_imported_once_then_removed(make_config: MakeConfig, tmp_path: Path) -> None:
+    state = tmp_path / ".lightspeed-state"
+    cid, damaged = str(uuid.uuid4()), str(uuid.uuid4())
+    folder = state / "conversations" / cid[-2:]
+    folder.mkdir(parents=True)
+    (folder / f"{cid}.json").write_text(json.dumps({"owner": ALICE}))
+    turns = [json.dumps(ConversationTurn(query=f"q{i}", response="r").to_dict()) for i in range(2)]
+    (folder / f"{cid}.turns.jsonl").write_text("\n".join(turns) + '\n{"query": "torn')
+    (state / "conversations" / damaged[-2:]).mkdir(exist_ok=True)
+    (state / "conversations" / damaged[-2:] / f"{damaged}.json").write_bytes(b"")  # a write that failed half-way
+    (state / "flags").mkdir()
+    (state / "flags" / f"{FEEDBACK_ENABLED_FLAG}.json").write_text(json.dumps({"value": False}))
+    exported = feedback()
+    (tmp_path / "feedback").mkdir()
+    (tmp_path / "feedback" / f"{exported.record_id}.json").write_bytes(exported.to_json())
+    (state / "exported.log").write_text(f"feedback/{exported.record_id}.json\n")
+    (state / "claims").mkdir()
+    (state / "claims" / f"{uuid.uuid4()}.json").write_text("{}")
+    (state / "lock").write_bytes(b"")
+    aside = state / "aside" / "feedback" / f"{uuid.uuid4()}.json"
+    aside.parent.mkdir(parents=True)
+    aside.write_text("{}")
+
+    for _ in range(2):  # a second open imports nothing twice
+        async with backend(make_config()) as store:
+            assert await store.get_conversation_owner(cid) == ALICE
+            assert [t.query for t in await store.get_turns(cid, limit=10)] == ["q0", "q1"]
+            assert await store.get_conversation_owner(damaged) is None
+            assert await store.get_flag(FEEDBACK_ENABLED_FLAG) is False
+            claim = await store.claim(owner="c", kinds=list(RecordKind), max_records=9, max_bytes=BIG, lease_seconds=9)
+            assert claim.records == (), "a record exported before the upgrade was offered again"
+            await store.release(claim)
+    async with backend(make_config()) as store:  # the damaged conversation starts anew
+        assert await store.set_conversation_owner(damaged, owner=ALICE) == ALICE
+    assert sorted(p.name for p in state.iterdir() if not p.name.startswith("state.sqlite3")) == ["aside"]
+    assert list(state.rglob("*.json")) == []
+    assert aside.with_name(aside.name + ".aside").exists()
+
+
+async def test_a_turn_is_seen_by_another_instance_as_soon_as_it_is_stored(make_config: MakeConfig) -> None:
+    """What a follow-up on another worker needs: the previous turn, the moment append_turn returned."""
+    config = make_config()
+    async with backend(config) as a, backend(config) as b:
+        cid = str(uuid.uuid4())
+        await b.get_turns(cid, limit=5)  # b's reading connection is open before the write
+        for i in range(20):
+            await a.append_turn(cid, turn=ConversationTurn(query=f"q{i}", response="r"))
+            assert [t.query for t in await b.get_turns(cid, limit=1)] == [f"q{i}"]
+
+
+async def test_claims_of_dead_collectors_do_not_pile_up(make_config: MakeConfig) -> None:
+    """A collector that died holding a claim leaves it behind; once another collector delivered
+    its records, the next claim forgets it (while a record is still pending it stays, so the dead
+    claim's owner would still learn ClaimLost)."""
+    async with backend(make_config()) as store:
+        stored = await store.put_feedback(feedback())
+
+        async def claim(owner: str, lease: float = 60) -> object:
+            return await store.claim(
+                owner=owner, kinds=[RecordKind.FEEDBACK], max_records=10, max_bytes=BIG, lease_seconds=lease
+            )
+
+        def claims() -> list[str]:
+            with sqlite3.connect(store.state_root / "state.sqlite3") as conn:
+                return [row[0] for row in conn.execute("SELECT owner FROM claims ORDER BY seq")]
+
+        await claim("dead", lease=0.05)
+        await asyncio.sleep(0.1)  # the dead collector's lease runs out
+        live = await claim("live")
+        assert [r.name for r in live.records] == [stored.name]  # type: ignore[attr-defined]
+        assert claims() == ["dead", "live"]  # in the order they were taken
+        await store.ack(live, delete=True)  # type: ignore[arg-type]
+        assert claims() == ["dead"]
+        await claim("next")
+        assert claims() == []
+
+
+async def test_a_damaged_state_database_is_a_clear_error(make_config: MakeConfig, tmp_path: Path) -> None:
+    state = tmp_path / ".lightspeed-state"
+    state.mkdir()
+    (state / "state.sqlite3").write_bytes(b"this is not a database" * 100)
+    store = backend(make_config())
+    try:
+        await store.open()
+        raise AssertionError("a damaged state database was opened")
+    except StorageUnavailable as exc:
+        assert "state.sqlite3" in str(exc)
+    await store.aclose()
