@@ -3,14 +3,21 @@ runs it or on another one sharing the store; the texts and status codes of the u
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 from aiohttp import ClientResponse
 from fake_llm import FakeLLM
-from query_support import Client, sse_events, transcripts
+from query_support import Client, free_port, llm_sections, sse_events, transcripts
 
 from lightspeed.records import hash_user_id
 from lightspeed.state import records_from, storage_from
@@ -123,8 +130,6 @@ async def test_an_interrupt_reaches_a_stream_on_another_worker(
 ) -> None:
     """Two workers (two applications on one sqlite store): the interrupt arrives at the one
     that does not run the stream; that one's poller finds the mark and stops it."""
-    from query_support import llm_sections
-
     sections = llm_sections(fake_llm.url)
     store = {"backend": "sqlite", "options": {"path": str(tmp_path / "shared.sqlite3")}}
     first: Client = await make_client(user_data_collection={"storage": store}, **sections)
@@ -182,3 +187,62 @@ async def test_a_client_chosen_request_id_never_takes_over_another_stream(query_
     assert (await interrupt(client, "shared-id", user="bob"))[1]["interrupted"] is True
     await resp.read()
     await resp2.read()
+
+
+async def serve_process(config: Path, port: int) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if k != "LIGHTSPEED_CONFIG"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lightspeed", "serve", "-c", str(config), "--port", str(port),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            assert proc.returncode is None, "the service exited"
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"http://127.0.0.1:{port}/liveness") as resp:
+                    if resp.status == 200:
+                        return proc
+            await asyncio.sleep(0.05)
+    raise AssertionError("the service did not come up within 15 s")
+
+
+async def test_an_interrupt_reaches_a_stream_in_another_process(fake_llm: FakeLLM, tmp_path: Path) -> None:
+    """Two service processes on one sqlite store (what ``service.workers: 2`` runs, each on a
+    port of its own so the test chooses which one answers): stream on one, interrupt on the other."""
+    config = tmp_path / "lightspeed-stack.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "service": {"host": "127.0.0.1"},
+                "user_data_collection": {
+                    "transcripts_enabled": True,
+                    "storage": {"backend": "sqlite", "options": {"path": str(tmp_path / "shared.sqlite3")}},
+                },
+                **llm_sections(fake_llm.url),
+            }
+        )
+    )
+    ports = [free_port(), free_port()]
+    procs = [await serve_process(config, port) for port in ports]
+    try:
+        async with aiohttp.ClientSession() as session:
+            resp = await session.post(f"http://127.0.0.1:{ports[0]}/v1/streaming_query", json=SLOW)
+            start = json.loads((await resp.content.readuntil(b"\n\n"))[len(b"data: ") :])
+            rid = start["data"]["request_id"]
+            async with session.post(
+                f"http://127.0.0.1:{ports[1]}/v1/streaming_query/interrupt", json={"request_id": rid}
+            ) as answer:
+                assert (answer.status, (await answer.json())["interrupted"]) == (200, True)
+            rest = (await asyncio.wait_for(resp.content.read(), 10)).decode()
+            events = sse_events(rest)
+            assert events[-1] == {"event": "interrupted", "data": {"request_id": rid}}
+            assert events[-2]["data"]["token"].endswith(NOTE)
+            async with session.post(
+                f"http://127.0.0.1:{ports[1]}/v1/streaming_query/interrupt", json={"request_id": rid}
+            ) as answer:
+                assert (await answer.json())["interrupted"] is False
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
