@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from lightspeed import __version__, metrics
-from lightspeed.api import conversations, feedback, health, interrupt, query
+from lightspeed.api import conversations, feedback, health, interrupt, openapi, query
 from lightspeed.api.errors import error_middleware, request_id_middleware
 from lightspeed.api.interrupt import StreamRegistry
 from lightspeed.api.query import RecordWriter
@@ -93,6 +93,7 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
 
     health.add_routes(app)
     metrics.add_routes(app, app_metrics)
+    openapi.add_routes(app)
     feedback.add_routes(app, API_PREFIXES)
     query.add_routes(app, API_PREFIXES)
     conversations.add_routes(app)

@@ -130,6 +130,14 @@ class _AttributeCounters(Collector):
 def add_routes(app: web.Application, metrics: Metrics) -> None:
     """Serve ``metrics`` as Prometheus text at ``GET /metrics``."""
 
+    from lightspeed.api.openapi import Response, operation  # the API imports this module's classes
+
+    @operation(
+        summary="Prometheus metrics (text exposition format)",
+        tags=["service"],
+        responses={200: Response(description="Prometheus text", content={"text/plain": {"type": "string"}})},
+        errors=[401, 403],
+    )
     async def handle(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from lightspeed.api.common import authenticate
 from lightspeed.api.errors import ApiError, ValidationFailed, json_response
+from lightspeed.api.openapi import operation
 from lightspeed.api.validation import BodyChecker, read_json_body
 from lightspeed.auth import AuthResult
 from lightspeed.records import ConversationTurn, canonical_conversation_id, hash_user_id
@@ -126,6 +127,27 @@ async def _accessible(
     return info
 
 
+#: The largest ``limit`` or ``offset`` (a signed 64-bit integer, as SQL stores hold them).
+MAX_PAGE_PARAM: Final = 2**63 - 1
+
+
+#: ``limit`` and ``offset`` as /openapi.json describes them.
+_PAGE_PARAMETERS: Final = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_PARAM},
+    },
+    {
+        "name": "offset",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_PAGE_PARAM},
+    },
+]
+
+
 def _page_params(request: web.Request) -> tuple[int | None, int]:
     """``limit`` (at least 1, optional) and ``offset`` (at least 0, default 0); 422 as pydantic words it."""
     errors: list[dict[str, Any]] = []
@@ -154,6 +176,17 @@ def _page_params(request: web.Request) -> tuple[int | None, int]:
                     "msg": f"Input should be greater than or equal to {minimum}",
                     "input": raw,
                     "ctx": {"ge": minimum},
+                }
+            )
+            continue
+        if value > MAX_PAGE_PARAM:  # beyond what a store's integers hold
+            errors.append(
+                {
+                    "type": "less_than_equal",
+                    "loc": ["query", name],
+                    "msg": f"Input should be less than or equal to {MAX_PAGE_PARAM}",
+                    "input": raw,
+                    "ctx": {"le": MAX_PAGE_PARAM},
                 }
             )
             continue
@@ -302,34 +335,86 @@ async def _update(request: web.Request, version: int) -> web.Response:
     )
 
 
+@operation(
+    summary="The caller's conversations (v1; limit and offset page them)",
+    tags=["conversations"],
+    responses={200: "ConversationsListResponse"},
+    parameters=_PAGE_PARAMETERS,
+    errors=[401, 403, 422, 500, 501, 503],
+)
 async def list_conversations_v1(request: web.Request) -> web.Response:
     return await _list(request, 1)
 
 
+@operation(
+    summary="The caller's conversations (v2; limit and offset page them)",
+    tags=["conversations"],
+    responses={200: "ConversationsListResponseV2"},
+    parameters=_PAGE_PARAMETERS,
+    errors=[401, 403, 422, 500, 501, 503],
+)
 async def list_conversations_v2(request: web.Request) -> web.Response:
     return await _list(request, 2)
 
 
+@operation(
+    summary="One conversation's chat history (v1)",
+    tags=["conversations"],
+    responses={200: "ConversationResponse"},
+    errors=[400, 401, 403, 404, 500, 501, 503],
+)
 async def get_conversation_v1(request: web.Request) -> web.Response:
     return await _get(request, 1)
 
 
+@operation(
+    summary="One conversation's chat history (v2)",
+    tags=["conversations"],
+    responses={200: "ConversationResponse"},
+    errors=[400, 401, 403, 404, 500, 501, 503],
+)
 async def get_conversation_v2(request: web.Request) -> web.Response:
     return await _get(request, 2)
 
 
+@operation(
+    summary="Delete a conversation and its records not collected yet (v1)",
+    tags=["conversations"],
+    responses={200: "ConversationDeleteResponse"},
+    errors=[400, 401, 403, 404, 500, 501, 503],
+)
 async def delete_conversation_v1(request: web.Request) -> web.Response:
     return await _delete(request, 1)
 
 
+@operation(
+    summary="Delete a conversation and its records not collected yet (v2)",
+    tags=["conversations"],
+    responses={200: "ConversationDeleteResponse"},
+    errors=[400, 401, 403, 404, 500, 501, 503],
+)
 async def delete_conversation_v2(request: web.Request) -> web.Response:
     return await _delete(request, 2)
 
 
+@operation(
+    summary="Set a conversation's topic summary (v1)",
+    tags=["conversations"],
+    request="ConversationUpdateRequest",
+    responses={200: "ConversationUpdateResponse"},
+    errors=[400, 401, 403, 404, 413, 422, 500, 501, 503],
+)
 async def update_conversation_v1(request: web.Request) -> web.Response:
     return await _update(request, 1)
 
 
+@operation(
+    summary="Set a conversation's topic summary (v2)",
+    tags=["conversations"],
+    request="ConversationUpdateRequest",
+    responses={200: "ConversationUpdateResponse"},
+    errors=[400, 401, 403, 404, 413, 422, 500, 501, 503],
+)
 async def update_conversation_v2(request: web.Request) -> web.Response:
     return await _update(request, 2)
 

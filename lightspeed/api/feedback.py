@@ -10,6 +10,7 @@ from aiohttp import web
 
 from lightspeed.api.common import authenticate, check_conversation_access, storage_failure
 from lightspeed.api.errors import ApiError, json_response
+from lightspeed.api.openapi import operation
 from lightspeed.api.validation import BodyChecker, read_json_body
 from lightspeed.records import FeedbackRecord, RecordKind, canonical_conversation_id, hash_user_id, utc_timestamp
 from lightspeed.state import config_from, storage_from
@@ -56,6 +57,13 @@ async def feedback_enabled(request: web.Request) -> bool:
     return config_from(request).user_data_collection.feedback_enabled if flag is None else flag
 
 
+@operation(
+    summary="Store feedback on an answer",
+    tags=["feedback"],
+    request="FeedbackRequest",
+    responses={200: "FeedbackResponse"},
+    errors=[400, 401, 403, 404, 413, 422, 500, 503],
+)
 async def post_feedback(request: web.Request) -> web.Response:
     user = await authenticate(request)
     if not await feedback_enabled(request):
@@ -108,11 +116,24 @@ async def post_feedback(request: web.Request) -> web.Response:
     return json_response({"response": "feedback received"})
 
 
+@operation(
+    summary="Whether feedback is enabled",
+    tags=["feedback"],
+    responses={200: "FeedbackStatusResponse"},
+    errors=[500, 503],
+)
 async def get_feedback_status(request: web.Request) -> web.Response:
     enabled = await feedback_enabled(request)
     return json_response({"functionality": "feedback", "status": {"enabled": enabled}})
 
 
+@operation(
+    summary="Enable or disable feedback (shared by every worker and replica)",
+    tags=["feedback"],
+    request="FeedbackStatusUpdateRequest",
+    responses={200: "FeedbackStatusUpdateResponse"},
+    errors=[400, 401, 403, 409, 413, 422, 500, 503],
+)
 async def put_feedback_status(request: web.Request) -> web.Response:
     user = await authenticate(request)
     config = config_from(request)

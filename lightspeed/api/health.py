@@ -9,6 +9,7 @@ from aiohttp import web
 
 from lightspeed import __version__
 from lightspeed.api.errors import json_response
+from lightspeed.api.openapi import Response, operation
 from lightspeed.state import collector_status_from, config_from, storage_from
 from lightspeed.storage import StorageError, backend_info
 
@@ -19,10 +20,21 @@ log = logging.getLogger("lightspeed.api.health")
 PING_TIMEOUT_SECONDS = 2.0
 
 
+@operation(summary="Liveness probe: the process answers", tags=["service"], responses={200: "LivenessResponse"})
 async def liveness(request: web.Request) -> web.Response:
     return json_response({"alive": True})
 
 
+@operation(
+    summary="Readiness probe: the store and the LLM providers",
+    tags=["service"],
+    responses={
+        200: "ReadinessResponse",
+        503: Response(
+            description="Not ready", content={"application/json": {"$ref": "#/components/schemas/ReadinessResponse"}}
+        ),
+    },
+)
 async def readiness(request: web.Request) -> web.Response:
     storage = storage_from(request)
     try:
@@ -50,6 +62,7 @@ async def readiness(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+@operation(summary="Service name and version", tags=["service"], responses={200: "InfoResponse"}, errors=[401, 403])
 async def info(request: web.Request) -> web.Response:
     storage = storage_from(request)
     meta = backend_info(storage.name)

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from lightspeed.api.common import authenticate
 from lightspeed.api.errors import ApiError, json_response
+from lightspeed.api.openapi import operation
 from lightspeed.api.validation import BodyChecker, read_json_body
 from lightspeed.records import hash_user_id
 from lightspeed.state import config_from, storage_from, streams_from
@@ -185,6 +186,13 @@ def _valid_request_id(value: str) -> bool:
     return 0 < len(value) <= 128 and value.isascii() and value.isprintable()
 
 
+@operation(
+    summary="Stop one of the caller's streaming answers",
+    tags=["query"],
+    request="StreamingInterruptRequest",
+    responses={200: "StreamingInterruptResponse"},
+    errors=[400, 401, 403, 404, 413, 422, 500, 503],
+)
 async def interrupt(request: web.Request) -> web.Response:
     user = await authenticate(request)
     body = await read_json_body(request, limit=config_from(request).service.max_request_body_bytes)

@@ -24,6 +24,7 @@ from aiohttp import web
 from lightspeed.api.common import authenticate, check_conversation_access
 from lightspeed.api.errors import json_response
 from lightspeed.api.interrupt import interrupted_suffix
+from lightspeed.api.openapi import Response, operation
 from lightspeed.api.query.request import (
     DEFAULT_SYSTEM_PROMPT,
     MEDIA_TYPE_TEXT,
@@ -181,6 +182,16 @@ async def record(app: web.Application, it: Interaction, answer: str, *, cut_shor
 # --------------------------------------------------------------------------- handlers
 
 
+_QUERY_ERRORS = (400, 401, 403, 404, 413, 422, 429, 500, 502, 503, 504)
+
+
+@operation(
+    summary="Ask the LLM; the interaction is stored as a transcript",
+    tags=["query"],
+    request="QueryRequest",
+    responses={200: "QueryResponse"},
+    errors=_QUERY_ERRORS,
+)
 async def query(request: web.Request) -> web.Response:
     it = await begin(request)
     completion = await it.provider.complete(model=it.model, messages=it.messages)
@@ -206,6 +217,26 @@ async def _record_shielded(app: web.Application, it: Interaction, partial: str) 
     await asyncio.shield(records_from(app).spawn(record(app, it, partial, cut_short=True)))
 
 
+@operation(
+    summary="Ask the LLM and stream the answer as server-sent events (or plain text)",
+    tags=["query"],
+    request="QueryRequest",
+    responses={
+        200: Response(
+            description="Events start, token..., turn_complete, end (or error, interrupted); text/plain when asked",
+            content={
+                # Each event: one data line holding {"event": ..., "data": {...}} as JSON.
+                "text/event-stream": {
+                    "type": "object",
+                    "properties": {"data": {"type": "string", "contentMediaType": "application/json"}},
+                    "required": ["data"],
+                },
+                "text/plain": {"type": "string"},
+            },
+        )
+    },
+    errors=_QUERY_ERRORS,
+)
 async def streaming_query(request: web.Request) -> web.StreamResponse:
     it = await begin(request)
     streams = streams_from(request)
