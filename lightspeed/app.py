@@ -29,6 +29,7 @@ from lightspeed.api.interrupt import StreamRegistry
 from lightspeed.api.query import RecordWriter
 from lightspeed.auth import create_auth
 from lightspeed.collector import Collector, CollectorStatus, CollectorTask, IngressClient
+from lightspeed.collector.credentials import create_provider
 from lightspeed.config import Config
 from lightspeed.llm import LLMRegistry
 from lightspeed.metrics import Metrics
@@ -161,16 +162,23 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
     if not udc.data_collector.enabled:
         yield
         return
+    session = http_from(app)
+    provider = create_provider(udc.data_collector, session=session, metrics=metrics_from(app).collector)
+    status = collector_status_from(app)
+    status.credentials = provider.status
     collector = Collector(
         storage=storage_from(app),
         collection=udc,
-        uploader=IngressClient(session=http_from(app), config=udc.data_collector),
+        uploader=IngressClient(session=session, config=udc.data_collector, credentials=provider),
         metrics=metrics_from(app).collector,
-        status=collector_status_from(app),
+        status=status,
     )
     task = CollectorTask(collector=collector, shutdown_timeout=udc.data_collector.shutdown_timeout_seconds)
     task.start()
     try:
         yield
     finally:
-        await task.stop()
+        try:
+            await task.stop()
+        finally:
+            await provider.aclose()

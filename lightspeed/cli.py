@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     collect.add_argument(
         "--once", action="store_true", help="one cycle, then exit: 0 when everything pending was shipped, 1 otherwise"
     )
+    collect.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build the next archive exactly as it would be uploaded and list its members (or --output it);"
+        " nothing is uploaded, acked or deleted",
+    )
+    collect.add_argument("--output", metavar="FILE", help="with --dry-run: write the archive to FILE")
     collect.set_defaults(func=cmd_collect)
 
     purge = sub.add_parser(
@@ -96,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--conversation-id", metavar="ID", help="one conversation")
     purge.add_argument("--json", action="store_true", help="print the report as JSON")
     purge.set_defaults(func=cmd_purge)
+    exporter = sub.add_parser(
+        "exporter",
+        help="a drop-in for the upstream exporter sidecar (see lightspeed exporter --help)",
+        add_help=False,
+    )
+    exporter.add_argument("exporter_args", nargs=argparse.REMAINDER)
+    exporter.set_defaults(func=cmd_exporter)
 
     ingress = sub.add_parser(
         "ingress", help="run a local ingress emulator (see lightspeed ingress --help)", add_help=False
@@ -293,9 +307,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     from lightspeed.collector.run import collector_config_problems, run_collect
 
+    if args.output and not args.dry_run:
+        _report(ConfigError(["--output: only with --dry-run"]))
+        return EXIT_CONFIG
     try:
         config, path = _load(args)
-        problems = collector_config_problems(config)
+        problems = [] if args.dry_run else collector_config_problems(config)
         if problems:
             raise ConfigError(problems, source=str(path) if path else None)
         from lightspeed.storage import create_backend
@@ -305,6 +322,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
         _report(exc)
         return EXIT_CONFIG
     setup_logging(config)
+    if args.dry_run:
+        from lightspeed.collector.run import run_dry_run
+
+        return asyncio.run(run_dry_run(config, output=Path(args.output) if args.output else None))
     return asyncio.run(run_collect(config, once=args.once))
 
 
@@ -343,6 +364,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from lightspeed.exporter.command import main as exporter_main
+
+    return exporter_main(args.exporter_args)
+
+
 def cmd_ingress(args: argparse.Namespace) -> int:
     from lightspeed.ingress import main as ingress_main
 
@@ -360,6 +387,7 @@ _SUBCOMMANDS.update(
         "collect": cmd_collect,
         "purge": cmd_purge,
         "ingress": cmd_ingress,
+        "exporter": cmd_exporter,
     }
 )
 
@@ -373,6 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list.insert(0, "serve")
     if args_list[0] == "ingress":  # its own options, parsed by the emulator
         return cmd_ingress(argparse.Namespace(ingress_args=args_list[1:]))
+    if args_list[0] == "exporter":  # the upstream exporter's options
+        return cmd_exporter(argparse.Namespace(exporter_args=args_list[1:]))
     args = _parser().parse_args(args_list)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)

@@ -32,6 +32,8 @@ from lightspeed.masking import MASK, masked_url, url_secrets
 
 __all__ = [
     "AuthenticationConfig",
+    "CollectorAuthConfig",
+    "CREDENTIAL_MODES",
     "Config",
     "DataCollectorConfig",
     "DEFAULT_CONFIG_FILE",
@@ -64,6 +66,8 @@ CONFIG_ENV_VAR: Final = "LIGHTSPEED_CONFIG"
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 AUTH_MODULES: Final = ("noop", "noop-with-token")
 PROVIDER_TYPES: Final = ("openai", "echo")
+#: Where the data collector gets its ingress token (``data_collector.auth.mode``).
+CREDENTIAL_MODES: Final = ("manual", "openshift", "sso", "offline-token")
 
 #: The upstream's categories plus ``helpful``, which the seed's example uses.
 DEFAULT_FEEDBACK_CATEGORIES: Final = (
@@ -111,6 +115,41 @@ class StorageConfig:
 
 
 @attrs.frozen(kw_only=True)
+class CollectorAuthConfig:
+    """``user_data_collection.data_collector.auth``: where the ingress token and identity come from.
+
+    ``manual`` is the token (or token file) of ``data_collector`` itself; ``openshift`` reads
+    the cluster's pull secret and cluster id from the Kubernetes API; ``sso`` trades a service
+    account's client id and secret at Red Hat SSO; ``offline-token`` trades an offline token.
+    """
+
+    mode: str = "manual"
+    #: Seconds between re-reads of the pull secret, or re-exchanges of the SSO token for an
+    #: ingress token (which carries no expiry); a 401 from the ingress also forces one.
+    refresh_seconds: float = 3600
+    #: Bound on each request to the Kubernetes API or to SSO.
+    timeout_seconds: float = 10
+    # openshift
+    kubeconfig: str | None = None
+    pull_secret_namespace: str = "openshift-config"
+    pull_secret_name: str = "pull-secret"
+    # sso
+    client_id: str | None = None
+    client_id_path: str | None = None
+    client_secret: str | None = None
+    client_secret_path: str | None = None
+    # offline-token
+    offline_token: str | None = None
+    offline_token_path: str | None = None
+    # sso and offline-token
+    #: Red Hat's stage SSO and API endpoints instead of production (the upstream's ``USE_SSO_STAGE``).
+    sso_stage: bool = False
+    #: Overrides of the token endpoint and of the access-token exchange (default: by ``sso_stage``).
+    sso_token_url: str | None = None
+    access_token_url: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class DataCollectorConfig:
     """``user_data_collection.data_collector``: the seed's keys, then ours."""
 
@@ -121,7 +160,9 @@ class DataCollectorConfig:
     collection_interval: int = 7200
     cleanup_after_send: bool = True
     connection_timeout_seconds: int = 30
-    identity_id: str = "lightspeed-exporter"
+    #: In the User-Agent (``cluster/{identity_id}``). ``None``: the cluster id in ``openshift``
+    #: mode, the SSO token's user in ``sso`` and ``offline-token`` modes, else ``lightspeed-exporter``.
+    identity_id: str | None = None
     ingress_server_auth_token_path: str | None = None
     max_payload_bytes: int = 104857600
     lease_seconds: int = 600
@@ -129,6 +170,9 @@ class DataCollectorConfig:
     shutdown_timeout_seconds: float = 30
     max_pending_bytes: int | None = None
     compression_level: int = 1
+    #: Longest wait between retries of a failed collection (default: ``collection_interval``).
+    retry_max_seconds: float | None = None
+    auth: CollectorAuthConfig = attrs.field(factory=CollectorAuthConfig)
 
 
 @attrs.frozen(kw_only=True)
@@ -368,6 +412,7 @@ def _make_converter() -> cattrs.Converter:
     for cls in (
         ServiceConfig,
         StorageConfig,
+        CollectorAuthConfig,
         DataCollectorConfig,
         UserDataCollectionConfig,
         AuthenticationConfig,
@@ -523,10 +568,10 @@ def _semantic_problems(config: Config) -> list[str]:
             add(f"{base}.ingress_server_url: required when the data collector is enabled")
         if not dc.ingress_content_service_name:
             add(f"{base}.ingress_content_service_name: required when the data collector is enabled")
-        if not dc.ingress_server_auth_token and not dc.ingress_server_auth_token_path:
+        if dc.auth.mode == "manual" and not dc.ingress_server_auth_token and not dc.ingress_server_auth_token_path:
             add(
                 f"{base}.ingress_server_auth_token: required when the data collector is enabled"
-                " (or give ingress_server_auth_token_path)"
+                " (or give ingress_server_auth_token_path, or another auth.mode)"
             )
     if dc.ingress_server_url and not re.match(r"https?://[^/\s]+", dc.ingress_server_url):
         add(f"{base}.ingress_server_url: must be an http:// or https:// URL, got {dc.ingress_server_url!r}")
@@ -551,13 +596,16 @@ def _semantic_problems(config: Config) -> list[str]:
         val = getattr(dc, key)
         if not (val > 0 and math.isfinite(val)):
             add(f"{base}.{key}: must be a finite number greater than 0, got {val}")
+    if dc.retry_max_seconds is not None and not (dc.retry_max_seconds > 0 and math.isfinite(dc.retry_max_seconds)):
+        add(f"{base}.retry_max_seconds: must be a finite number greater than 0 (or null), got {dc.retry_max_seconds}")
     if dc.max_pending_bytes is not None and dc.max_pending_bytes <= 0:
         add(f"{base}.max_pending_bytes: must be greater than 0 (or null for no limit), got {dc.max_pending_bytes}")
     if not 1 <= dc.compression_level <= 9:
         level = dc.compression_level
         add(f"{base}.compression_level: must be a gzip level from 1 (fastest) to 9 (smallest), got {level}")
-    if not dc.identity_id or not re.fullmatch(r"[\x21-\x7e]+", dc.identity_id):
+    if dc.identity_id is not None and not re.fullmatch(r"[\x21-\x7e]+", dc.identity_id):
         add(f"{base}.identity_id: must be printable ASCII without spaces, got {dc.identity_id!r}")
+    problems.extend(collector_auth_problems(dc, base))
 
     if config.authentication.module not in AUTH_MODULES:
         add(f"authentication.module: must be one of {', '.join(AUTH_MODULES)}, got {config.authentication.module!r}")
@@ -604,6 +652,59 @@ def _semantic_problems(config: Config) -> list[str]:
             add(f"query_filters[{i}].pattern: invalid regular expression: {exc}")
         if flt.pattern == "":
             add(f"query_filters[{i}].pattern: must not be empty")
+    return problems
+
+
+_SSO_KEYS: Final = ("sso_stage", "sso_token_url", "access_token_url")
+
+
+def collector_auth_problems(dc: DataCollectorConfig, base: str) -> list[str]:
+    """Every problem of ``data_collector.auth`` (beside the token keys it governs)."""
+    problems: list[str] = []
+    add = problems.append
+    auth = dc.auth
+    at = f"{base}.auth"
+    if auth.mode not in CREDENTIAL_MODES:
+        add(f"{at}.mode: must be one of {', '.join(CREDENTIAL_MODES)}, got {auth.mode!r}")
+        return problems
+    for key in ("refresh_seconds", "timeout_seconds"):
+        val = getattr(auth, key)
+        if not (val > 0 and math.isfinite(val)):
+            add(f"{at}.{key}: must be a finite number greater than 0, got {val}")
+    for key in ("sso_token_url", "access_token_url"):
+        url = getattr(auth, key)
+        if url is not None and not re.match(r"https?://[^/\s]+", url):
+            add(f"{at}.{key}: must be an http:// or https:// URL, got {url!r}")
+    for value, path in (
+        ("client_id", "client_id_path"),
+        ("client_secret", "client_secret_path"),
+        ("offline_token", "offline_token_path"),
+    ):
+        if getattr(auth, value) and getattr(auth, path):
+            add(f"{at}.{path}: give either {value} or {path}, not both")
+    wants: dict[str, tuple[str, ...]] = {
+        "manual": (),
+        "openshift": ("kubeconfig", "pull_secret_namespace", "pull_secret_name"),
+        "sso": ("client_id", "client_id_path", "client_secret", "client_secret_path", *_SSO_KEYS),
+        "offline-token": ("offline_token", "offline_token_path", *_SSO_KEYS),
+    }
+    if auth.mode != "manual":
+        for key in ("ingress_server_auth_token", "ingress_server_auth_token_path"):
+            if getattr(dc, key):
+                add(f"{base}.{key}: not used in auth.mode {auth.mode} (the token comes from the provider); remove it")
+    if auth.mode == "openshift" and dc.identity_id is not None:
+        add(f"{base}.identity_id: not used in auth.mode openshift (the cluster id is the identity); remove it")
+    if auth.mode == "sso":
+        for key in ("client_id", "client_secret"):
+            if not getattr(auth, key) and not getattr(auth, f"{key}_path"):
+                add(f"{at}.{key}: required in auth.mode sso (or give {key}_path)")
+    if auth.mode == "offline-token" and not auth.offline_token and not auth.offline_token_path:
+        add(f"{at}.offline_token: required in auth.mode offline-token (or give offline_token_path)")
+    defaults = CollectorAuthConfig()
+    others = {k for keys in wants.values() for k in keys} - set(wants[auth.mode])
+    for key in sorted(others):
+        if getattr(auth, key) != getattr(defaults, key):
+            add(f"{at}.{key}: not used in auth.mode {auth.mode}")
     return problems
 
 
@@ -776,6 +877,8 @@ def load_config(
     return parse_config(data, env=env, source=str(p), warnings=warnings)
 
 
+#: Keys that name a secret rather than hold one (a URL's own password is masked anyway).
+_NOT_SECRET: Final = ("_path", "_url", "_name", "_namespace")
 _SECRET_KEYS: Final = re.compile(r"(token|password|passwd|secret|api_key|dsn|credential)", re.IGNORECASE)
 
 
@@ -788,7 +891,7 @@ def config_to_dict(config: Config, *, mask_secrets: bool = True) -> dict[str, An
             return {k: mask(v, str(k)) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [mask(v, key) for v in value]
-        if mask_secrets and value is not None and _SECRET_KEYS.search(key) and not key.endswith("_path"):
+        if mask_secrets and value is not None and _SECRET_KEYS.search(key) and not key.endswith(_NOT_SECRET):
             return MASK
         if mask_secrets and isinstance(value, str) and "://" in value:
             return masked_url(str(value))  # https://user:secret@host/v1?api-key=secret
@@ -804,6 +907,7 @@ def config_secrets(config: Config) -> list[str]:
     found: list[str] = []
     dc = config.user_data_collection.data_collector
     found += [dc.ingress_server_auth_token or "", *url_secrets(dc.ingress_server_url)]
+    found += [dc.auth.client_secret or "", dc.auth.offline_token or ""]
     for prov in config.llm_providers:
         found += [prov.api_key or "", *url_secrets(prov.url)]
 

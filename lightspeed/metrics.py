@@ -41,7 +41,7 @@ class CollectorMetrics:
         self.uploads = Counter(
             "lightspeed_uploads",
             "Upload attempts by outcome: success, transient (retried), rejected (400/401/403/415 and other"
-            " client errors), too_large (413)",
+            " client errors), too_large (413), no_credentials (the token was refused and no new one could be had)",
             ["outcome"],
             registry=r,
         )
@@ -62,7 +62,25 @@ class CollectorMetrics:
             ["kind"],
             registry=r,
         )
-        for outcome in ("success", "transient", "rejected", "too_large"):
+        self.credentials_refreshes = Counter(
+            "lightspeed_credentials_refreshes",
+            "Attempts to get ingress credentials from the configured provider, by mode and outcome (success, failure)",
+            ["mode", "outcome"],
+            registry=r,
+        )
+        self.credentials_available = Gauge(
+            "lightspeed_credentials_available",
+            "1 while the collector holds usable ingress credentials, 0 while its provider cannot get any",
+            ["mode"],
+            registry=r,
+        )
+        self.credentials_last_success = Gauge(
+            "lightspeed_credentials_last_success_timestamp_seconds",
+            "Unix time credentials were last obtained from the provider",
+            ["mode"],
+            registry=r,
+        )
+        for outcome in ("success", "transient", "rejected", "too_large", "no_credentials"):
             self.uploads.labels(outcome=outcome)
         for kind in ("feedback", "transcripts"):
             self.records_pending.labels(kind=kind)

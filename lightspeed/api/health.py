@@ -59,6 +59,9 @@ async def readiness(request: web.Request) -> web.Response:
     if collector.enabled:
         # Upload problems (such as a rejected token) are reported, but do not make the service unready.
         body["data_collector"] = collector.to_dict()
+        impacts = collector.impacts()
+        if impacts:
+            body["impacts"] = impacts
     return json_response(body)
 
 

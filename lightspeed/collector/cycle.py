@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 
-from lightspeed.collector.archive import ArchiveTooLarge, build_archive
+from lightspeed.collector.archive import Archive, ArchiveTooLarge, build_archive
 from lightspeed.collector.ingress import UploadOutcome, UploadResult
 from lightspeed.collector.status import CollectorStatus, CycleReport
 from lightspeed.config import UserDataCollectionConfig
@@ -33,7 +33,7 @@ from lightspeed.storage import Claim, ClaimLost, StorageBackend, StorageError, S
 if TYPE_CHECKING:
     from lightspeed.metrics import CollectorMetrics
 
-__all__ = ["BATCH_RECORDS", "FIRST_BATCH_RECORDS", "Collector", "Uploader", "enabled_kinds"]
+__all__ = ["BATCH_RECORDS", "FIRST_BATCH_RECORDS", "Collector", "Preview", "Uploader", "enabled_kinds"]
 
 log = logging.getLogger("lightspeed.collector")
 
@@ -48,6 +48,11 @@ FIRST_BATCH_RECORDS: Final = 1_000
 class Uploader(Protocol):
     async def upload(self, archive: Path, *, filename: str | None = None) -> UploadResult: ...
 
+    async def ready(self) -> UploadResult | None:
+        """``None`` when an upload could go out now; else why not (no credentials), so that
+        nothing is claimed or packed in vain."""
+        ...
+
 
 def enabled_kinds(collection: UserDataCollectionConfig) -> tuple[RecordKind, ...]:
     kinds: list[RecordKind] = []
@@ -56,6 +61,15 @@ def enabled_kinds(collection: UserDataCollectionConfig) -> tuple[RecordKind, ...
     if collection.transcripts_enabled:
         kinds.append(RecordKind.TRANSCRIPT)
     return tuple(kinds)
+
+
+@attrs.define
+class Preview:
+    """What :meth:`Collector.preview` found: the next archive (``None``: nothing to send) and the
+    records the cycle would set aside before it."""
+
+    archive: Archive | None = None
+    set_aside: list[StoredRecord] = attrs.field(factory=list)
 
 
 class _Failed(Exception):
@@ -95,7 +109,11 @@ class Collector:
             batch = min(self.first_batch_records, self.batch_records)
             max_bytes = self.collection.data_collector.max_payload_bytes
             was_short = False
-            while True:
+            not_ready = await self.uploader.ready()
+            if not_ready is not None:  # no upload goes out without credentials: the records stay pending
+                self.record_failure(not_ready)
+                report.failure = not_ready
+            while not_ready is None:
                 claim = await self.storage.claim(
                     owner=self.owner,
                     kinds=self.kinds,
@@ -237,18 +255,53 @@ class Collector:
             except StorageError as exc:
                 log.warning("cannot renew claim %s: %s", claim.claim_id, exc)
 
+    async def _build(self, records: Sequence[StoredRecord]) -> Archive:
+        """The archive of ``records`` as it is uploaded (``ArchiveTooLarge`` past ``max_payload_bytes``)."""
+        dc = self.collection.data_collector
+        return await build_archive(
+            self.storage, records, max_bytes=dc.max_payload_bytes, directory=self.tmp_dir, level=dc.compression_level
+        )
+
+    async def preview(self) -> Preview:
+        """The archive the next cycle would upload first: the same claim (first batch size,
+        ``max_payload_bytes``), the same packing and the same halving of a batch too large;
+        the claim is released afterwards, so nothing changes in the store. The caller
+        discards the archive."""
+        dc = self.collection.data_collector
+        preview = Preview()
+        claim = await self.storage.claim(
+            owner=self.owner,
+            kinds=self.kinds,
+            max_records=min(self.first_batch_records, self.batch_records),
+            max_bytes=dc.max_payload_bytes,
+            lease_seconds=dc.lease_seconds,
+        )
+        try:
+            records = list(claim.records)
+            while records and preview.archive is None:
+                try:
+                    archive = await self._build(records)
+                except ArchiveTooLarge:
+                    if len(records) == 1:
+                        preview.set_aside.append(records.pop())
+                        continue
+                    records = records[: len(records) // 2]  # the first half goes first
+                    continue
+                if archive.records:
+                    preview.archive = archive
+                else:
+                    archive.discard()
+                    break
+        finally:
+            await self.storage.release(claim)
+        return preview
+
     async def _ship(
         self, claim: Claim, records: Sequence[StoredRecord], report: CycleReport, acks: list[asyncio.Future[None]]
     ) -> None:
         dc = self.collection.data_collector
         try:
-            archive = await build_archive(
-                self.storage,
-                records,
-                max_bytes=dc.max_payload_bytes,
-                directory=self.tmp_dir,
-                level=dc.compression_level,
-            )
+            archive = await self._build(records)
         except ArchiveTooLarge:
             if len(records) == 1:
                 await self._set_aside(claim, records[0], report, "its compressed archive exceeds max_payload_bytes")
@@ -315,6 +368,7 @@ class Collector:
         self.status.consecutive_failures = 0
         self.status.last_success = now
         self.status.rejected = False
+        self.status.no_credentials = False
         if self.metrics is not None:
             for rec in records:
                 self.metrics.records_uploaded.labels(kind=rec.kind.value).inc()
@@ -328,6 +382,7 @@ class Collector:
         self.status.last_failure = time.time()
         self.status.last_error = result.message
         self.status.rejected = result.outcome is UploadOutcome.REJECTED
+        self.status.no_credentials = result.outcome is UploadOutcome.NO_CREDENTIALS
         if self.metrics is not None:
             self.metrics.consecutive_failures.set(self.status.consecutive_failures)
         if result.outcome is UploadOutcome.REJECTED:
@@ -336,5 +391,7 @@ class Collector:
                 " (ingress_server_url, token, ingress_content_service_name): %s; the data is kept",
                 result.message,
             )
+        elif result.outcome is UploadOutcome.NO_CREDENTIALS:
+            log.warning("nothing uploaded: %s; the data is kept", result.message)
         else:
             log.warning("upload failed: %s; the data is kept", result.message)

@@ -22,9 +22,10 @@ from typing import Final
 import aiohttp
 import attrs
 
+from lightspeed.collector.credentials import CredentialProvider, Credentials, CredentialsError, ManualProvider
 from lightspeed.config import DataCollectorConfig
 
-__all__ = ["IngressClient", "TokenError", "UploadOutcome", "UploadResult", "parse_retry_after"]
+__all__ = ["IngressClient", "UploadOutcome", "UploadResult", "parse_retry_after"]
 
 log = logging.getLogger("lightspeed.collector")
 
@@ -42,6 +43,8 @@ class UploadOutcome(enum.StrEnum):
     REJECTED = "rejected"
     #: 413: the archive is too large; split it.
     TOO_LARGE = "too_large"
+    #: Nothing was sent: the credential provider has no token (see its status).
+    NO_CREDENTIALS = "no_credentials"
 
 
 @attrs.frozen(kw_only=True)
@@ -53,10 +56,6 @@ class UploadResult:
     retry_after: float | None = None
     #: What happened, for logs and ``/readiness``.
     message: str = ""
-
-
-class TokenError(Exception):
-    """The token file cannot be read."""
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -86,47 +85,68 @@ def excerpt(body: bytes) -> str:
 
 @attrs.define(kw_only=True)
 class IngressClient:
-    """Uploads archive files to the ingress with ``session`` (which the caller owns)."""
+    """Uploads archive files to the ingress with ``session`` (which the caller owns).
+
+    The token and identity come from ``credentials`` (by default the ``manual`` provider of
+    ``config``). A 401 tells the provider its token was refused; when it then has a new
+    one, the upload is tried again at once, once.
+    """
 
     session: aiohttp.ClientSession
     config: DataCollectorConfig
+    credentials: CredentialProvider = attrs.field(
+        default=attrs.Factory(lambda self: ManualProvider(config=self.config), takes_self=True)
+    )
 
     @property
     def content_type(self) -> str:
         return f"application/vnd.redhat.{self.config.ingress_content_service_name}.periodic+tar"
 
-    @property
-    def user_agent(self) -> str:
-        return f"openshift-lightspeed-operator/user-data-collection cluster/{self.config.identity_id}"
+    @staticmethod
+    def user_agent(identity_id: str) -> str:
+        return f"openshift-lightspeed-operator/user-data-collection cluster/{identity_id}"
 
-    def token(self) -> str:
-        """The Bearer token: from the configuration, or re-read from its file (rotation works)."""
-        if self.config.ingress_server_auth_token_path:
-            path = Path(self.config.ingress_server_auth_token_path)
-            try:
-                token = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise TokenError(f"cannot read ingress_server_auth_token_path {str(path)!r}: {exc}") from exc
-            if not token:
-                raise TokenError(f"ingress_server_auth_token_path {str(path)!r} is empty")
-            return token
-        return self.config.ingress_server_auth_token or ""
+    async def ready(self) -> UploadResult | None:
+        """``None`` when the provider has credentials; else a ``NO_CREDENTIALS`` result saying why."""
+        try:
+            await self.credentials.get()
+        except CredentialsError as exc:
+            return UploadResult(outcome=UploadOutcome.NO_CREDENTIALS, message=f"no ingress credentials: {exc}")
+        return None
 
     async def upload(self, archive: Path, *, filename: str | None = None) -> UploadResult:
-        """POST one archive file; never raises for network or HTTP failures (see the result)."""
+        """POST one archive file; never raises for network, HTTP or credential failures (see the result)."""
+        try:
+            creds = await self.credentials.get()
+        except CredentialsError as exc:
+            return UploadResult(outcome=UploadOutcome.NO_CREDENTIALS, message=f"no ingress credentials: {exc}")
+        result = await self._post(archive, filename, creds)
+        if result.status != 401:
+            return result
+        self.credentials.invalidate(creds.token)
+        try:
+            fresh = await self.credentials.get()
+        except CredentialsError as exc:
+            return UploadResult(
+                outcome=UploadOutcome.NO_CREDENTIALS,
+                status=401,
+                message=f"the ingress refused the token (401), and no new one can be had: {exc}",
+            )
+        if fresh.token == creds.token:
+            return result
+        log.info("the ingress refused the token (401); trying again with the new one")
+        return await self._post(archive, filename, fresh)
+
+    async def _post(self, archive: Path, filename: str | None, creds: Credentials) -> UploadResult:
         url = self.config.ingress_server_url
         assert url, "ingress_server_url is required to upload"
-        try:
-            token = await asyncio.to_thread(self.token)  # a file read: off the event loop
-        except TokenError as exc:
-            return UploadResult(outcome=UploadOutcome.REJECTED, message=str(exc))
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=self.config.connection_timeout_seconds,
             sock_connect=self.config.connection_timeout_seconds,
             sock_read=self.config.connection_timeout_seconds,
         )
-        headers = {"Authorization": f"Bearer {token}", "User-Agent": self.user_agent}
+        headers = {"Authorization": f"Bearer {creds.token}", "User-Agent": self.user_agent(creds.identity_id)}
         name = filename or archive.name
         try:
             with archive.open("rb") as fh:

@@ -28,11 +28,12 @@ MAX_RETRY_AFTER_SECONDS: Final = 24 * 3600.0
 
 
 def backoff_delay(collector: Collector, failure: UploadResult) -> float:
-    """Seconds to wait after a failed cycle: full jitter, capped by ``collection_interval``,
-    never less than the server's ``Retry-After``."""
+    """Seconds to wait after a failed cycle: full jitter, capped by ``retry_max_seconds``
+    (default ``collection_interval``), never less than the server's ``Retry-After``."""
     dc = collector.collection.data_collector
     n = max(1, collector.status.consecutive_failures)
-    cap = min(float(dc.collection_interval), dc.retry_base_seconds * 2.0 ** min(n - 1, 62))
+    ceiling = float(dc.collection_interval) if dc.retry_max_seconds is None else dc.retry_max_seconds
+    cap = min(ceiling, dc.retry_base_seconds * 2.0 ** min(n - 1, 62))
     delay = random.uniform(0, cap)
     if failure.retry_after is not None:
         delay = max(delay, min(failure.retry_after, MAX_RETRY_AFTER_SECONDS))

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from lightspeed.collector.credentials import CredentialsStatus
 from lightspeed.collector.ingress import UploadResult
 
 __all__ = ["CollectorStatus", "CycleReport"]
@@ -27,6 +28,10 @@ class CollectorStatus:
     last_error: str | None = None
     #: The last failure was a configuration or credential problem (400/401/403/415).
     rejected: bool = False
+    #: The last failure was the credential provider's: nothing could be uploaded.
+    no_credentials: bool = False
+    #: The credential provider's own status, once the collector runs.
+    credentials: CredentialsStatus | None = None
 
     @property
     def state(self) -> str:
@@ -34,10 +39,26 @@ class CollectorStatus:
             return "disabled"
         if self.consecutive_failures == 0:
             return "ok" if self.last_success is not None else "idle"
+        if self.no_credentials:
+            return "no_credentials"
         return "rejected" if self.rejected else "failing"
 
+    def impacts(self) -> list[dict[str, str]]:
+        """What degrades the service without making it unready: today, a collector that cannot
+        get credentials (nothing is uploaded; records wait)."""
+        creds = self.credentials
+        if not self.enabled or creds is None or creds.state != "failing":
+            return []
+        return [
+            {
+                "component": "data_collector",
+                "status": "degraded",
+                "reason": f"No ingress credentials ({creds.mode} mode): {creds.last_error}; records stay pending",
+            }
+        ]
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "enabled": self.enabled,
             "status": self.state,
             "consecutive_failures": self.consecutive_failures,
@@ -45,6 +66,9 @@ class CollectorStatus:
             "last_failure": _iso(self.last_failure),
             "last_error": self.last_error,
         }
+        if self.credentials is not None:
+            out["credentials"] = self.credentials.to_dict()
+        return out
 
 
 @attrs.define(kw_only=True)

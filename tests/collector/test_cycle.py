@@ -296,5 +296,5 @@ async def test_an_unreadable_token_file_is_a_loud_failure_that_keeps_the_data(
     report = await h.collector.run_once()
 
     assert report.failure is not None and str(missing) in report.failure.message
-    assert h.collector.status.state == "rejected"
+    assert h.collector.status.state == "no_credentials"
     assert ingress.emulator.attempts == [] and len(tree_files(h.feedback_root)) == 2
