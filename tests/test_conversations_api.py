@@ -22,7 +22,7 @@ ECHO = {
     "llm_providers": [{"name": "local", "type": "echo", "models": ["echo"]}],
     "inference": {"default_provider": "local", "default_model": "echo"},
 }
-BACKENDS = ["sqlite", "memory"]
+BACKENDS = ["filesystem", "sqlite", "memory"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -33,7 +33,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def client_for(make_client: Any, backend: str, tmp_path: Path) -> Any:
     async def make(**udc: Any) -> Client:
-        options = {"path": str(tmp_path / "store.sqlite3")} if backend == "sqlite" else {"store": str(tmp_path)}
+        options = {
+            "filesystem": {},
+            "sqlite": {"path": str(tmp_path / "store.sqlite3")},
+            "memory": {"store": str(tmp_path)},
+        }[backend]
         client: Client = await make_client(
             user_data_collection={"storage": {"backend": backend, "options": options}, **udc}, **ECHO
         )

@@ -140,7 +140,9 @@ class Deletion:
     their collection state. ``in_flight`` names (as :attr:`StoredRecord.name`) the removed
     records that a collector held in a claim when the deletion ran: such a collector may
     already have read them, so they may still reach the ingress once. Every other removed
-    record is never returned by a claim, nor read by one, after the deletion returned.
+    record is never read by a claim after the deletion returned (a claim may still name it,
+    from an older look at the store; reading it gives ``None`` and the collector acks it as
+    vanished).
     """
 
     conversations: int = 0

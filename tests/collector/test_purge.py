@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 from collector_support import Ingress, MakeCollectorConfig, feedback, received, transcript
 from lightspeed_storage_sqlite import SqliteStorage
@@ -20,6 +21,7 @@ from lightspeed_storage_sqlite import SqliteStorage
 from lightspeed.collector import Collector, IngressClient
 from lightspeed.ingress import Fault
 from lightspeed.records import ConversationTurn, hash_user_id
+from lightspeed.storage import create_backend
 
 ALICE, BOB = hash_user_id("alice"), hash_user_id("bob")
 
@@ -34,22 +36,30 @@ async def run_purge(config_file: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-def store_section(tmp_path: Path) -> dict[str, Any]:
+def store_section(tmp_path: Path, backend: str = "sqlite") -> dict[str, Any]:
+    if backend == "filesystem":
+        return {
+            "feedback_storage": str(tmp_path / "data" / "feedback"),
+            "transcripts_storage": str(tmp_path / "data" / "transcripts"),
+            "storage": {"backend": "filesystem", "options": {"state_path": str(tmp_path / "state")}},
+        }
     return {"storage": {"backend": "sqlite", "options": {"path": str(tmp_path / "store.sqlite3")}}}
 
 
-def write_config(tmp_path: Path) -> Path:
+def write_config(tmp_path: Path, backend: str = "sqlite") -> Path:
     path = tmp_path / "purge.yaml"
-    path.write_text(yaml.safe_dump({"user_data_collection": store_section(tmp_path)}))
+    section = {"feedback_enabled": True, "transcripts_enabled": True, **store_section(tmp_path, backend)}
+    path.write_text(yaml.safe_dump({"user_data_collection": section}))
     return path
 
 
+@pytest.mark.parametrize("backend", ["filesystem", "sqlite"])
 async def test_a_purge_while_a_collector_runs_ships_nothing_deleted_after_it_returned(
-    tmp_path: Path, ingress: Ingress, collector_config: MakeCollectorConfig
+    tmp_path: Path, ingress: Ingress, collector_config: MakeCollectorConfig, backend: str
 ) -> None:
-    config = collector_config(store_section(tmp_path))
+    config = collector_config(store_section(tmp_path, backend))
     udc = config.user_data_collection
-    storage = SqliteStorage(options=udc.storage.options, collection=udc)
+    storage = create_backend(udc)
     await storage.open()
     alice_names: set[str] = set()
     bob_names: set[str] = set()
@@ -91,7 +101,7 @@ async def test_a_purge_while_a_collector_runs_ships_nothing_deleted_after_it_ret
                 if len(ingress.emulator.uploads) >= 3:
                     break
                 await asyncio.sleep(0.01)
-            code, out, err = await run_purge(write_config(tmp_path), "--user-id", "alice", "--json")
+            code, out, err = await run_purge(write_config(tmp_path, backend), "--user-id", "alice", "--json")
             uploads_before_return = len(ingress.emulator.uploads)
             assert code == 0, err
             report = json.loads(out)

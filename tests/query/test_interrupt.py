@@ -125,13 +125,15 @@ async def test_a_finished_stream_is_not_interrupted(query_client: Any) -> None:
     assert not stored["llm_response"].endswith(NOTE)
 
 
+@pytest.mark.parametrize("backend", ["filesystem", "sqlite"])
 async def test_an_interrupt_reaches_a_stream_on_another_worker(
-    make_client: Any, fake_llm: FakeLLM, tmp_path: Path
+    make_client: Any, fake_llm: FakeLLM, tmp_path: Path, backend: str
 ) -> None:
     """Two workers (two applications on one sqlite store): the interrupt arrives at the one
     that does not run the stream; that one's poller finds the mark and stops it."""
     sections = llm_sections(fake_llm.url)
-    store = {"backend": "sqlite", "options": {"path": str(tmp_path / "shared.sqlite3")}}
+    options = {"path": str(tmp_path / "shared.sqlite3")} if backend == "sqlite" else {}
+    store = {"backend": backend, "options": options}
     first: Client = await make_client(user_data_collection={"storage": store}, **sections)
     second: Client = await make_client(user_data_collection={"storage": store}, **sections)
     resp, rid, seen = await start_stream(first)
@@ -206,9 +208,15 @@ async def serve_process(config: Path, port: int) -> asyncio.subprocess.Process:
     raise AssertionError("the service did not come up within 15 s")
 
 
-async def test_an_interrupt_reaches_a_stream_in_another_process(fake_llm: FakeLLM, tmp_path: Path) -> None:
-    """Two service processes on one sqlite store (what ``service.workers: 2`` runs, each on a
-    port of its own so the test chooses which one answers): stream on one, interrupt on the other."""
+@pytest.mark.parametrize("backend", ["filesystem", "sqlite"])
+async def test_an_interrupt_reaches_a_stream_in_another_process(
+    fake_llm: FakeLLM, tmp_path: Path, backend: str
+) -> None:
+    """Two service processes on one store (what ``service.workers: 2`` runs, each on a port of
+    its own so the test chooses which one answers): stream on one, interrupt on the other."""
+    storage: dict[str, Any] = {"backend": "sqlite", "options": {"path": str(tmp_path / "shared.sqlite3")}}
+    if backend == "filesystem":
+        storage = {"backend": "filesystem", "options": {"state_path": str(tmp_path / "state")}}
     config = tmp_path / "lightspeed-stack.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -216,7 +224,8 @@ async def test_an_interrupt_reaches_a_stream_in_another_process(fake_llm: FakeLL
                 "service": {"host": "127.0.0.1"},
                 "user_data_collection": {
                     "transcripts_enabled": True,
-                    "storage": {"backend": "sqlite", "options": {"path": str(tmp_path / "shared.sqlite3")}},
+                    "transcripts_storage": str(tmp_path / "transcripts"),
+                    "storage": storage,
                 },
                 **llm_sections(fake_llm.url),
             }

@@ -6,33 +6,10 @@ from pathlib import Path
 
 from lightspeed.storage import StorageBackend
 from lightspeed.storage.filesystem import FilesystemStorage
-from lightspeed.testing import (
-    AckReleaseTests,
-    ClaimTests,
-    ConversationTests,
-    ErrorContractTests,
-    FlagTests,
-    HistoryTests,
-    LeaseExpiryTests,
-    LifecycleTests,
-    WriteTests,
-    collection_config,
-)
+from lightspeed.testing import StorageConformanceTests, collection_config
 
 
-# Every mixin of StorageConformanceTests but ConversationAdminTests and StreamRegistryTests,
-# which the filesystem store implements once its state moves into the state database.
-class TestFilesystemStorage(
-    WriteTests,
-    ConversationTests,
-    HistoryTests,
-    FlagTests,
-    ClaimTests,
-    LeaseExpiryTests,
-    AckReleaseTests,
-    ErrorContractTests,
-    LifecycleTests,
-):
+class TestFilesystemStorage(StorageConformanceTests):
     min_lease_seconds = 0.2
 
     async def make_backend(self, tmp_path: Path) -> StorageBackend:

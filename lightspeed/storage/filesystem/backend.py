@@ -18,7 +18,16 @@ from typing import Any, Final
 
 from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
-from lightspeed.storage.base import Claim, PendingStats, StorageBackend, StoredRecord
+from lightspeed.storage.base import (
+    Claim,
+    ConversationInfo,
+    ConversationPage,
+    Deletion,
+    PendingStats,
+    StorageBackend,
+    StoredRecord,
+    StreamInterrupt,
+)
 from lightspeed.storage.common import (
     check_claim_args,
     check_conversation_id,
@@ -28,7 +37,7 @@ from lightspeed.storage.common import (
     stored_record,
 )
 from lightspeed.storage.errors import RecordNotFound, StorageUnavailable
-from lightspeed.storage.filesystem import claims, files, statedb
+from lightspeed.storage.filesystem import claims, conversations, files, statedb
 from lightspeed.storage.filesystem.lanes import Lane
 from lightspeed.storage.filesystem.options import FilesystemOptions, default_state_path, overlap_problems
 from lightspeed.storage.filesystem.scanning import Backlog, Roots, scan, scan_backlog
@@ -44,6 +53,10 @@ _POOL_THREADS: Final = 8
 _PARALLEL_UNLINK_MIN: Final = 256
 #: Bytes the readiness probe writes in each directory: a full disk refuses them.
 _PROBE: Final = b"lightspeed readiness probe\n" * 160
+
+
+def _owned_by(owner: str, ctx: ReaderContext) -> list[str]:
+    return conversations.owned_by(ctx.conn, owner)
 
 
 def _unlink(paths: list[str], _: ReaderContext) -> None:
@@ -253,6 +266,103 @@ class FilesystemStorage(StorageBackend):
             return []
         _, pool = self._lanes()
         return await pool.run(lambda ctx: statedb.get_turns(ctx.conn, conversation_id, limit))
+
+    # ------------------------------------------------------------------ conversation metadata and deletion
+
+    async def list_conversations(
+        self, owner: str | None, *, limit: int | None = None, offset: int = 0
+    ) -> ConversationPage:
+        if (limit is not None and limit < 1) or offset < 0:
+            raise ValueError(f"limit must be at least 1 and offset at least 0, got {limit!r} and {offset!r}")
+        _, pool = self._lanes()
+        return await pool.run(lambda ctx: conversations.list_page(ctx.conn, owner, limit, offset))
+
+    async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
+        check_conversation_id(conversation_id)
+        _, pool = self._lanes()
+        return await pool.run(lambda ctx: conversations.get_info(ctx.conn, conversation_id))
+
+    async def set_topic_summary(self, conversation_id: str, *, topic_summary: str | None) -> bool:
+        check_conversation_id(conversation_id)
+        writer, _ = self._lanes()
+        return await writer.run(lambda ctx: conversations.set_topic_summary(ctx, conversation_id, topic_summary))
+
+    async def _delete(self, *, users: Collection[str], conversation_ids: Collection[str], records: bool) -> Deletion:
+        """Forget ``conversation_ids`` and (all of) ``users``' conversations; with ``records`` also
+        delete their files, in the two steps :mod:`.conversations` describes."""
+        writer, pool = self._lanes()
+        aside = os.fspath(self.state_root / "aside")
+        wanted = set(conversation_ids)
+        for user in users:
+            wanted.update(await pool.run(functools.partial(_owned_by, user)))
+        found = conversations.Candidates()
+        if records:
+            found = await pool.run(
+                lambda _: conversations.find_candidates(self._roots, aside, users=users, conversations=wanted)
+            )
+
+        def delete(ctx: WriterContext) -> Deletion:
+            with ctx.transaction() as conn:
+                now_owned = set(wanted)
+                for user in users:  # owned since step 1 too
+                    now_owned.update(conversations.owned_by(conn, user))
+                owners = {info.owner for cid in now_owned if (info := conversations.get_info(conn, cid)) is not None}
+                deletion = conversations.forget(conn, sorted(now_owned))
+                if not records:
+                    return deletion
+                owner_dirs = [
+                    os.path.join(base, owner, cid)
+                    for base in (self._roots.transcripts, os.path.join(aside, "transcripts"))
+                    if base is not None
+                    for owner in owners | set(users)
+                    for cid in now_owned
+                ]
+                return deletion + conversations.delete_files(
+                    conn,
+                    found,
+                    self._roots,
+                    aside,
+                    users=users,
+                    conversations=now_owned,
+                    owner_dirs=owner_dirs,
+                )
+
+        deletion = await writer.run(delete)
+        for cid in wanted:
+            self._owners.pop(cid, None)
+        if deletion.transcripts or deletion.feedback:
+            self._backlog = None  # names it holds may be gone: the next claim scans again
+        return deletion
+
+    async def delete_conversation(self, conversation_id: str, *, records: bool = True) -> Deletion:
+        check_conversation_id(conversation_id)
+        return await self._delete(users=(), conversation_ids=(conversation_id,), records=records)
+
+    async def purge_user(self, owner: str) -> Deletion:
+        check_user_hash(owner)
+        return await self._delete(users=(owner,), conversation_ids=(), records=True)
+
+    # ------------------------------------------------------------------ streams
+
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
+        writer, _ = self._lanes()
+        return await writer.run(
+            lambda ctx: conversations.register_stream(ctx, request_id, owner, time.time(), ttl_seconds)
+        )
+
+    async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
+        writer, _ = self._lanes()
+        return await writer.run(lambda ctx: conversations.interrupt_stream(ctx, request_id, owner, time.time()))
+
+    async def interrupted_streams(self, request_ids: Collection[str]) -> set[str]:
+        ids = list(request_ids)
+        _, pool = self._lanes()
+        return await pool.run(lambda ctx: conversations.interrupted_streams(ctx.conn, ids))
+
+    async def finish_stream(self, request_id: str, *, keep_seconds: float) -> None:
+        writer, _ = self._lanes()
+        until = time.time() + keep_seconds
+        await writer.run(lambda ctx: conversations.finish_stream(ctx, request_id, until))
 
     # ------------------------------------------------------------------ flags
 

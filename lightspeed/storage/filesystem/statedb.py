@@ -21,7 +21,7 @@ from typing import Final
 
 import attrs
 
-from lightspeed.records import ConversationTurn, is_valid_conversation_id
+from lightspeed.records import ConversationTurn, is_valid_conversation_id, utc_timestamp
 from lightspeed.storage.errors import StorageUnavailable
 from lightspeed.storage.filesystem.files import create, describe, ensure_dir, fsync_dir
 
@@ -29,8 +29,9 @@ __all__ = ["DB_NAME", "DbFile", "ReaderContext", "WriterContext", "import_old_la
 
 DB_NAME: Final = "state.sqlite3"
 
-#: Schema migrations, applied in order; ``PRAGMA user_version`` is the number applied.
-_MIGRATIONS: Final = (
+#: Schema migrations, applied in order; ``PRAGMA user_version`` is the number applied. Each
+#: is a script of statements without ``;`` inside them, or a tuple of single statements.
+_MIGRATIONS: Final[tuple[str | tuple[str, ...], ...]] = (
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE owners (conversation_id TEXT PRIMARY KEY, owner TEXT NOT NULL) WITHOUT ROWID;
@@ -47,6 +48,32 @@ _MIGRATIONS: Final = (
     CREATE INDEX members_by_name ON members (name);
     CREATE TABLE exported (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)
     """,
+    # 2: conversation metadata beside each owner (kept in step with the turns by a trigger),
+    # and the registry of running streams (for interrupts from any worker).
+    (
+        "ALTER TABLE owners ADD COLUMN created_at TEXT",
+        "ALTER TABLE owners ADD COLUMN topic_summary TEXT",
+        "ALTER TABLE owners ADD COLUMN last_message_at TEXT",
+        "ALTER TABLE owners ADD COLUMN message_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE owners ADD COLUMN last_used_model TEXT",
+        "ALTER TABLE owners ADD COLUMN last_used_provider TEXT",
+        "UPDATE owners SET"
+        " message_count = (SELECT count(*) FROM turns t WHERE t.conversation_id = owners.conversation_id),"
+        " created_at = (SELECT json_extract(turn, '$.timestamp') FROM turns t"
+        "   WHERE t.conversation_id = owners.conversation_id ORDER BY id LIMIT 1)",
+        "UPDATE owners SET (last_message_at, last_used_model, last_used_provider) ="
+        " (SELECT json_extract(turn, '$.timestamp'), json_extract(turn, '$.model'), json_extract(turn, '$.provider')"
+        "  FROM turns t WHERE t.conversation_id = owners.conversation_id ORDER BY id DESC LIMIT 1)",
+        "CREATE INDEX owners_by_owner ON owners (owner)",
+        "CREATE TRIGGER turns_update_owner AFTER INSERT ON turns BEGIN"
+        " UPDATE owners SET message_count = message_count + 1,"
+        " last_message_at = json_extract(NEW.turn, '$.timestamp'),"
+        " last_used_model = json_extract(NEW.turn, '$.model'),"
+        " last_used_provider = json_extract(NEW.turn, '$.provider')"
+        " WHERE conversation_id = NEW.conversation_id; END",
+        "CREATE TABLE streams (request_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL,"
+        " done INTEGER NOT NULL DEFAULT 0, interrupted INTEGER NOT NULL DEFAULT 0)",
+    ),
 )
 
 
@@ -99,7 +126,8 @@ def migrate(conn: sqlite3.Connection) -> None:
                 f" ({len(_MIGRATIONS)}); upgrade lightspeed"
             )
         for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-            for statement in filter(str.strip, script.split(";")):
+            statements = filter(str.strip, script.split(";")) if isinstance(script, str) else script
+            for statement in statements:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")
     except BaseException:
@@ -221,7 +249,10 @@ class ReaderContext:
 
 def insert_owner(ctx: WriterContext, conversation_id: str, owner: str) -> str:
     with ctx.transaction() as conn:
-        conn.execute("INSERT OR IGNORE INTO owners (conversation_id, owner) VALUES (?, ?)", (conversation_id, owner))
+        conn.execute(
+            "INSERT OR IGNORE INTO owners (conversation_id, owner, created_at) VALUES (?, ?, ?)",
+            (conversation_id, owner, utc_timestamp()),
+        )
         (recorded,) = conn.execute("SELECT owner FROM owners WHERE conversation_id = ?", (conversation_id,)).fetchone()
     return str(recorded)
 
