@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import ALICE, feedback, transcript
+from fakes import fs_backend as backend
 
 from lightspeed import create_app
 from lightspeed.config import Config
 from lightspeed.records import (
     ConversationTurn,
-    FeedbackRecord,
     RecordKind,
     Transcript,
     TranscriptMetadata,
@@ -32,36 +33,10 @@ from lightspeed.storage import (
     FEEDBACK_ENABLED_FLAG,
     StorageConfigError,
     StorageUnavailable,
-    create_backend,
 )
 from lightspeed.storage.filesystem import FilesystemStorage
 
 MakeConfig = Callable[..., Config]
-ALICE = hash_user_id("alice")
-
-
-def feedback_record(cid: str | None = None, **fields: Any) -> FeedbackRecord:
-    values: dict[str, Any] = {
-        "user_id": ALICE,
-        "conversation_id": cid or str(uuid.uuid4()),
-        "user_question": "What is Kubernetes?",
-        "llm_response": "Kubernetes is " + "x" * 2000,
-        "sentiment": 1,
-    }
-    values.update(fields)
-    return FeedbackRecord(**values)
-
-
-def transcript(user: str = ALICE, cid: str | None = None) -> Transcript:
-    meta = TranscriptMetadata(
-        provider="echo",
-        model="echo",
-        query_provider="echo",
-        query_model="echo",
-        user_id=user,
-        conversation_id=cid or str(uuid.uuid4()),
-    )
-    return Transcript(metadata=meta, redacted_query="q", llm_response="a" * 1000)
 
 
 def mode(path: Path) -> int:
@@ -71,12 +46,6 @@ def mode(path: Path) -> int:
 def tree(root: Path) -> Iterator[Path]:
     yield root
     yield from root.rglob("*")
-
-
-def backend(config: Config) -> FilesystemStorage:
-    store = create_backend(config.user_data_collection)
-    assert isinstance(store, FilesystemStorage)
-    return store
 
 
 @pytest.fixture
@@ -89,7 +58,7 @@ async def store(make_config: MakeConfig) -> AsyncIterator[FilesystemStorage]:
 
 
 async def test_feedback_file_layout_and_json(store: FilesystemStorage, tmp_path: Path) -> None:
-    rec = feedback_record(categories=("helpful",), user_feedback="é ok")
+    rec = feedback(categories=("helpful",), user_feedback="é ok")
     ref = await store.put_feedback(rec)
     path = tmp_path / "feedback" / f"{rec.record_id}.json"
     assert ref.kind is RecordKind.FEEDBACK and ref.record_id == rec.record_id
@@ -145,18 +114,18 @@ async def test_transcript_path_components_are_checked(
 
 async def test_bad_record_id_rejected(store: FilesystemStorage, tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        await store.put_feedback(feedback_record(record_id="../../x"))
+        await store.put_feedback(feedback(record_id="../../x"))
     assert list((tmp_path / "feedback").iterdir()) == []
 
 
 async def test_put_when_closed(make_config: MakeConfig) -> None:
     s = backend(make_config())
     with pytest.raises(StorageUnavailable):
-        await s.put_feedback(feedback_record())
+        await s.put_feedback(feedback())
     async with s:
-        await s.put_feedback(feedback_record())
+        await s.put_feedback(feedback())
     with pytest.raises(StorageUnavailable):
-        await s.put_feedback(feedback_record())
+        await s.put_feedback(feedback())
 
 
 async def test_concurrent_writes_never_show_a_partial_file(store: FilesystemStorage, tmp_path: Path) -> None:
@@ -185,7 +154,7 @@ async def test_concurrent_writes_never_show_a_partial_file(store: FilesystemStor
     try:
         writes: list[Any] = []
         for i in range(1500):
-            writes.append(store.put_feedback(feedback_record()) if i % 3 else store.put_transcript(transcript()))
+            writes.append(store.put_feedback(feedback()) if i % 3 else store.put_transcript(transcript()))
         refs = await asyncio.gather(*writes)
     finally:
         stop.set()
@@ -198,12 +167,12 @@ async def test_concurrent_writes_never_show_a_partial_file(store: FilesystemStor
 
 
 async def test_cancelled_put_does_not_break_the_writer(store: FilesystemStorage, tmp_path: Path) -> None:
-    tasks = [asyncio.create_task(store.put_feedback(feedback_record())) for _ in range(50)]
+    tasks = [asyncio.create_task(store.put_feedback(feedback())) for _ in range(50)]
     await asyncio.sleep(0)
     for t in tasks[::2]:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await store.put_feedback(feedback_record())
+    await store.put_feedback(feedback())
     files = list((tmp_path / "feedback").glob("*.json"))
     assert 26 <= len(files) <= 51
     for f in files:
@@ -215,7 +184,7 @@ async def test_cancelled_put_does_not_break_the_writer(store: FilesystemStorage,
 
 async def test_default_permissions(store: FilesystemStorage, tmp_path: Path) -> None:
     cid = str(uuid.uuid4())
-    await store.put_feedback(feedback_record(cid))
+    await store.put_feedback(feedback(cid))
     await store.put_transcript(transcript(cid=cid))
     await store.set_conversation_owner(cid, owner=ALICE)
     await store.set_flag(FEEDBACK_ENABLED_FLAG, value=False)
@@ -233,7 +202,7 @@ async def test_configured_permissions_despite_umask(make_config: MakeConfig, tmp
     old = os.umask(0o077)  # would strip the group bits we ask for
     try:
         async with backend(config) as s:
-            await s.put_feedback(feedback_record())
+            await s.put_feedback(feedback())
             await s.put_transcript(transcript())
             await s.set_conversation_owner(str(uuid.uuid4()), owner=ALICE)
     finally:
@@ -247,7 +216,7 @@ async def test_fsync_durability(make_config: MakeConfig, tmp_path: Path) -> None
     config = make_config(user_data_collection={"storage": {"options": {"durability": "fsync"}}})
     async with backend(config) as s:
         assert s.fsync
-        refs = await asyncio.gather(*(s.put_feedback(feedback_record()) for _ in range(20)))
+        refs = await asyncio.gather(*(s.put_feedback(feedback()) for _ in range(20)))
         await s.put_transcript(transcript())
         cid = str(uuid.uuid4())
         assert await s.set_conversation_owner(cid, owner=ALICE) == ALICE
@@ -262,11 +231,11 @@ async def test_fsync_durability(make_config: MakeConfig, tmp_path: Path) -> None
 
 async def test_removed_directories_are_recreated(store: FilesystemStorage, tmp_path: Path) -> None:
     cid = str(uuid.uuid4())
-    await store.put_feedback(feedback_record(cid))
+    await store.put_feedback(feedback(cid))
     await store.put_transcript(transcript(cid=cid))
 
     shutil.rmtree(tmp_path / "feedback")  # the exporter sidecar removes emptied folders, the root included
-    await store.put_feedback(feedback_record(cid))
+    await store.put_feedback(feedback(cid))
     assert len(list((tmp_path / "feedback").glob("*.json"))) == 1
     assert mode(tmp_path / "feedback") == 0o700
 
@@ -315,7 +284,7 @@ async def test_writes_survive_a_sidecar_that_keeps_removing_folders(store: Files
         cid = str(uuid.uuid4())
         refs = await asyncio.gather(
             *(
-                store.put_feedback(feedback_record(cid)) if i % 2 else store.put_transcript(transcript(cid=cid))
+                store.put_feedback(feedback(cid)) if i % 2 else store.put_transcript(transcript(cid=cid))
                 for i in range(400)
             )
         )
@@ -344,14 +313,14 @@ async def test_unwritable_directory_is_a_clear_error(store: FilesystemStorage, t
     shutil.rmtree(fdir)
     fdir.write_bytes(b"")  # root can write anywhere: a file where the directory belongs stops it
     with pytest.raises(StorageUnavailable) as info:
-        await store.put_feedback(feedback_record())
+        await store.put_feedback(feedback())
     assert str(fdir) in str(info.value) and "Not a directory" in str(info.value)
     with pytest.raises(StorageUnavailable):
         await store.ping()
     # The writer survives: other writes still work, and nothing half-written is left.
     await store.put_transcript(transcript())
     fdir.unlink()
-    await store.put_feedback(feedback_record())
+    await store.put_feedback(feedback())
     assert [p.suffix for p in fdir.iterdir()] == [".json"]
 
 
@@ -362,7 +331,7 @@ async def test_unopenable_root_fails_open(make_config: MakeConfig, tmp_path: Pat
         await s.open()
     await s.aclose()
     with pytest.raises(StorageUnavailable):
-        await s.put_feedback(feedback_record())
+        await s.put_feedback(feedback())
 
 
 # ------------------------------------------------------------------ owners, flags, history
@@ -523,7 +492,7 @@ async def test_temporary_files_of_killed_writers_are_removed_when_stale(make_con
     try:
         assert not old[0].exists()
         assert fresh.exists()
-        record = await storage.put_feedback(feedback_record())
+        record = await storage.put_feedback(feedback())
         await storage.claim(owner="c", kinds=[RecordKind.TRANSCRIPT], max_records=10, max_bytes=10**6, lease_seconds=60)
         assert not old[1].exists()
         assert (feedback_root / f"{record.record_id}.json").exists()
@@ -539,7 +508,7 @@ async def _feedback_with_ages(storage: FilesystemStorage, n: int, start: int) ->
     (so their claim order is known); their names, oldest first."""
     names = []
     for i in range(n):
-        stored = await storage.put_feedback(feedback_record())
+        stored = await storage.put_feedback(feedback())
         assert storage.feedback_root is not None
         os.utime(storage.feedback_root / f"{stored.record_id}.json", (start + i, start + i))
         names.append(stored.name)
@@ -644,7 +613,7 @@ async def test_read_many_returns_the_exact_bytes_whatever_size_the_caller_names(
     file rewritten by hand, a caller's mistake) still gives the whole file, byte for byte."""
     import attrs
 
-    stored = await store.put_feedback(feedback_record(llm_response="y" * 5000))
+    stored = await store.put_feedback(feedback(llm_response="y" * 5000))
     assert store.feedback_root is not None
     path = store.feedback_root / f"{stored.record_id}.json"
     path.write_bytes(b"z" * 3000)

@@ -16,32 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import feedback
+from fakes import fs_backend as backend
 
 from lightspeed.api.errors import REQUEST_ID_HEADER
 from lightspeed.api.feedback import _record_ids
 from lightspeed.config import Config
-from lightspeed.records import FeedbackRecord, hash_user_id
-from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable, create_backend
-from lightspeed.storage.filesystem import FilesystemStorage
+from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
 
 MakeConfig = Callable[..., Config]
-
-ALICE = hash_user_id("alice")
-
-
-def backend(config: Config) -> FilesystemStorage:
-    store = create_backend(config.user_data_collection)
-    assert isinstance(store, FilesystemStorage)
-    return store
 
 
 def record_names(config: Config) -> list[str]:
     """The stems of the stored feedback files (sync: the tests read after the writes settled)."""
     return [p.stem for p in Path(config.user_data_collection.feedback_storage or "").glob("*.json")]
-
-
-def record(cid: str) -> FeedbackRecord:
-    return FeedbackRecord(user_id=ALICE, conversation_id=cid, user_question="q", llm_response="a", sentiment=1)
 
 
 async def test_flag_set_elsewhere_is_seen_by_reads_batched_with_writes(make_config: MakeConfig) -> None:
@@ -55,7 +43,7 @@ async def test_flag_set_elsewhere_is_seen_by_reads_batched_with_writes(make_conf
             # Reads queued with many writes share the writer's batches: every one sees the value.
             results = await asyncio.gather(
                 *(a.get_flag(FEEDBACK_ENABLED_FLAG) for _ in range(50)),
-                *(a.put_feedback(record(str(uuid.uuid4()))) for _ in range(50)),
+                *(a.put_feedback(feedback(str(uuid.uuid4()))) for _ in range(50)),
             )
             assert results[:50] == [value] * 50
         assert len(record_names(config)) == 150

@@ -113,6 +113,11 @@ class NewestFirst(MemoryStorage):
             store.records = dict(reversed(store.records.items()))
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class FailsPendingWritesOnClose(MemoryStorage):
     """Writes wait a turn of the loop (as behind a writer queue); aclose fails every write still
     waiting with StorageUnavailable instead of finishing it."""
@@ -124,7 +129,7 @@ class FailsPendingWritesOnClose(MemoryStorage):
     async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.add(fut)
-        asyncio.get_running_loop().call_soon(lambda: fut.done() or fut.set_result(None))
+        asyncio.get_running_loop().call_soon(_resolve, fut)
         try:
             await fut
         finally:

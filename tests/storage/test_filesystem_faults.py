@@ -17,27 +17,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fakes import ALICE, feedback, transcript
 
 from lightspeed.config import Config
-from lightspeed.records import ConversationTurn, FeedbackRecord, Transcript, TranscriptMetadata, hash_user_id
+from lightspeed.records import ConversationTurn
 from lightspeed.storage import StorageUnavailable, create_backend
 from lightspeed.storage.filesystem import FilesystemStorage
 
 MakeConfig = Callable[..., Config]
-ALICE = hash_user_id("alice")
-
-
-def feedback() -> FeedbackRecord:
-    return FeedbackRecord(
-        user_id=ALICE, conversation_id=str(uuid.uuid4()), user_question="q", llm_response="a" * 500, sentiment=1
-    )
-
-
-def transcript(cid: str) -> Transcript:
-    meta = TranscriptMetadata(
-        provider="echo", model="echo", query_provider="echo", query_model="echo", user_id=ALICE, conversation_id=cid
-    )
-    return Transcript(metadata=meta, redacted_query="q", llm_response="a" * 500)
 
 
 @pytest.fixture
@@ -94,13 +81,13 @@ async def test_a_full_disk_is_a_clear_error_leaves_nothing_half_made_and_heals(
         before = str(uuid.uuid4())
         await store.set_conversation_owner(before, owner=ALICE)
         await store.append_turn(before, turn=ConversationTurn(query="q0", response="r0"))
-        await store.put_transcript(transcript(before))
+        await store.put_transcript(transcript(cid=before))
         filler = fill(small_disk)
 
         with pytest.raises(StorageUnavailable, match="No space left on device"):
             await store.put_feedback(feedback())
         with pytest.raises(StorageUnavailable, match="No space left on device"):
-            await store.put_transcript(transcript(before))
+            await store.put_transcript(transcript(cid=before))
         with pytest.raises(StorageUnavailable):
             await store.ping()  # /readiness: 503 while the disk is full
         # A turn larger than any free page: the transaction cannot commit, so nothing of it stays.
@@ -119,7 +106,7 @@ async def test_a_full_disk_is_a_clear_error_leaves_nothing_half_made_and_heals(
         filler.unlink()  # the fault goes: everything works again, without a reopen
         await store.ping()
         await store.put_feedback(feedback())
-        await store.put_transcript(transcript(during))
+        await store.put_transcript(transcript(cid=during))
         assert await store.set_conversation_owner(during, owner=ALICE) == ALICE
         await store.append_turn(during, turn=ConversationTurn(query="q1", response="r1"))
         assert [t.query for t in await store.get_turns(during, limit=10)] == ["q1"]

@@ -10,32 +10,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from fakes import ALICE, feedback
+from fakes import fs_backend as backend
+
 from lightspeed.config import Config
-from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, hash_user_id
-from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable, create_backend
-from lightspeed.storage.filesystem import FilesystemStorage
+from lightspeed.records import ConversationTurn, RecordKind
+from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
 
 MakeConfig = Callable[..., Config]
-ALICE = hash_user_id("alice")
 BIG = 10**9
-
-
-def feedback(**fields: object) -> FeedbackRecord:
-    values: dict[str, object] = {
-        "user_id": ALICE,
-        "conversation_id": str(uuid.uuid4()),
-        "user_question": "q",
-        "llm_response": "a",
-        "sentiment": 1,
-    }
-    values.update(fields)
-    return FeedbackRecord(**values)  # type: ignore[arg-type]
-
-
-def backend(config: Config) -> FilesystemStorage:
-    store = create_backend(config.user_data_collection)
-    assert isinstance(store, FilesystemStorage)
-    return store
 
 
 async def test_the_state_directory_holds_no_json_and_no_record(make_config: MakeConfig, tmp_path: Path) -> None:

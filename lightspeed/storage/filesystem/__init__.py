@@ -25,8 +25,9 @@ file layout that came before it), :mod:`.scanning` (finding records), :mod:`.cla
 (claims and leases), :mod:`.backend` (the class).
 
 Threads: the **writer** lane (one thread, the only connection that writes; jobs taken in
-batches of up to 512, one ``COMMIT`` and one fsync per directory per batch, then every
-request of the batch released: group commit) and the **pool** lane (8 threads, a reading
+batches of up to 512: reads and record files first, then the database writes in one
+transaction; one ``COMMIT`` and one fsync per directory per batch, then every request of the
+batch released: group commit) and the **pool** lane (8 threads, a reading
 connection each; one job at a time). The event loop never blocks.
 
 =============================  ======  ==========================  ==========================================

@@ -48,7 +48,7 @@ __all__ = ["FilesystemOptions", "FilesystemStorage"]
 #: Owners remembered per process (an owner never changes, so this never goes stale).
 _OWNER_CACHE_MAX: Final = 10_000
 #: Threads of the pool lane: reads, scans, and deletions after an upload (which overlap well).
-_POOL_THREADS: Final = 8
+_POOL_THREADS: Final = 16
 #: Deletions below this many files are not split across the pool's threads.
 _PARALLEL_UNLINK_MIN: Final = 256
 #: Bytes the readiness probe writes in each directory: a full disk refuses them.
@@ -216,7 +216,7 @@ class FilesystemStorage(StorageBackend):
             )
             ctx.sync_dir(os.fspath(path.parent))
 
-        await writer.run(write)
+        await writer.run(write, early=True)
         return ref
 
     async def put_feedback(self, record: FeedbackRecord) -> StoredRecord:
@@ -371,7 +371,7 @@ class FilesystemStorage(StorageBackend):
         # flag on every request, and this shares the hand-off with the record's write.
         check_flag_name(name)
         writer, _ = self._lanes()
-        return await writer.run(lambda ctx: statedb.get_flag(ctx.conn, name), durable=False)
+        return await writer.run(lambda ctx: statedb.get_flag(ctx.conn, name), durable=False, early=True)
 
     async def set_flag(self, name: str, *, value: bool) -> bool | None:
         check_flag_name(name)
@@ -470,8 +470,9 @@ class FilesystemStorage(StorageBackend):
         # keeps every other collector off them meanwhile, and the deletions overlap on the
         # pool's threads (each unlink waits on the filesystem's journal).
         paths = [self._record_file(r.name) for r in targets]
+        ordered = await pool.run(lambda _: files.in_directory_order(paths))
         step = max(_PARALLEL_UNLINK_MIN, -(-len(paths) // _POOL_THREADS))
-        chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
+        chunks = [ordered[i : i + step] for i in range(0, len(ordered), step)]
         await asyncio.gather(*(pool.run(functools.partial(_unlink, chunk)) for chunk in chunks))
         transcripts = [p for p, r in zip(paths, targets, strict=True) if r.kind is RecordKind.TRANSCRIPT]
         if transcripts:

@@ -28,6 +28,7 @@ BATCH_MAX: Final = 512
 
 _Result = tuple["asyncio.Future[Any]", BaseException | None, Any]
 _Pending = tuple["asyncio.Future[Any]", BaseException | None, Any, bool]
+_Item = tuple[Callable[[C], Any], "asyncio.Future[Any]", bool, bool]
 
 
 class Context(Protocol):
@@ -60,10 +61,8 @@ class Lane(Generic[C]):
         self._translate = translate
         self._threads_wanted = threads
         self._batch_max = batch_max
-        # (job, future, durable); None tells one thread to stop.
-        self._queue: queue.SimpleQueue[tuple[Callable[[C], Any], asyncio.Future[Any], bool] | None] = (
-            queue.SimpleQueue()
-        )
+        # (job, future, durable, early); None tells one thread to stop.
+        self._queue: queue.SimpleQueue[_Item[C] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -78,21 +77,24 @@ class Lane(Generic[C]):
             thread.start()
             self._threads.append(thread)
 
-    def submit(self, job: Callable[[C], T], *, durable: bool = True) -> asyncio.Future[T]:
+    def submit(self, job: Callable[[C], T], *, durable: bool = True, early: bool = False) -> asyncio.Future[T]:
         """Queue ``job``; its future settles when it ran and, if ``durable``, its batch ended.
 
         A job that is not durable (a read) is answered as soon as it ran, before the batch's
-        writes are committed; jobs run in the order they were queued.
+        writes are committed. Jobs run in the order they were queued, except that ``early``
+        ones run before the others of their batch: reads, and record files, which then need
+        not wait for (nor hold) the database's write lock that the batch's first database
+        write takes until its commit.
         """
         if self._loop is None or not self._threads:
             raise RuntimeError(f"lane {self.name} is not running")
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((job, fut, durable))
+        self._queue.put((job, fut, durable, early))
         return fut
 
-    async def run(self, job: Callable[[C], T], *, durable: bool = True) -> T:
+    async def run(self, job: Callable[[C], T], *, durable: bool = True, early: bool = False) -> T:
         """Submit ``job`` and await it; a cancelled caller does not cancel the job."""
-        return await asyncio.shield(self.submit(job, durable=durable))
+        return await asyncio.shield(self.submit(job, durable=durable, early=early))
 
     async def stop(self) -> None:
         """Finish every job queued before this call, then end the threads."""
@@ -133,10 +135,10 @@ class Lane(Generic[C]):
             with contextlib.suppress(Exception):
                 context.close()
 
-    def _run_batch(self, context: C, batch: list[tuple[Callable[[C], Any], asyncio.Future[Any], bool]]) -> None:
+    def _run_batch(self, context: C, batch: list[_Item[C]]) -> None:
         early: list[_Result] = []
         durable: list[_Pending] = []
-        for job, fut, is_durable in batch:
+        for job, fut, is_durable, _ in [i for i in batch if i[3]] + [i for i in batch if not i[3]]:
             try:
                 value, error = job(context), None
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting request

@@ -117,6 +117,8 @@ class DbFile:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Create or upgrade the schema, in one transaction (concurrent openers wait for each other)."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS):
+        return  # the usual case: no write lock needed
     conn.execute("BEGIN IMMEDIATE")
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()

@@ -1,0 +1,36 @@
+"""Record factories and backend helpers shared by the tests (built on the kit's factories in
+:mod:`lightspeed.testing`, so a record's shape is stated once)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightspeed.config import Config
+from lightspeed.records import FeedbackRecord, Transcript, hash_user_id, new_record_id
+from lightspeed.storage import create_backend
+from lightspeed.storage.filesystem import FilesystemStorage
+from lightspeed.testing import make_feedback, make_transcript
+
+__all__ = ["ALICE", "feedback", "fs_backend", "transcript"]
+
+ALICE = hash_user_id("alice")
+
+
+def feedback(cid: str | None = None, **fields: Any) -> FeedbackRecord:
+    """Alice's feedback on conversation ``cid`` (a fresh one by default), about 2 KB of JSON."""
+    values: dict[str, Any] = {"user_id": ALICE, "llm_response": "Kubernetes is " + "x" * 2000, "categories": ()}
+    values.update(fields)
+    return make_feedback(conversation_id=cid or new_record_id(), **values)
+
+
+def transcript(user: str = ALICE, cid: str | None = None, **fields: Any) -> Transcript:
+    """A transcript of ``user`` in conversation ``cid`` (a fresh one by default), about 1 KB."""
+    fields.setdefault("llm_response", "a" * 1000)
+    return make_transcript(user=user, conversation_id=cid, **fields)
+
+
+def fs_backend(config: Config) -> FilesystemStorage:
+    """The (unopened) filesystem backend that ``config`` selects."""
+    store = create_backend(config.user_data_collection)
+    assert isinstance(store, FilesystemStorage)
+    return store
