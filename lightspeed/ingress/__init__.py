@@ -11,8 +11,10 @@ in ``uploads.jsonl`` beside them, and answered with 202 and
 
 It can be told to fail, for testing: each *fault* answers one upload (or every upload,
 with ``repeat``) with a status code, a ``Retry-After`` header, a delay, or a connection
-reset in the middle of the upload. Faults come from the command line (``--fail 503``) or
-from the control endpoint::
+reset in the middle of the upload; or it accepts and stores the upload and only then waits
+(``delay_after_store``), so a client whose timeout is shorter gives up on an upload the
+ingress has, and sends it again: the duplicate that at-least-once delivery allows.
+Faults come from the command line (``--fail 503``) or from the control endpoint::
 
     curl -X POST localhost:8000/control -d '{"faults": [{"status": 503, "retry_after": "2"}]}'
     curl localhost:8000/control            # the faults left and every upload received
@@ -56,6 +58,8 @@ class Fault:
     retry_after: str | None = None
     #: Seconds to wait before answering (a client with a shorter timeout gives up).
     delay: float = 0.0
+    #: Accept and store the upload, then wait this many seconds before answering 202.
+    delay_after_store: float = 0.0
     #: Read part of the upload, then drop the connection.
     reset: bool = False
     body: str | None = None
@@ -71,17 +75,26 @@ class Fault:
         if status is not None and not (isinstance(status, int) and 100 <= status <= 599):
             raise ValueError(f"status must be an HTTP status code, got {status!r}")
         retry_after = data.get("retry_after")
-        delay = data.get("delay", 0.0)
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 3600:
-            raise ValueError(f"delay must be a number of seconds from 0 to 3600, got {delay!r}")
+        delay = _seconds(data, "delay")
+        delay_after_store = _seconds(data, "delay_after_store")
+        if delay_after_store and (status is not None or data.get("reset")):
+            raise ValueError("delay_after_store accepts the upload: it goes without status and reset")
         return cls(
             status=status,
             retry_after=None if retry_after is None else str(retry_after),
-            delay=float(delay),
+            delay=delay,
+            delay_after_store=delay_after_store,
             reset=bool(data.get("reset", False)),
             body=data.get("body"),
             repeat=bool(data.get("repeat", False)),
         )
+
+
+def _seconds(data: dict[str, Any], key: str) -> float:
+    value = data.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise ValueError(f"{key} must be a number of seconds from 0 to 3600, got {value!r}")
+    return float(value)
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -188,6 +201,9 @@ class IngressEmulator:
             log_fh.write(json.dumps(entry) + "\n")
         self.uploads.append(entry)
         body = json.dumps({"request_id": request_id, "upload": {"account_number": "0000000", "org_id": "0000000"}})
+        if fault is not None and fault.delay_after_store:
+            log.info("upload %s stored; answering in %g s", request_id, fault.delay_after_store)
+            await asyncio.sleep(fault.delay_after_store)
         return self._answer(request, 202, body)
 
     async def handle_get_control(self, request: web.Request) -> web.Response:

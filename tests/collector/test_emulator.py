@@ -71,6 +71,9 @@ async def test_faults_come_from_the_control_endpoint(ingress: Ingress) -> None:
         for delay in (-1, "soon", 1e9):
             async with session.post(control, json={"faults": [{"status": 500, "delay": delay}]}) as resp:
                 assert resp.status == 400 and "delay" in (await resp.json())["error"]
+        for bad in ({"delay_after_store": -1}, {"delay_after_store": 1, "status": 500}):
+            async with session.post(control, json={"faults": [bad]}) as resp:
+                assert resp.status == 400 and "delay_after_store" in (await resp.json())["error"]
         async with session.post(ingress.url, data=form()) as resp:
             assert (resp.status, resp.headers["Retry-After"]) == (503, "2")
         async with session.post(ingress.url, data=form()) as resp:

@@ -109,6 +109,31 @@ async def test_a_server_that_does_not_answer_in_time_is_a_transient_failure(
     assert ingress.received() == {n: [d] for n, d in stored.items()}
 
 
+async def test_a_timeout_after_the_ingress_stored_the_upload_sends_it_again_and_loses_nothing(
+    harness: MakeHarness, ingress: Ingress
+) -> None:
+    """At least once: the ingress keeps the archive but answers too late; the collector cannot
+    know, keeps the records, and the next cycle sends them again under the same names."""
+    h = await harness(connection_timeout_seconds=1)
+    stored = await store_records(h.storage, 3, 3)
+    ingress.emulator.add_fault(Fault(delay_after_store=1.5))
+
+    report = await h.collector.run_once()
+
+    assert report.failure is not None and report.failure.outcome is UploadOutcome.TRANSIENT
+    assert "within 1 s" in report.failure.message
+    assert len(ingress.emulator.uploads) == 1  # the ingress has it...
+    assert stored_files(h) == 6  # ...and the collector, not knowing, deleted nothing
+
+    report = await h.collector.run_once()
+
+    assert report.ok and report.records == 6
+    assert len(ingress.emulator.uploads) == 2
+    # Every record arrived twice, byte for byte under the same name: downstream deduplicates by id.
+    assert ingress.received() == {n: [d, d] for n, d in stored.items()}
+    assert stored_files(h) == 0
+
+
 async def test_ingress_down_for_a_while_then_back(harness: MakeHarness, ingress: Ingress) -> None:
     h = await harness()
     stored = await store_records(h.storage, 5, 5)
