@@ -4,8 +4,8 @@ Wiring only: routes, middlewares, typed state (:mod:`lightspeed.state`) and one 
 context per resource, every one appended here, in this order (torn down in reverse):
 
 1. ``storage``: opens the backend, closes it last;
-2. ``records``: at shutdown, waits for the query records still being stored, while the
-   backend is still open;
+2. ``records``: at shutdown, waits for the query records still being stored (by handlers
+   the shutdown cancelled, or streams whose client went away), while the backend is open;
 3. ``http``: the client session (LLM providers and the collector's uploads);
 4. ``llm discovery``: asks the providers that list their models (a Llama Stack), in the background;
 5. ``collector``: the data collector's task (one final bounded collection when stopped);
@@ -26,7 +26,7 @@ from lightspeed import __version__, metrics
 from lightspeed.api import conversations, feedback, health, interrupt, openapi, query
 from lightspeed.api.errors import error_middleware, request_id_middleware
 from lightspeed.api.interrupt import StreamRegistry
-from lightspeed.api.query import RecordWriter
+from lightspeed.api.query.recording import PendingStores
 from lightspeed.auth import create_auth
 from lightspeed.collector import Collector, CollectorStatus, CollectorTask, IngressClient
 from lightspeed.collector.credentials import create_provider
@@ -41,7 +41,7 @@ from lightspeed.state import (
     init_state,
     llm_from,
     metrics_from,
-    records_from,
+    pending_stores_from,
     set_http,
     set_streams,
     storage_from,
@@ -81,7 +81,7 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
         metrics=app_metrics,
         collector_status=CollectorStatus(enabled=config.user_data_collection.data_collector.enabled),
         redactor=Redactor(config.query_filters),
-        records=RecordWriter(storage=backend, stats=app_metrics.queries),
+        pending_stores=PendingStores(),
     )
 
     app.cleanup_ctx.append(_storage_ctx)
@@ -126,10 +126,10 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
-    writer = records_from(app)
-    if writer.pending:
-        log.info("storing %d pending answer(s) before shutdown", writer.pending)
-    await writer.drain()
+    pending = pending_stores_from(app)
+    if pending.pending:
+        log.info("storing the records of %d answer(s) before shutdown", pending.pending)
+    await pending.drain()
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -24,7 +24,7 @@ from lightspeed.storage import StorageBackend
 
 if TYPE_CHECKING:
     from lightspeed.api.interrupt import StreamRegistry
-    from lightspeed.api.query.recording import RecordWriter
+    from lightspeed.api.query.recording import PendingStores
 
 __all__ = [
     "auth_from",
@@ -34,7 +34,7 @@ __all__ = [
     "init_state",
     "llm_from",
     "metrics_from",
-    "records_from",
+    "pending_stores_from",
     "redactor_from",
     "request_id_from",
     "set_http",
@@ -55,7 +55,8 @@ _AUTH: Final = web.AppKey("lightspeed.auth", AuthModule)
 _LLM: Final = web.AppKey("lightspeed.llm", LLMRegistry)
 #: The configuration's ``query_filters``, applied to everything a query stores or sends.
 _REDACTOR: Final = web.AppKey("lightspeed.redactor", Redactor)
-_RECORDS: Final[web.AppKey[RecordWriter]] = web.AppKey("lightspeed.query_records")
+#: The query records being stored (shutdown waits for them).
+_PENDING_STORES: Final[web.AppKey[PendingStores]] = web.AppKey("lightspeed.pending_stores")
 #: This worker's running streams, for ``/v1/streaming_query/interrupt``.
 _STREAMS: Final[web.AppKey[StreamRegistry]] = web.AppKey("lightspeed.streams")
 #: The request's id (the client's ``X-Request-ID`` when sane), set by the request id middleware.
@@ -78,7 +79,7 @@ def init_state(
     metrics: Metrics,
     collector_status: CollectorStatus,
     redactor: Redactor,
-    records: RecordWriter,
+    pending_stores: PendingStores,
 ) -> None:
     """Everything the application holds from its creation on."""
     app[_CONFIG] = config
@@ -88,7 +89,7 @@ def init_state(
     app[_METRICS] = metrics
     app[_COLLECTOR_STATUS] = collector_status
     app[_REDACTOR] = redactor
-    app[_RECORDS] = records
+    app[_PENDING_STORES] = pending_stores
 
 
 def set_http(app: web.Application, session: ClientSession) -> None:
@@ -138,8 +139,8 @@ def redactor_from(where: Owner) -> Redactor:
     return _app(where)[_REDACTOR]
 
 
-def records_from(where: Owner) -> RecordWriter:
-    return _app(where)[_RECORDS]
+def pending_stores_from(where: Owner) -> PendingStores:
+    return _app(where)[_PENDING_STORES]
 
 
 def set_request_id(request: web.Request, request_id: str) -> None:

@@ -1,5 +1,9 @@
 """Request bodies: size-limited reading, JSON parsing, and pydantic-shaped 422 errors.
 
+A body whose text JSON can carry but UTF-8 cannot (a lone surrogate escape such as
+``"\\ud800"``, in any field of any endpoint) is refused with a 422 when it is read, so
+nothing that cannot be stored ever reaches a handler.
+
 The Lightspeed Core Stack is a FastAPI service, so its clients know pydantic's error
 objects (``type``, ``loc``, ``msg``, ``input``, sometimes ``ctx``). :class:`BodyChecker`
 produces the same objects for the subset of pydantic's rules our request models use,
@@ -9,6 +13,7 @@ and collects every problem before failing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -41,11 +46,50 @@ async def read_json_body(request: web.Request, *, limit: int) -> Any:
     except UnicodeDecodeError as exc:
         raise _json_invalid(exc.start, f"request body is not valid UTF-8: {exc.reason}") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise _json_invalid(exc.pos, exc.msg) from None
     except (ValueError, RecursionError) as exc:  # NaN/Infinity, integers over 4300 digits, nesting too deep
         raise _json_invalid(0, str(exc)) from None
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        errors: list[dict[str, Any]] = []
+        _find_lone_surrogates(value, ["body"], errors)
+        if errors:
+            raise ValidationFailed(errors)
+    return value
+
+
+#: A JSON escape of a UTF-16 surrogate; a string holds one alone only if the JSON escaped it.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_NOT_UNICODE: Final = "Input should be a valid string, unable to parse raw data as a unicode string"
+
+
+def _find_lone_surrogates(value: Any, loc: list[str | int], errors: list[dict[str, Any]]) -> None:
+    """Every string (key or value) holding a lone surrogate such as ``"\\ud800"``: JSON can
+    carry it, UTF-8 cannot, so nothing could store it. A 422 in pydantic's words, whatever
+    the field (pydantic refuses such a string wherever its model wants text)."""
+    if isinstance(value, str):
+        if not _is_utf8(value):
+            errors.append({"type": "string_unicode", "loc": loc, "msg": _NOT_UNICODE, "input": value})
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not _is_utf8(key):
+                errors.append({"type": "string_unicode", "loc": [*loc, key], "msg": _NOT_UNICODE, "input": key})
+            else:
+                _find_lone_surrogates(item, [*loc, key], errors)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _find_lone_surrogates(item, [*loc, i], errors)
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _unreadable(exc: web.RequestPayloadError) -> ApiError:
@@ -138,17 +182,6 @@ class BodyChecker:
         if not isinstance(value, str):
             self.add("string_type", [name], "Input should be a valid string", value)
             return None
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800": not storable as UTF-8
-                self.add(
-                    "string_unicode",
-                    [name],
-                    "Input should be a valid string, unable to parse raw data as a unicode string",
-                    value,
-                )
-                return None
         if min_length is not None and len(value) < min_length:
             plural = "character" if min_length == 1 else "characters"
             self.add(

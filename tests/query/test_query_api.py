@@ -26,7 +26,7 @@ from query_support import (
 
 from lightspeed import create_app
 from lightspeed.auth import DEFAULT_USER_ID
-from lightspeed.state import metrics_from, records_from, storage_from
+from lightspeed.state import metrics_from, storage_from
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -335,6 +335,31 @@ async def test_disallowed_attachment_is_422_unable_to_process(
     assert fake_llm.requests == []
 
 
+@pytest.mark.parametrize("path", ["/v1/query", "/v1/streaming_query"])
+async def test_a_lone_surrogate_anywhere_is_422_and_nothing_is_stored(query_client: Any, fake_llm: FakeLLM, path: str):
+    """JSON can carry "\\ud800", UTF-8 cannot: refused at validation, never a dropped record or a cut stream."""
+    client = await query_client()
+    attachment = {"attachment_type": "log", "content_type": "text/plain", "content": "half \ud800 a pair"}
+    body = {"query": "q", "attachments": [attachment], "system_prompt": "\udfff", "shield_ids": ["ok", "\udc00"]}
+    raw = json.dumps(body).encode()
+    assert b"\\ud800" in raw and b"\\udfff" in raw
+    resp = await client.post(path, data=raw, headers={"Content-Type": "application/json"})
+    assert resp.status == 422
+    errors = (await resp.json())["detail"]
+    assert [(e["type"], e["loc"]) for e in errors] == [
+        ("string_unicode", ["body", "attachments", 0, "content"]),
+        ("string_unicode", ["body", "system_prompt"]),
+        ("string_unicode", ["body", "shield_ids", 1]),
+    ]
+    assert errors[0]["msg"] == "Input should be a valid string, unable to parse raw data as a unicode string"
+    assert fake_llm.requests == []
+    assert await transcripts(client) == []
+    # A well-formed pair of surrogates is one character, and welcome.
+    status, _ = await ask(client, {"query": "smile \ud83d\ude00"})
+    assert status == 200
+    assert [t["redacted_query"] for t in await transcripts(client)] == ["smile \U0001f600"]
+
+
 async def test_a_2mb_query_is_413_with_a_clear_message(query_client: Any, fake_llm: FakeLLM):
     client = await query_client()
     for path in ("/v1/query", "/v1/streaming_query"):
@@ -465,16 +490,20 @@ async def test_secrets_matching_a_filter_never_reach_the_llm_or_the_store(
         assert SECRET.encode() not in path.read_bytes(), path
 
 
-async def test_a_failure_to_store_the_transcript_does_not_take_the_answer_away(query_client: Any, caplog: Any):
+async def test_a_transcript_that_cannot_be_stored_is_a_500_not_an_answer(query_client: Any, caplog: Any):
     client = await query_client()
     root = transcripts_root(client)
     shutil.rmtree(root, ignore_errors=True)
     root.write_text("a file where the transcripts directory belongs")
 
-    status, body = await ask(client, {"query": "still answered?"})
-    assert status == 200
-    assert body["response"] == "You asked: still answered?"
-    await records_from(client.app).drain()
+    resp = await client.post("/v1/query", json={"query": "still answered?"})
+    assert resp.status == 500
+    assert await resp.json() == {
+        "detail": {
+            "response": "Internal server error",
+            "cause": "An unexpected error occurred while processing the request.",
+        }
+    }
     stats = metrics_from(client.app).queries
     assert (stats.transcript_failures, stats.transcripts_stored) == (1, 0)
     assert "cannot store the transcript" in caplog.text
@@ -482,7 +511,12 @@ async def test_a_failure_to_store_the_transcript_does_not_take_the_answer_away(q
     metrics = await (await client.get("/metrics")).text()
     assert "lightspeed_transcript_store_failures_total 1.0" in metrics
     assert "lightspeed_transcripts_stored_total 0.0" in metrics
-    # The conversation itself was recorded: it can be continued.
+
+    # Once the transcripts can be stored again, the service answers, without a restart.
+    root.unlink()
+    status, body = await ask(client, {"query": "and now?"})
+    assert status == 200
+    assert [t["redacted_query"] for t in await transcripts(client)] == ["and now?"]
     status, _ = await ask(client, {"query": "again", "conversation_id": body["conversation_id"]})
     assert status == 200
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from typing import Any
 
 import pytest
 from fake_llm import FakeLLM
-from query_support import Client, sse_events, transcripts
+from query_support import Client, sse_events, transcripts, transcripts_root
 
 from lightspeed.state import metrics_from
 
@@ -152,6 +153,29 @@ async def test_a_client_that_goes_away_mid_stream_leaves_a_truncated_transcript(
     assert stored["llm_response"].startswith("t0 t1 t2 ")
     assert len(stored["llm_response"].split()) < fake_llm.slow_tokens
     assert metrics_from(client.app).queries.transcripts_stored == 1
+
+
+async def test_records_that_cannot_be_stored_end_the_stream_with_an_error_event(query_client: Any):
+    client = await query_client()
+    root = transcripts_root(client)
+    shutil.rmtree(root, ignore_errors=True)
+    root.write_text("a file where the transcripts directory belongs")
+
+    resp, text = await stream(client, {"query": "q r"})
+    assert resp.status == 200  # the stream had begun
+    events = sse_events(text)
+    names = [e["event"] for e in events]
+    assert (names[0], names[-2:], names.count("end")) == ("start", ["turn_complete", "error"], 0)
+    assert events[-1]["data"] == {
+        "status_code": 500,
+        "response": "Internal server error",
+        "cause": "An unexpected error occurred while processing the request.",
+    }
+
+    root.unlink()  # the fault goes: the next stream ends normally, without a restart
+    resp, text = await stream(client, {"query": "q r"})
+    assert [e["event"] for e in sse_events(text)][-2:] == ["turn_complete", "end"]
+    assert len(await transcripts(client)) == 1
 
 
 async def test_errors_before_the_stream_begins_are_plain_json(query_client: Any, fake_llm: FakeLLM):

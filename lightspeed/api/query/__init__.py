@@ -7,7 +7,6 @@
 """
 
 from lightspeed.api.query.handlers import add_routes
-from lightspeed.api.query.recording import RecordWriter
 from lightspeed.api.query.request import (
     ATTACHMENT_CONTENT_TYPES,
     ATTACHMENT_TYPES,
@@ -23,7 +22,6 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "Attachment",
     "QueryRequest",
-    "RecordWriter",
     "add_routes",
     "parse_query_request",
 ]

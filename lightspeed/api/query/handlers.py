@@ -7,9 +7,10 @@ choose the provider and model (404 ``Model not found``); find or start the conve
 the conversation's last ``inference.max_history_turns`` turns and the redacted query
 with its attachments; ask the LLM; store the turn in the conversation's history and, when
 ``transcripts_enabled``, a transcript. Nothing unredacted reaches the LLM or the store.
-The conversation's owner is recorded while the LLM thinks, before the answer is
-returned; the turn and the transcript are stored just after, by the
-:class:`~lightspeed.api.query.recording.RecordWriter`.
+The conversation's owner is recorded while the LLM thinks; the answer goes out only
+after the owner, the turn and the transcript are stored
+(:mod:`~lightspeed.api.query.recording`), and is a 500 when they could not be. An abandoned
+or failed stream still stores what it got, marked truncated.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lightspeed.api.common import authenticate, check_conversation_access
 from lightspeed.api.errors import json_response
 from lightspeed.api.interrupt import interrupted_suffix
 from lightspeed.api.openapi import Response, operation
+from lightspeed.api.query.recording import HISTORY_NOT_STORED, RecordsNotStored, store_answer, store_owner
 from lightspeed.api.query.request import (
     DEFAULT_SYSTEM_PROMPT,
     MEDIA_TYPE_TEXT,
@@ -43,7 +45,7 @@ from lightspeed.state import (
     config_from,
     llm_from,
     metrics_from,
-    records_from,
+    pending_stores_from,
     redactor_from,
     request_id_from,
     storage_from,
@@ -69,7 +71,7 @@ class Interaction:
     messages: tuple[Message, ...]
     history_truncated: bool
     #: Recording the owner of a new conversation, done while the LLM thinks.
-    owner_recorded: asyncio.Task[None] | None = None
+    owner_recorded: asyncio.Future[None] | None = None
     #: When the query was ready for the LLM (the turn's ``started_at``).
     started_at: str = attrs.field(factory=utc_timestamp)
 
@@ -93,19 +95,18 @@ async def begin(request: web.Request) -> Interaction:
     if q.conversation_id is not None:
         conversation_id = q.conversation_id
         await check_conversation_access(request, conversation_id, user, action="query")
-        await records_from(request).settled(conversation_id)
-        if max_turns > 0:
-            try:
-                history = await storage.get_turns(conversation_id, limit=max_turns + 1)
-            except Exception as exc:  # noqa: BLE001 - history is a help, not a precondition
-                log.error("cannot read the history of conversation %s: %s", conversation_id, exc)
-                metrics_from(request).queries.history_failures += 1
-        else:
-            history = await _has_history(request, conversation_id)
+        # At most one turn more than is sent, to tell whether any was left out.
+        try:
+            history = await storage.get_turns(conversation_id, limit=max_turns + 1)
+        except Exception as exc:
+            log.error("cannot read the history of conversation %s: %s", conversation_id, exc)
+            metrics_from(request).queries.history_failures += 1
+            raise RecordsNotStored(HISTORY_NOT_STORED) from exc
     else:
         conversation_id = str(uuid.uuid4())
         owner = hash_user_id(user.user_id)
-        owner_recorded = records_from(request).spawn(_record_owner(request.app, conversation_id, owner))
+        stats = metrics_from(request).queries
+        owner_recorded = pending_stores_from(request).start(store_owner(storage, stats, conversation_id, owner))
     truncated = len(history) > max_turns
     kept = history[len(history) - max_turns :] if max_turns > 0 else []
 
@@ -129,28 +130,13 @@ async def begin(request: web.Request) -> Interaction:
     )
 
 
-async def _record_owner(app: web.Application, conversation_id: str, owner: str) -> None:
-    try:
-        await storage_from(app).set_conversation_owner(conversation_id, owner=owner)
-    except Exception as exc:  # noqa: BLE001 - the answer still goes to the user
-        log.error("cannot record the owner of new conversation %s: %s", conversation_id, exc)
-        metrics_from(app).queries.history_failures += 1
+async def record(request: web.Request, it: Interaction, answer: str, *, cut_short: bool) -> None:
+    """Store the conversation's owner (when new), the turn and (when enabled) the transcript,
+    and return once they are stored; raises :class:`RecordsNotStored` when they are not.
 
-
-async def _has_history(request: web.Request, conversation_id: str) -> list[ConversationTurn]:
-    """With ``max_history_turns: 0`` no turn is sent; one is read to tell whether any was left out."""
-    try:
-        return await storage_from(request).get_turns(conversation_id, limit=1)
-    except Exception:  # noqa: BLE001
-        return []
-
-
-async def record(app: web.Application, it: Interaction, answer: str, *, cut_short: bool) -> None:
-    """Make sure the conversation's owner is stored, then hand the turn and (when enabled)
-    the transcript to the :class:`~lightspeed.api.query.recording.RecordWriter`. Failures are
-    logged and counted, never raised."""
-    if it.owner_recorded is not None:
-        await it.owner_recorded  # feedback on the answer finds its conversation
+    The store runs shielded: a handler cancelled meanwhile leaves it to finish, and the
+    shutdown waits for it.
+    """
     turn = ConversationTurn(
         query=it.redacted_query,
         response=answer,
@@ -160,7 +146,7 @@ async def record(app: web.Application, it: Interaction, answer: str, *, cut_shor
         started_at=it.started_at,
     )
     transcript = None
-    if config_from(app).user_data_collection.transcripts_enabled:
+    if config_from(request).user_data_collection.transcripts_enabled:
         transcript = Transcript(
             metadata=TranscriptMetadata(
                 provider=it.provider.name,
@@ -176,7 +162,16 @@ async def record(app: web.Application, it: Interaction, answer: str, *, cut_shor
             truncated=it.history_truncated or cut_short,
             attachments=tuple(a.to_dict() for a in it.attachments),
         )
-    await records_from(app).submit(it.conversation_id, turn, transcript)
+    await pending_stores_from(request).run(
+        store_answer(
+            storage_from(request),
+            metrics_from(request).queries,
+            conversation_id=it.conversation_id,
+            turn=turn,
+            transcript=transcript,
+            owner=it.owner_recorded,
+        )
+    )
 
 
 # --------------------------------------------------------------------------- handlers
@@ -195,7 +190,7 @@ _QUERY_ERRORS = (400, 401, 403, 404, 413, 422, 429, 500, 502, 503, 504)
 async def query(request: web.Request) -> web.Response:
     it = await begin(request)
     completion = await it.provider.complete(model=it.model, messages=it.messages)
-    await record(request.app, it, completion.text, cut_short=False)
+    await record(request, it, completion.text, cut_short=False)
     return json_response(
         {
             "conversation_id": it.conversation_id,
@@ -212,9 +207,13 @@ async def query(request: web.Request) -> web.Response:
     )
 
 
-async def _record_shielded(app: web.Application, it: Interaction, partial: str) -> None:
-    """Store a cut-short answer; shielded, so a cancelled handler (server shutdown) still stores it."""
-    await asyncio.shield(records_from(app).spawn(record(app, it, partial, cut_short=True)))
+async def _record_cut_short(request: web.Request, it: Interaction, partial: str, rid: str) -> None:
+    """Store what an abandoned or failed stream got; a failure is logged (and counted), as
+    nobody is left to tell."""
+    try:
+        await record(request, it, partial, cut_short=True)
+    except RecordsNotStored:
+        log.error("streaming query %s: the records of the cut-short answer could not be stored", rid)
 
 
 @operation(
@@ -276,18 +275,26 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
             partial = "".join(parts)
             suffix = interrupted_suffix(partial)
             recorded = True
-            await asyncio.gather(streams.finish(rid), record(request.app, it, partial + suffix, cut_short=True))
+            try:
+                await asyncio.gather(streams.finish(rid), record(request, it, partial + suffix, cut_short=True))
+            except RecordsNotStored as exc:
+                await sink.fail(len(parts), partial + suffix, exc)
+                return response
             await sink.interrupted(len(parts), suffix, rid)
             log.info("streaming query %s interrupted by its user after %d tokens", rid, len(parts))
             return response
         answer = "".join(parts)
         recorded = True
-        await asyncio.gather(streams.finish(rid), record(request.app, it, answer, cut_short=False))
-        await sink.complete(len(parts), answer, truncated=it.history_truncated, usage=stream.usage)
+        try:
+            await asyncio.gather(streams.finish(rid), record(request, it, answer, cut_short=False))
+        except RecordsNotStored as exc:
+            await sink.fail(len(parts), answer, exc)  # an error event in place of the end
+        else:
+            await sink.complete(len(parts), answer, truncated=it.history_truncated, usage=stream.usage)
     except LLMError as exc:
         log.warning("streaming query %s: the LLM failed after %d tokens: %s", rid, len(parts), exc)
         recorded = True
-        await _record_shielded(request.app, it, "".join(parts))  # handed over before the client hears the end
+        await _record_cut_short(request, it, "".join(parts), rid)  # stored before the client hears the end
         try:
             await sink.error(exc)
             await response.write_eof()
@@ -299,7 +306,7 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
         await stream.aclose()
         await streams.finish(rid)  # a no-op when already done
         if not recorded:
-            await _record_shielded(request.app, it, "".join(parts))
+            await _record_cut_short(request, it, "".join(parts), rid)
     return response
 
 

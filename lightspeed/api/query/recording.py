@@ -1,8 +1,17 @@
-"""Storing what a query produced: the conversation's history turn and, when enabled, the transcript.
+"""Storing what a query produced, before the answer is complete: answered means stored.
 
-The turn and the transcript are stored just after the answer, by a :class:`RecordWriter`
-that the next query of the conversation and the shutdown wait for. A failure to store is
-logged and counted in :class:`~lightspeed.metrics.QueryStats`.
+A query's records are the conversation's owner (for a new conversation), its history turn
+and, when ``transcripts_enabled``, a transcript. :func:`store_answer` stores them and
+returns only when the store has them at its ``durability`` level; the handler sends the
+answer (``/v1/query``'s body, a stream's ``end`` event) only after that. When a record
+cannot be stored, the request fails with the Lightspeed Core Stack's 500 body
+(:class:`RecordsNotStored`), so a client never holds a ``conversation_id`` that cannot be
+used or an answer that was not collected.
+
+Every store runs as a task tracked by :class:`PendingStores`: a handler that is cancelled
+mid-store (the server shutting down) or a stream whose client went away still has its
+records stored, and the application's ``records`` cleanup context waits for them before
+the backend closes. Nothing else is ever deferred.
 """
 
 from __future__ import annotations
@@ -10,104 +19,139 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Final, TypeVar
 
+from lightspeed.api.errors import ApiError
 from lightspeed.metrics import QueryStats
 from lightspeed.records import ConversationTurn, Transcript
 from lightspeed.storage import StorageBackend
 
-__all__ = ["RecordWriter"]
+__all__ = [
+    "HISTORY_NOT_STORED",
+    "TRANSCRIPT_NOT_STORED",
+    "PendingStores",
+    "RecordsNotStored",
+    "store_answer",
+    "store_owner",
+]
 
 log = logging.getLogger("lightspeed.api.query")
 
+T = TypeVar("T")
 
-class RecordWriter:
-    """Stores each answer's history turn and transcript after the answer has gone out,
-    so the disk is never on the user's path.
+#: The upstream's bodies: a conversation store (its database or cache) that failed...
+HISTORY_NOT_STORED: Final = ("Database query failed", "Failed to query the database")
+#: ...and a transcript that could not be written (its generic internal error).
+TRANSCRIPT_NOT_STORED: Final = ("Internal server error", "An unexpected error occurred while processing the request.")
 
-    Turns of one conversation are stored in order, and :meth:`settled` lets the next query
-    of a conversation wait for the previous turn before it reads the history. At most
-    ``max_pending`` stores run at once; beyond that the caller waits for its own
-    (backpressure, so memory stays bounded when the store is slower than the queries).
-    :meth:`drain` waits for every pending store; the application's ``records`` cleanup context calls it at shutdown,
-    before the storage backend closes, so a clean shutdown loses nothing.
+
+class RecordsNotStored(ApiError):
+    """500: a record of the interaction could not be stored (details in the log, not the body)."""
+
+    def __init__(self, body: tuple[str, str]) -> None:
+        super().__init__(500, *body)
+
+
+class PendingStores:
+    """The stores under way, so that shutdown waits for them and cancellation cannot cut them.
+
+    :meth:`run` starts a store as a task and waits for it through :func:`asyncio.shield`: the
+    caller's cancellation leaves the store running, and :meth:`drain` (called by the
+    application's ``records`` cleanup context while the backend is still open) waits for it.
     """
 
-    def __init__(self, *, storage: StorageBackend, stats: QueryStats, max_pending: int = 256) -> None:
-        self.storage = storage
-        self.stats = stats
-        self.max_pending = max_pending
-        self._pending: set[asyncio.Task[None]] = set()
-        self._last_turn: dict[str, asyncio.Task[None]] = {}
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._tasks)
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``coro`` (which must not raise) as a task that :meth:`drain` waits for."""
+    def start(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` as a tracked task (its failure is the awaiter's business, never logged
+        as an exception nobody retrieved)."""
         task = asyncio.ensure_future(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
         return task
 
-    async def submit(self, conversation_id: str, turn: ConversationTurn, transcript: Transcript | None) -> None:
-        previous = self._last_turn.get(conversation_id)
-        task = asyncio.ensure_future(self._store(conversation_id, turn, transcript, previous))
-        self._pending.add(task)
-        self._last_turn[conversation_id] = task
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()
 
-        def done(t: asyncio.Task[None]) -> None:
-            self._pending.discard(t)
-            if self._last_turn.get(conversation_id) is t:
-                del self._last_turn[conversation_id]
-
-        task.add_done_callback(done)
-        if len(self._pending) > self.max_pending:
-            await asyncio.shield(task)
-
-    async def settled(self, conversation_id: str) -> None:
-        """Wait until the turns of ``conversation_id`` given so far are stored."""
-        task = self._last_turn.get(conversation_id)
-        if task is not None:
-            await asyncio.shield(task)
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.shield(self.start(coro))
 
     async def drain(self) -> None:
-        while self._pending:
-            await asyncio.gather(*self._pending)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _store(
-        self,
-        conversation_id: str,
-        turn: ConversationTurn,
-        transcript: Transcript | None,
-        previous: asyncio.Task[None] | None,
-    ) -> None:
-        if previous is not None:
-            await previous  # never raises: failures are logged below
-        if transcript is None:
-            await self._put_turn(conversation_id, turn)
-        else:
-            await asyncio.gather(self._put_turn(conversation_id, turn), self._put_transcript(transcript))
 
-    async def _put_turn(self, conversation_id: str, turn: ConversationTurn) -> None:
-        try:
-            await self.storage.append_turn(conversation_id, turn=turn)
-        except Exception as exc:  # noqa: BLE001 - logged and counted; the answer stands
-            self.stats.history_failures += 1
-            log.error("cannot store a turn of conversation %s: %s", conversation_id, exc)
+async def store_owner(storage: StorageBackend, stats: QueryStats, conversation_id: str, owner: str) -> None:
+    """Record the owner of a new conversation; :class:`RecordsNotStored` when that fails."""
+    try:
+        await storage.set_conversation_owner(conversation_id, owner=owner)
+    except Exception as exc:
+        stats.history_failures += 1
+        log.error("cannot record the owner of new conversation %s: %s", conversation_id, exc)
+        raise RecordsNotStored(HISTORY_NOT_STORED) from exc
 
-    async def _put_transcript(self, transcript: Transcript) -> None:
-        stats = self.stats
-        try:
-            await self.storage.put_transcript(transcript)
-        except Exception as exc:  # noqa: BLE001 - logged and counted; the answer stands
-            stats.transcript_failures += 1
-            log.error(
-                "cannot store the transcript %s of conversation %s: %s",
-                transcript.record_id,
-                transcript.conversation_id,
-                exc,
-            )
-        else:
-            stats.transcripts_stored += 1
+
+async def store_answer(
+    storage: StorageBackend,
+    stats: QueryStats,
+    *,
+    conversation_id: str,
+    turn: ConversationTurn,
+    transcript: Transcript | None,
+    owner: asyncio.Future[None] | None = None,
+) -> None:
+    """Store the turn and the transcript (side by side, so a batching store takes both in
+    one write), after the conversation's ``owner`` write when one is under way.
+
+    Both are attempted even when one fails; then :class:`RecordsNotStored` names the
+    failure the client sees (a history failure first: without it the conversation cannot
+    go on). Failures are logged and counted in ``stats``.
+    """
+    if owner is not None:
+        await owner  # raises RecordsNotStored: the conversation does not exist, store nothing
+    if transcript is None:
+        turn_error = await _append_turn(storage, stats, conversation_id, turn)
+        transcript_error = None
+    else:
+        turn_error, transcript_error = await asyncio.gather(
+            _append_turn(storage, stats, conversation_id, turn), _put_transcript(storage, stats, transcript)
+        )
+    if turn_error is not None:
+        raise RecordsNotStored(HISTORY_NOT_STORED) from turn_error
+    if transcript_error is not None:
+        raise RecordsNotStored(TRANSCRIPT_NOT_STORED) from transcript_error
+
+
+async def _append_turn(
+    storage: StorageBackend, stats: QueryStats, conversation_id: str, turn: ConversationTurn
+) -> Exception | None:
+    try:
+        await storage.append_turn(conversation_id, turn=turn)
+    except Exception as exc:  # noqa: BLE001 - returned to store_answer, which raises it
+        stats.history_failures += 1
+        log.error("cannot store a turn of conversation %s: %s", conversation_id, exc)
+        return exc
+    return None
+
+
+async def _put_transcript(storage: StorageBackend, stats: QueryStats, transcript: Transcript) -> Exception | None:
+    try:
+        await storage.put_transcript(transcript)
+    except Exception as exc:  # noqa: BLE001 - returned to store_answer, which raises it
+        stats.transcript_failures += 1
+        log.error(
+            "cannot store the transcript %s of conversation %s: %s",
+            transcript.record_id,
+            transcript.conversation_id,
+            exc,
+        )
+        return exc
+    stats.transcripts_stored += 1
+    return None

@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from lightspeed.llm import LLMError, Usage
+from lightspeed.errors import HttpError
+from lightspeed.llm import Usage
 
 __all__ = ["EventSink", "frame"]
 
@@ -61,9 +62,22 @@ class EventSink:
             frame("token", {"id": index, "token": suffix}) + frame("interrupted", {"request_id": request_id})
         )
 
-    async def error(self, exc: LLMError) -> None:
+    async def fail(self, index: int, answer: str, exc: HttpError) -> None:
+        """The answer was complete but the request failed (its records could not be stored):
+        ``turn_complete``, then an ``error`` event in place of ``end``, and the end of the response."""
         if self.text:
-            await self.response.write(f"\n\n{exc.response}: {exc.cause}\n".encode())
-        else:
-            data = {"status_code": exc.status, "response": exc.response, "cause": exc.cause}
-            await self.response.write(frame("error", data))
+            await self.response.write_eof(self._text_error(exc))
+            return
+        await self.response.write_eof(frame("turn_complete", {"id": index, "token": answer}) + self._error_frame(exc))
+
+    async def error(self, exc: HttpError) -> None:
+        """An ``error`` event (the response goes on; the caller ends it)."""
+        await self.response.write(self._text_error(exc) if self.text else self._error_frame(exc))
+
+    @staticmethod
+    def _text_error(exc: HttpError) -> bytes:
+        return f"\n\n{exc.response}: {exc.cause}\n".encode()
+
+    @staticmethod
+    def _error_frame(exc: HttpError) -> bytes:
+        return frame("error", {"status_code": exc.status, "response": exc.response, "cause": exc.cause})
