@@ -30,7 +30,7 @@ from lightspeed.api.openapi import operation
 from lightspeed.api.validation import BodyChecker, read_json_body
 from lightspeed.auth import AuthResult
 from lightspeed.records import ConversationTurn, canonical_conversation_id, hash_user_id
-from lightspeed.state import config_from, records_from, storage_from
+from lightspeed.state import config_from, storage_from
 from lightspeed.storage import (
     ConversationInfo,
     Deletion,
@@ -261,7 +261,6 @@ async def _get(request: web.Request, version: int) -> web.Response:
     user = await authenticate(request)
     conversation_id = conversation_id_from_path(request)
     await _accessible(request, user, conversation_id, version=version, verb="read", others="read_other_conversations")
-    await records_from(request).settled(conversation_id)  # turns this worker is still storing
     try:
         turns = await storage_from(request).get_turns(conversation_id, limit=_ALL_TURNS)
     except StorageError as exc:
@@ -295,7 +294,6 @@ async def _delete(request: web.Request, version: int) -> web.Response:
             raise _forbidden(user, "delete", conversation_id)
         return json_response(_deleted_body(conversation_id, False, None))
     with_records = config_from(request).user_data_collection.delete_pending_with_conversation
-    await records_from(request).settled(conversation_id)  # so no turn of this worker lands after the deletion
     try:
         deletion = await storage_from(request).delete_conversation(conversation_id, records=with_records)
     except StorageError as exc:
