@@ -108,7 +108,12 @@ def _tree(root: Path) -> list[Path]:
 
 
 def _records(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.json"))}
+    """The records under ``root``; retried when the collector removes a folder mid-walk."""
+    while True:
+        try:
+            return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.json"))}
+        except FileNotFoundError:
+            continue
 
 
 async def test_the_advanced_collector_steps_deliver_every_record_once_the_ingress_takes_them(tmp_path: Path) -> None:
