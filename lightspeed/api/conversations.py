@@ -275,11 +275,12 @@ def _deleted_body(conversation_id: str, deleted: bool, records: Deletion | None)
         "response": "Conversation deleted successfully" if deleted else "Conversation not found",
         "deleted": deleted,
     }
-    body["deleted_records"] = (
-        None
-        if records is None
-        else {"transcripts": records.transcripts, "feedback": records.feedback, "in_flight": len(records.in_flight)}
-    )
+    if records is not None:  # only when records were deleted: otherwise the upstream's body, exactly
+        body["deleted_records"] = {
+            "transcripts": records.transcripts,
+            "feedback": records.feedback,
+            "in_flight": len(records.in_flight),
+        }
     return body
 
 
