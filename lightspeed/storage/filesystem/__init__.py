@@ -27,8 +27,9 @@ file layout that came before it), :mod:`.scanning` (finding records), :mod:`.cla
 Threads: the **writer** lane (one thread, the only connection that writes; jobs taken in
 batches of up to 512: reads and record files first, then the database writes in one
 transaction; one ``COMMIT`` and one fsync per directory per batch, then every request of the
-batch released: group commit) and the **pool** lane (8 threads, a reading
-connection each; one job at a time). The event loop never blocks.
+batch released: group commit), the **pool** lane (4 threads, a reading
+connection each; one job at a time) and the **unlink** lane (16 threads that only delete
+files after an upload). The event loop never blocks.
 
 =============================  ======  ==========================  ==========================================
 operation                      thread  lock                        what a crash at any point leaves behind
@@ -46,7 +47,7 @@ claim                          pool    none (the scan), then       the claim and
 renew                          writer  SQLite write lock           the old lease or the new one
 ack delete=False               writer  SQLite write lock           exported and out of the claim, or neither
 ack delete=True                writer, SQLite write lock; none     some files deleted while the claim still
-                               pool    for the unlinks             lists them: the next claim of those
+                               unlink  for the unlinks             lists them: the next claim of those
                                                                    names reads them as vanished
 release                        writer  SQLite write lock           the records back, or still claimed
 set_aside                      writer  SQLite write lock           the file moved (or not) and the claim

@@ -47,8 +47,12 @@ __all__ = ["FilesystemOptions", "FilesystemStorage"]
 
 #: Owners remembered per process (an owner never changes, so this never goes stale).
 _OWNER_CACHE_MAX: Final = 10_000
-#: Threads of the pool lane: reads, scans, and deletions after an upload (which overlap well).
-_POOL_THREADS: Final = 16
+#: Threads of the pool lane: reads and scans.
+_POOL_THREADS: Final = 4
+#: Threads of the unlink lane: deletions after an upload, which overlap well (each unlink waits
+#: on the filesystem's journal). A lane of their own: they allocate next to nothing, so their
+#: threads keep no memory, where readers of large batches would each keep a malloc arena.
+_UNLINK_THREADS: Final = 16
 #: Deletions below this many files are not split across the pool's threads.
 _PARALLEL_UNLINK_MIN: Final = 256
 #: Bytes the readiness probe writes in each directory: a full disk refuses them.
@@ -88,6 +92,7 @@ class FilesystemStorage(StorageBackend):
         self._stamp = files.Stamp()
         self._writer: Lane[WriterContext] | None = None
         self._pool: Lane[ReaderContext] | None = None
+        self._unlinker: Lane[ReaderContext] | None = None
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._exported = claims.Exported()
         self._backlog: Backlog | None = None  # what the last claim's scan found
@@ -137,6 +142,14 @@ class FilesystemStorage(StorageBackend):
             batch_max=1,
         )
         pool.start(loop)
+        unlinker: Lane[ReaderContext] = Lane(
+            "lightspeed-fs-unlink",
+            make_context=lambda: ReaderContext(db),
+            translate=self._translate,
+            threads=_UNLINK_THREADS,
+            batch_max=1,
+        )
+        unlinker.start(loop)
 
         def prepare(_: ReaderContext) -> None:
             for root in self._active_roots():
@@ -161,16 +174,18 @@ class FilesystemStorage(StorageBackend):
         except BaseException:
             await writer.stop()
             await pool.stop()
+            await unlinker.stop()
             raise
-        self._writer, self._pool = writer, pool
+        self._writer, self._pool, self._unlinker = writer, pool, unlinker
 
     async def aclose(self) -> None:
-        writer, pool = self._writer, self._pool
-        self._writer = self._pool = None
+        writer, pool, unlinker = self._writer, self._pool, self._unlinker
+        self._writer = self._pool = self._unlinker = None
         if writer is not None:
             await writer.stop()  # writes accepted before this complete first
-        if pool is not None:
-            await pool.stop()
+        for lane in (pool, unlinker):
+            if lane is not None:
+                await lane.stop()
 
     async def ping(self) -> None:
         writer, pool = self._lanes()
@@ -468,12 +483,13 @@ class FilesystemStorage(StorageBackend):
         )
         # Deleting thousands of files takes a while: the claim (still listing these records)
         # keeps every other collector off them meanwhile, and the deletions overlap on the
-        # pool's threads (each unlink waits on the filesystem's journal).
+        # unlink lane's threads.
         paths = [self._record_file(r.name) for r in targets]
         ordered = await pool.run(lambda _: files.in_directory_order(paths))
-        step = max(_PARALLEL_UNLINK_MIN, -(-len(paths) // _POOL_THREADS))
+        step = max(_PARALLEL_UNLINK_MIN, -(-len(paths) // _UNLINK_THREADS))
         chunks = [ordered[i : i + step] for i in range(0, len(ordered), step)]
-        await asyncio.gather(*(pool.run(functools.partial(_unlink, chunk)) for chunk in chunks))
+        assert self._unlinker is not None
+        await asyncio.gather(*(self._unlinker.run(functools.partial(_unlink, chunk)) for chunk in chunks))
         transcripts = [p for p, r in zip(paths, targets, strict=True) if r.kind is RecordKind.TRANSCRIPT]
         if transcripts:
             await pool.run(lambda _: files.remove_empty_parents(transcripts))
