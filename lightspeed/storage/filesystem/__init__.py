@@ -19,10 +19,11 @@ Options (``user_data_collection.storage.options``, :class:`FilesystemOptions`):
 loss: files, their directories and each commit are fsync'd), ``file_mode`` / ``dir_mode``
 (default ``0600`` / ``0700``).
 
-Modules: :mod:`.options` (the options), :mod:`.files` (atomic writes, directories), :mod:`.lanes` (the one way blocking
-work leaves the event loop), :mod:`.statedb` (the database, its schema, the import of the
-file layout that came before it), :mod:`.scanning` (finding records), :mod:`.claims`
-(claims and leases), :mod:`.backend` (the class).
+Modules: :mod:`.options` (the options), :mod:`.files` (atomic writes, directories),
+:mod:`.lanes` (the one way blocking work leaves the event loop), :mod:`.statedb` (the
+database, its schema, the import of the file layout that came before it), :mod:`.scanning`
+(finding records), :mod:`.claims` (claims, leases, acks), :mod:`.conversations` (metadata,
+deletions, streams), :mod:`.backend` (the class and the record, owner and flag operations).
 
 Threads: the **writer** lane (one thread, the only connection that writes; jobs taken in
 batches of up to 512: reads and record files first, then the database writes in one
@@ -57,6 +58,15 @@ read_record / read_many,       pool    none                        nothing
 pending_stats
 ping                           pool,   SQLite write lock           a probe file at most (a ``.tmp``)
                                writer
+list_conversations,            pool    none (WAL snapshot)         nothing
+get_conversation,
+interrupted_streams
+set_topic_summary,             writer  SQLite write lock (batch)   the new row or value, or the old one
+register/interrupt/
+finish_stream
+delete_conversation,           pool    none (finding the files),   some of the record files deleted and the
+purge_user                     writer  then SQLite write lock      conversation still known: a retry
+                                                                   finishes it
 =============================  ======  ==========================  ==========================================
 
 A state directory written by an earlier version (owner files ``conversations/*.json``,

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import functools
 import json
 import os
-import shutil
 import time
 import uuid
 from collections import OrderedDict
@@ -20,13 +17,9 @@ from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
 from lightspeed.storage.base import (
     Claim,
-    ConversationInfo,
-    ConversationPage,
-    Deletion,
     PendingStats,
     StorageBackend,
     StoredRecord,
-    StreamInterrupt,
 )
 from lightspeed.storage.common import (
     check_claim_args,
@@ -49,25 +42,13 @@ __all__ = ["FilesystemOptions", "FilesystemStorage"]
 _OWNER_CACHE_MAX: Final = 10_000
 #: Threads of the pool lane: reads and scans.
 _POOL_THREADS: Final = 4
-#: Threads of the unlink lane: deletions after an upload, which overlap well (each unlink waits
-#: on the filesystem's journal). A lane of their own: they allocate next to nothing, so their
-#: threads keep no memory, where readers of large batches would each keep a malloc arena.
-_UNLINK_THREADS: Final = 16
-#: Deletions below this many files are not split across the pool's threads.
-_PARALLEL_UNLINK_MIN: Final = 256
+#: Threads of the unlink lane (see :data:`.claims.UNLINK_THREADS`).
+_UNLINK_THREADS: Final = claims.UNLINK_THREADS
 #: Bytes the readiness probe writes in each directory: a full disk refuses them.
 _PROBE: Final = b"lightspeed readiness probe\n" * 160
 
 
-def _owned_by(owner: str, ctx: ReaderContext) -> list[str]:
-    return conversations.owned_by(ctx.conn, owner)
-
-
-def _unlink(paths: list[str], _: ReaderContext) -> None:
-    files.unlink_quietly(paths)
-
-
-class FilesystemStorage(StorageBackend):
+class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageBackend):
     """JSON files in the seed's layout and a state database; several processes on one host
     (or one shared volume with working locks) may use the same directories at once."""
 
@@ -282,103 +263,6 @@ class FilesystemStorage(StorageBackend):
         _, pool = self._lanes()
         return await pool.run(lambda ctx: statedb.get_turns(ctx.conn, conversation_id, limit))
 
-    # ------------------------------------------------------------------ conversation metadata and deletion
-
-    async def list_conversations(
-        self, owner: str | None, *, limit: int | None = None, offset: int = 0
-    ) -> ConversationPage:
-        if (limit is not None and limit < 1) or offset < 0:
-            raise ValueError(f"limit must be at least 1 and offset at least 0, got {limit!r} and {offset!r}")
-        _, pool = self._lanes()
-        return await pool.run(lambda ctx: conversations.list_page(ctx.conn, owner, limit, offset))
-
-    async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
-        check_conversation_id(conversation_id)
-        _, pool = self._lanes()
-        return await pool.run(lambda ctx: conversations.get_info(ctx.conn, conversation_id))
-
-    async def set_topic_summary(self, conversation_id: str, *, topic_summary: str | None) -> bool:
-        check_conversation_id(conversation_id)
-        writer, _ = self._lanes()
-        return await writer.run(lambda ctx: conversations.set_topic_summary(ctx, conversation_id, topic_summary))
-
-    async def _delete(self, *, users: Collection[str], conversation_ids: Collection[str], records: bool) -> Deletion:
-        """Forget ``conversation_ids`` and (all of) ``users``' conversations; with ``records`` also
-        delete their files, in the two steps :mod:`.conversations` describes."""
-        writer, pool = self._lanes()
-        aside = os.fspath(self.state_root / "aside")
-        wanted = set(conversation_ids)
-        for user in users:
-            wanted.update(await pool.run(functools.partial(_owned_by, user)))
-        found = conversations.Candidates()
-        if records:
-            found = await pool.run(
-                lambda _: conversations.find_candidates(self._roots, aside, users=users, conversations=wanted)
-            )
-
-        def delete(ctx: WriterContext) -> Deletion:
-            with ctx.transaction() as conn:
-                now_owned = set(wanted)
-                for user in users:  # owned since step 1 too
-                    now_owned.update(conversations.owned_by(conn, user))
-                owners = {info.owner for cid in now_owned if (info := conversations.get_info(conn, cid)) is not None}
-                deletion = conversations.forget(conn, sorted(now_owned))
-                if not records:
-                    return deletion
-                owner_dirs = [
-                    os.path.join(base, owner, cid)
-                    for base in (self._roots.transcripts, os.path.join(aside, "transcripts"))
-                    if base is not None
-                    for owner in owners | set(users)
-                    for cid in now_owned
-                ]
-                return deletion + conversations.delete_files(
-                    conn,
-                    found,
-                    self._roots,
-                    aside,
-                    users=users,
-                    conversations=now_owned,
-                    owner_dirs=owner_dirs,
-                )
-
-        deletion = await writer.run(delete)
-        for cid in wanted:
-            self._owners.pop(cid, None)
-        if deletion.transcripts or deletion.feedback:
-            self._backlog = None  # names it holds may be gone: the next claim scans again
-        return deletion
-
-    async def delete_conversation(self, conversation_id: str, *, records: bool = True) -> Deletion:
-        check_conversation_id(conversation_id)
-        return await self._delete(users=(), conversation_ids=(conversation_id,), records=records)
-
-    async def purge_user(self, owner: str) -> Deletion:
-        check_user_hash(owner)
-        return await self._delete(users=(owner,), conversation_ids=(), records=True)
-
-    # ------------------------------------------------------------------ streams
-
-    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
-        writer, _ = self._lanes()
-        return await writer.run(
-            lambda ctx: conversations.register_stream(ctx, request_id, owner, time.time(), ttl_seconds)
-        )
-
-    async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
-        writer, _ = self._lanes()
-        return await writer.run(lambda ctx: conversations.interrupt_stream(ctx, request_id, owner, time.time()))
-
-    async def interrupted_streams(self, request_ids: Collection[str]) -> set[str]:
-        ids = list(request_ids)
-        _, pool = self._lanes()
-        return await pool.run(lambda ctx: conversations.interrupted_streams(ctx.conn, ids))
-
-    async def finish_stream(self, request_id: str, *, keep_seconds: float) -> None:
-        writer, _ = self._lanes()
-        until = time.time() + keep_seconds
-        await writer.run(lambda ctx: conversations.finish_stream(ctx, request_id, until))
-
     # ------------------------------------------------------------------ flags
 
     async def get_flag(self, name: str) -> bool | None:
@@ -461,78 +345,6 @@ class FilesystemStorage(StorageBackend):
 
         sizes = [r.size for r in records]
         return await pool.run(lambda _: files.read_records(paths, sizes))
-
-    async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:
-        writer, _ = self._lanes()
-        return await writer.run(lambda ctx: claims.renew(ctx, claim, lease_seconds=lease_seconds, now=time.time()))
-
-    async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
-        for r in claim.records if records is None else records:
-            self._record_file(r.name)  # ValueError for a name that is not a record's
-        writer, pool = self._lanes()
-        if not delete:
-
-            def export(ctx: WriterContext) -> None:
-                targets, _ = claims.settle_check(ctx, claim, records, strict=True, now=time.time())
-                claims.leave(ctx, claim.claim_id, [r.name for r in targets], exported=True)
-
-            await writer.run(export)
-            return
-        targets, lost = await writer.run(
-            lambda ctx: claims.settle_check(ctx, claim, records, strict=True, now=time.time())
-        )
-        # Deleting thousands of files takes a while: the claim (still listing these records)
-        # keeps every other collector off them meanwhile, and the deletions overlap on the
-        # unlink lane's threads.
-        paths = [self._record_file(r.name) for r in targets]
-        ordered = await pool.run(lambda _: files.in_directory_order(paths))
-        step = max(_PARALLEL_UNLINK_MIN, -(-len(paths) // _UNLINK_THREADS))
-        chunks = [ordered[i : i + step] for i in range(0, len(ordered), step)]
-        assert self._unlinker is not None
-        await asyncio.gather(*(self._unlinker.run(functools.partial(_unlink, chunk)) for chunk in chunks))
-        transcripts = [p for p, r in zip(paths, targets, strict=True) if r.kind is RecordKind.TRANSCRIPT]
-        if transcripts:
-            await pool.run(lambda _: files.remove_empty_parents(transcripts))
-        done = [r.name for r in targets] + lost
-        await writer.run(lambda ctx: claims.leave(ctx, claim.claim_id, done))
-
-    async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
-        writer, _ = self._lanes()
-
-        def give_back(ctx: WriterContext) -> bool:
-            targets, lost = claims.settle_check(ctx, claim, records, strict=False, now=time.time())
-            claims.leave(ctx, claim.claim_id, [r.name for r in targets] + lost)
-            return bool(targets)
-
-        if await writer.run(give_back):
-            self._backlog = None  # released records are older than the backlog's: the next claim scans again
-
-    async def set_aside(self, claim: Claim, *, records: Sequence[StoredRecord], reason: str) -> None:
-        sources = {r.name: self._record_file(r.name) for r in records}
-        writer, _ = self._lanes()
-
-        def move(ctx: WriterContext) -> None:
-            targets, _ = claims.settle_check(ctx, claim, list(records), strict=True, now=time.time())
-            for rec in targets:
-                # Kept in the state directory under a name that is not *.json: never a record there.
-                dst = self.state_root / "aside" / f"{rec.name}.aside"
-                files.ensure_dir(dst.parent, self.dir_mode)
-                try:
-                    os.rename(sources[rec.name], dst)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    if exc.errno != errno.EXDEV:
-                        raise
-                    shutil.copy2(sources[rec.name], dst)
-                    os.unlink(sources[rec.name])
-                reason_path = dst.with_name(rec.name.rsplit("/", 1)[-1] + ".reason")
-                files.write_atomic(
-                    reason_path, reason.encode(), mode=self.file_mode, dir_mode=self.dir_mode, fsync=self.fsync
-                )
-            claims.leave(ctx, claim.claim_id, [r.name for r in targets])
-
-        await writer.run(move)
 
     async def pending_stats(self) -> PendingStats:
         writer, pool = self._lanes()

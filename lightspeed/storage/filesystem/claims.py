@@ -9,16 +9,27 @@ across every process. Exported names (acked with ``delete=False``) are rows of
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import functools
+import os
+import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from pathlib import Path
+from typing import Final
 
+from lightspeed.records import RecordKind
 from lightspeed.storage.base import Claim, StoredRecord
 from lightspeed.storage.common import ClaimFill
 from lightspeed.storage.errors import ClaimLost
+from lightspeed.storage.filesystem import files
+from lightspeed.storage.filesystem.lanes import Lane
 from lightspeed.storage.filesystem.scanning import Backlog
-from lightspeed.storage.filesystem.statedb import WriterContext
+from lightspeed.storage.filesystem.statedb import ReaderContext, WriterContext
 
-__all__ = ["Exported", "held_by_others", "leave", "settle_check", "take"]
+__all__ = ["UNLINK_THREADS", "Exported", "Settling", "held_by_others", "leave", "settle_check", "take"]
 
 _CHUNK = 500
 
@@ -159,3 +170,102 @@ def leave(ctx: WriterContext, claim_id: str, names: Collection[str], *, exported
             conn.execute(f"DELETE FROM members WHERE claim_id = ? AND name IN ({_marks(len(part))})", (claim_id, *part))
         if conn.execute("SELECT 1 FROM members WHERE claim_id = ? LIMIT 1", (claim_id,)).fetchone() is None:
             conn.execute("DELETE FROM claims WHERE claim_id = ?", (claim_id,))
+
+
+#: Threads that delete files after an upload. A lane of their own: each unlink waits on the
+#: filesystem's journal, so they overlap well, and they allocate next to nothing, so their
+#: threads keep no memory (readers of large batches would each keep a malloc arena).
+UNLINK_THREADS: Final = 16
+#: Deletions below this many files are not split across threads.
+_PARALLEL_UNLINK_MIN: Final = 256
+
+
+def _unlink(paths: list[str], _: ReaderContext) -> None:
+    files.unlink_quietly(paths)
+
+
+class Settling:
+    """The backend's ack, release, set_aside and renew (a mixin of ``FilesystemStorage``)."""
+
+    state_root: Path
+    file_mode: int
+    dir_mode: int
+    fsync: bool
+    _backlog: Backlog | None
+    _unlinker: Lane[ReaderContext] | None
+
+    def _lanes(self) -> tuple[Lane[WriterContext], Lane[ReaderContext]]:
+        raise NotImplementedError
+
+    def _record_file(self, name: str) -> str:
+        raise NotImplementedError
+
+    async def renew(self, claim: Claim, *, lease_seconds: float) -> Claim:
+        writer, _ = self._lanes()
+        return await writer.run(lambda ctx: renew(ctx, claim, lease_seconds=lease_seconds, now=time.time()))
+
+    async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
+        for r in claim.records if records is None else records:
+            self._record_file(r.name)  # ValueError for a name that is not a record's
+        writer, pool = self._lanes()
+        if not delete:
+
+            def export(ctx: WriterContext) -> None:
+                targets, _ = settle_check(ctx, claim, records, strict=True, now=time.time())
+                leave(ctx, claim.claim_id, [r.name for r in targets], exported=True)
+
+            await writer.run(export)
+            return
+        targets, lost = await writer.run(lambda ctx: settle_check(ctx, claim, records, strict=True, now=time.time()))
+        # Deleting thousands of files takes a while: the claim (still listing these records)
+        # keeps every other collector off them meanwhile, and the deletions overlap on the
+        # unlink lane's threads.
+        paths = [self._record_file(r.name) for r in targets]
+        ordered = await pool.run(lambda _: files.in_directory_order(paths))
+        step = max(_PARALLEL_UNLINK_MIN, -(-len(paths) // UNLINK_THREADS))
+        chunks = [ordered[i : i + step] for i in range(0, len(ordered), step)]
+        assert self._unlinker is not None
+        await asyncio.gather(*(self._unlinker.run(functools.partial(_unlink, chunk)) for chunk in chunks))
+        transcripts = [p for p, r in zip(paths, targets, strict=True) if r.kind is RecordKind.TRANSCRIPT]
+        if transcripts:
+            await pool.run(lambda _: files.remove_empty_parents(transcripts))
+        done = [r.name for r in targets] + lost
+        await writer.run(lambda ctx: leave(ctx, claim.claim_id, done))
+
+    async def release(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None) -> None:
+        writer, _ = self._lanes()
+
+        def give_back(ctx: WriterContext) -> bool:
+            targets, lost = settle_check(ctx, claim, records, strict=False, now=time.time())
+            leave(ctx, claim.claim_id, [r.name for r in targets] + lost)
+            return bool(targets)
+
+        if await writer.run(give_back):
+            self._backlog = None  # released records are older than the backlog's: the next claim scans again
+
+    async def set_aside(self, claim: Claim, *, records: Sequence[StoredRecord], reason: str) -> None:
+        sources = {r.name: self._record_file(r.name) for r in records}
+        writer, _ = self._lanes()
+
+        def move(ctx: WriterContext) -> None:
+            targets, _ = settle_check(ctx, claim, list(records), strict=True, now=time.time())
+            for rec in targets:
+                # Kept in the state directory under a name that is not *.json: never a record there.
+                dst = self.state_root / "aside" / f"{rec.name}.aside"
+                files.ensure_dir(dst.parent, self.dir_mode)
+                try:
+                    os.rename(sources[rec.name], dst)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    shutil.copy2(sources[rec.name], dst)
+                    os.unlink(sources[rec.name])
+                reason_path = dst.with_name(rec.name.rsplit("/", 1)[-1] + ".reason")
+                files.write_atomic(
+                    reason_path, reason.encode(), mode=self.file_mode, dir_mode=self.dir_mode, fsync=self.fsync
+                )
+            leave(ctx, claim.claim_id, [r.name for r in targets])
+
+        await writer.run(move)

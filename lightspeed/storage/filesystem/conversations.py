@@ -18,21 +18,28 @@ reads it as vanished and never uploads it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
+import time
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from pathlib import Path
 
 import attrs
 
 from lightspeed.records import RecordKind, is_valid_record_id, is_valid_user_hash
 from lightspeed.storage.base import ConversationInfo, ConversationPage, Deletion, StreamInterrupt
+from lightspeed.storage.common import check_conversation_id, check_user_hash
 from lightspeed.storage.filesystem.files import remove_empty_parents
-from lightspeed.storage.filesystem.scanning import Roots
-from lightspeed.storage.filesystem.statedb import WriterContext
+from lightspeed.storage.filesystem.lanes import Lane
+from lightspeed.storage.filesystem.scanning import Backlog, Roots
+from lightspeed.storage.filesystem.statedb import ReaderContext, WriterContext
 
 __all__ = [
     "Candidates",
+    "ConversationOps",
     "delete_files",
     "find_candidates",
     "forget",
@@ -290,3 +297,110 @@ def interrupted_streams(conn: sqlite3.Connection, request_ids: Sequence[str]) ->
 def finish_stream(ctx: WriterContext, request_id: str, until: float) -> None:
     with ctx.transaction() as conn:
         conn.execute("UPDATE streams SET done = 1, expires_at = ? WHERE request_id = ?", (until, request_id))
+
+
+def _owned_by(owner: str, ctx: ReaderContext) -> list[str]:
+    return owned_by(ctx.conn, owner)
+
+
+class ConversationOps:
+    """The backend's conversation, deletion and stream operations (a mixin of ``FilesystemStorage``)."""
+
+    state_root: Path
+    _roots: Roots
+    _owners: OrderedDict[str, str]
+    _backlog: Backlog | None
+
+    def _lanes(self) -> tuple[Lane[WriterContext], Lane[ReaderContext]]:
+        raise NotImplementedError
+
+    async def list_conversations(
+        self, owner: str | None, *, limit: int | None = None, offset: int = 0
+    ) -> ConversationPage:
+        if (limit is not None and limit < 1) or offset < 0:
+            raise ValueError(f"limit must be at least 1 and offset at least 0, got {limit!r} and {offset!r}")
+        _, pool = self._lanes()
+        return await pool.run(lambda ctx: list_page(ctx.conn, owner, limit, offset))
+
+    async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
+        check_conversation_id(conversation_id)
+        _, pool = self._lanes()
+        return await pool.run(lambda ctx: get_info(ctx.conn, conversation_id))
+
+    async def set_topic_summary(self, conversation_id: str, *, topic_summary: str | None) -> bool:
+        check_conversation_id(conversation_id)
+        writer, _ = self._lanes()
+        return await writer.run(lambda ctx: set_topic_summary(ctx, conversation_id, topic_summary))
+
+    async def _delete(self, *, users: Collection[str], conversation_ids: Collection[str], records: bool) -> Deletion:
+        """Forget ``conversation_ids`` and (all of) ``users``' conversations; with ``records`` also
+        delete their files, in the two steps :mod:`.conversations` describes."""
+        writer, pool = self._lanes()
+        aside = os.fspath(self.state_root / "aside")
+        wanted = set(conversation_ids)
+        for user in users:
+            wanted.update(await pool.run(functools.partial(_owned_by, user)))
+        found = Candidates()
+        if records:
+            found = await pool.run(lambda _: find_candidates(self._roots, aside, users=users, conversations=wanted))
+
+        def delete(ctx: WriterContext) -> Deletion:
+            with ctx.transaction() as conn:
+                now_owned = set(wanted)
+                for user in users:  # owned since step 1 too
+                    now_owned.update(owned_by(conn, user))
+                owners = {info.owner for cid in now_owned if (info := get_info(conn, cid)) is not None}
+                deletion = forget(conn, sorted(now_owned))
+                if not records:
+                    return deletion
+                owner_dirs = [
+                    os.path.join(base, owner, cid)
+                    for base in (self._roots.transcripts, os.path.join(aside, "transcripts"))
+                    if base is not None
+                    for owner in owners | set(users)
+                    for cid in now_owned
+                ]
+                return deletion + delete_files(
+                    conn,
+                    found,
+                    self._roots,
+                    aside,
+                    users=users,
+                    conversations=now_owned,
+                    owner_dirs=owner_dirs,
+                )
+
+        deletion = await writer.run(delete)
+        for cid in wanted:
+            self._owners.pop(cid, None)
+        if deletion.transcripts or deletion.feedback:
+            self._backlog = None  # names it holds may be gone: the next claim scans again
+        return deletion
+
+    async def delete_conversation(self, conversation_id: str, *, records: bool = True) -> Deletion:
+        check_conversation_id(conversation_id)
+        return await self._delete(users=(), conversation_ids=(conversation_id,), records=records)
+
+    async def purge_user(self, owner: str) -> Deletion:
+        check_user_hash(owner)
+        return await self._delete(users=(owner,), conversation_ids=(), records=True)
+
+    # ------------------------------------------------------------------ streams
+
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
+        writer, _ = self._lanes()
+        return await writer.run(lambda ctx: register_stream(ctx, request_id, owner, time.time(), ttl_seconds))
+
+    async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
+        writer, _ = self._lanes()
+        return await writer.run(lambda ctx: interrupt_stream(ctx, request_id, owner, time.time()))
+
+    async def interrupted_streams(self, request_ids: Collection[str]) -> set[str]:
+        ids = list(request_ids)
+        _, pool = self._lanes()
+        return await pool.run(lambda ctx: interrupted_streams(ctx.conn, ids))
+
+    async def finish_stream(self, request_id: str, *, keep_seconds: float) -> None:
+        writer, _ = self._lanes()
+        until = time.time() + keep_seconds
+        await writer.run(lambda ctx: finish_stream(ctx, request_id, until))
