@@ -10,11 +10,12 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fakes import ALICE, feedback
 from fakes import fs_backend as backend
 
 from lightspeed.config import Config
-from lightspeed.records import ConversationTurn, RecordKind
+from lightspeed.records import ConversationTurn, RecordKind, hash_user_id
 from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
 
 MakeConfig = Callable[..., Config]
@@ -137,3 +138,23 @@ async def test_a_damaged_state_database_is_a_clear_error(make_config: MakeConfig
     except StorageUnavailable as exc:
         assert "state.sqlite3" in str(exc)
     await store.aclose()
+
+
+async def test_a_conversation_deleted_by_another_process_is_forgotten_here_too(
+    make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Owners are remembered only briefly, so a worker does not go on using a conversation
+    that another worker deleted (its follow-ups would store turns with no owner)."""
+    import lightspeed.storage.filesystem.backend as fs_backend
+
+    monkeypatch.setattr(fs_backend, "_OWNER_CACHE_SECONDS", 0.05)
+    config = make_config()
+    async with backend(config) as a, backend(config) as b:
+        cid = str(uuid.uuid4())
+        await a.set_conversation_owner(cid, owner=ALICE)
+        assert await b.get_conversation_owner(cid) == ALICE  # b remembers it now
+        await a.delete_conversation(cid)
+        await asyncio.sleep(0.1)
+        assert await b.get_conversation_owner(cid) is None
+        bob = hash_user_id("bob")
+        assert await b.set_conversation_owner(cid, owner=bob) == bob  # starts afresh, for whoever comes

@@ -38,8 +38,11 @@ from lightspeed.storage.filesystem.statedb import DB_NAME, DbFile, ReaderContext
 
 __all__ = ["FilesystemOptions", "FilesystemStorage"]
 
-#: Owners remembered per process (an owner never changes, so this never goes stale).
+#: Owners remembered per process, each for a short while: an owner never changes, but another
+#: worker process may delete the conversation, and this one must not use it for longer than
+#: that. Also bounds the memory the cache takes by the rate of new conversations.
 _OWNER_CACHE_MAX: Final = 10_000
+_OWNER_CACHE_SECONDS: Final = 2.0
 #: Threads of the pool lane: reads and scans.
 _POOL_THREADS: Final = 4
 #: Threads of the unlink lane (see :data:`.claims.UNLINK_THREADS`).
@@ -74,7 +77,7 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
         self._writer: Lane[WriterContext] | None = None
         self._pool: Lane[ReaderContext] | None = None
         self._unlinker: Lane[ReaderContext] | None = None
-        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._owners: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id -> (owner, until)
         self._exported = claims.Exported()
         self._backlog: Backlog | None = None  # what the last claim's scan found
 
@@ -224,16 +227,23 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
     # ------------------------------------------------------------------ conversations
 
     def _remember_owner(self, conversation_id: str, owner: str) -> str:
-        self._owners[conversation_id] = owner
+        now = time.monotonic()
+        self._owners[conversation_id] = (owner, now + _OWNER_CACHE_SECONDS)
         self._owners.move_to_end(conversation_id)
-        if len(self._owners) > _OWNER_CACHE_MAX:
-            self._owners.popitem(last=False)
+        while self._owners and (len(self._owners) > _OWNER_CACHE_MAX or next(iter(self._owners.values()))[1] <= now):
+            self._owners.popitem(last=False)  # the oldest entries expire first
         return owner
+
+    def _known_owner(self, conversation_id: str) -> str | None:
+        entry = self._owners.get(conversation_id)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]
 
     async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
         check_conversation_id(conversation_id)
         check_user_hash(owner)
-        known = self._owners.get(conversation_id)
+        known = self._known_owner(conversation_id)
         if known is not None:
             return known
         writer, _ = self._lanes()
@@ -243,7 +253,7 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
 
     async def get_conversation_owner(self, conversation_id: str) -> str | None:
         check_conversation_id(conversation_id)
-        known = self._owners.get(conversation_id)
+        known = self._known_owner(conversation_id)
         if known is not None:
             return known
         _, pool = self._lanes()

@@ -308,7 +308,7 @@ class ConversationOps:
 
     state_root: Path
     _roots: Roots
-    _owners: OrderedDict[str, str]
+    _owners: OrderedDict[str, tuple[str, float]]
     _backlog: Backlog | None
 
     def _lanes(self) -> tuple[Lane[WriterContext], Lane[ReaderContext]]:
