@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
+from lightspeed.storage.errors import StorageUnavailable
+
 __all__ = ["Context", "Lane"]
 
 T = TypeVar("T")
@@ -86,8 +88,8 @@ class Lane(Generic[C]):
         not wait for (nor hold) the database's write lock that the batch's first database
         write takes until its commit.
         """
-        if self._loop is None or not self._threads:
-            raise RuntimeError(f"lane {self.name} is not running")
+        if self._loop is None or not self._threads:  # closed while the caller was under way
+            raise StorageUnavailable("the filesystem store is not open")
         fut: asyncio.Future[T] = self._loop.create_future()
         self._queue.put((job, fut, durable, early))
         return fut
