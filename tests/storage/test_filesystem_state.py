@@ -77,6 +77,8 @@ async def test_an_old_state_directory_is_imported_once_then_removed(make_config:
         async with backend(make_config()) as store:
             assert await store.get_conversation_owner(cid) == ALICE
             assert [t.query for t in await store.get_turns(cid, limit=10)] == ["q0", "q1"]
+            info = await store.get_conversation(cid)
+            assert info is not None and info.message_count == 2 and info.created_at is not None
             assert await store.get_conversation_owner(damaged) is None
             assert await store.get_flag(FEEDBACK_ENABLED_FLAG) is False
             claim = await store.claim(owner="c", kinds=list(RecordKind), max_records=9, max_bytes=BIG, lease_seconds=9)

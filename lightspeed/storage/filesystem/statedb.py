@@ -356,6 +356,12 @@ def _import(conn: sqlite3.Connection, state_root: Path) -> int:
                     continue  # blank, or a torn last line after a crash
                 text = json.dumps(turn.to_dict(), ensure_ascii=False)
                 conn.execute("INSERT INTO turns (conversation_id, turn) VALUES (?, ?)", (cid, text))
+        # Created when its first turn was (the owner file kept no time), else now.
+        conn.execute(
+            "UPDATE owners SET created_at = coalesce((SELECT json_extract(turn, '$.timestamp') FROM turns"
+            " WHERE conversation_id = ? ORDER BY id LIMIT 1), ?) WHERE conversation_id = ?",
+            (cid, utc_timestamp(), cid),
+        )
     flags = state_root / "flags"
     for path in sorted(flags.glob("*.json")) if flags.is_dir() else []:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
