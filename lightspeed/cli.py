@@ -224,6 +224,8 @@ def _run_worker(config: Config, *, reuse_port: bool) -> int:
             reuse_port=reuse_port,
             max_connections=svc.max_connections,
             keepalive_timeout=svc.keepalive_timeout_seconds,
+            write_timeout=svc.write_timeout_seconds,
+            write_buffer_bytes=svc.write_buffer_bytes,
             shutdown_timeout=30,
             access_log=logging.getLogger("aiohttp.access") if svc.access_log else None,
             access_log_class=AccessLogger,

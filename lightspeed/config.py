@@ -104,6 +104,11 @@ class ServiceConfig:
     max_connections: int = 10000
     #: An idle connection (between requests, or before its first) is closed after this many seconds.
     keepalive_timeout_seconds: float = 15
+    #: A client that reads nothing of an answer waiting for it this long is cut off (a stream's
+    #: truncated transcript is stored).
+    write_timeout_seconds: float = 30
+    #: Bytes of an answer buffered per connection: the kernel's send buffer and asyncio's, each.
+    write_buffer_bytes: int = 256 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -546,6 +551,10 @@ def _semantic_problems(config: Config) -> list[str]:
         add("service.host: must not be empty")
     if svc.max_connections < 1:
         add(f"service.max_connections: must be at least 1, got {svc.max_connections}")
+    if not (svc.write_timeout_seconds > 0 and math.isfinite(svc.write_timeout_seconds)):
+        add(f"service.write_timeout_seconds: must be a finite number greater than 0, got {svc.write_timeout_seconds}")
+    if not 1024 <= svc.write_buffer_bytes <= 64 * 1024 * 1024:
+        add(f"service.write_buffer_bytes: must be from 1024 to 67108864, got {svc.write_buffer_bytes}")
     keepalive = svc.keepalive_timeout_seconds
     if not (keepalive > 0 and math.isfinite(keepalive)):
         add(f"service.keepalive_timeout_seconds: must be a finite number greater than 0, got {keepalive}")

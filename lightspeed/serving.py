@@ -8,6 +8,12 @@
   between requests, or one that has not finished sending its request); when every connection
   is busy, the newcomer gets ``503`` and is closed. So a flood of idle connections can neither
   exhaust the file descriptors nor starve ``/liveness`` and ``/readiness``.
+* Every connection's write buffers are bounded (``service.write_buffer_bytes``, for the
+  kernel's send buffer and for asyncio's above it; beyond them the writer waits), and a
+  connection whose client reads nothing for ``service.write_timeout_seconds`` while data
+  waits is aborted. A stalled reader of a stream (or of a large answer) thus holds its memory
+  that long at most: the handler's write fails as if the client had gone, a stream's
+  truncated transcript is stored, and everything is freed.
 * :func:`run` serves an application until SIGINT/SIGTERM, as :func:`aiohttp.web.run_app`
   does, with the gate in front of aiohttp's protocol and ``service.keepalive_timeout_seconds``
   as the idle timeout (aiohttp's default is an hour).
@@ -20,6 +26,7 @@ import collections
 import contextlib
 import logging
 import resource
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -79,7 +86,7 @@ class _Refused(asyncio.Protocol):
 class _Tracked(asyncio.Protocol):
     """aiohttp's protocol for one connection, forwarded to, with the gate told when it ends."""
 
-    __slots__ = ("doomed", "gate", "inner", "transport")
+    __slots__ = ("doomed", "gate", "inner", "stall", "transport")
 
     def __init__(self, gate: ConnectionGate, inner: Any) -> None:
         self.gate = gate
@@ -87,9 +94,19 @@ class _Tracked(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None
         #: Evicted before it was made: closed as soon as it is.
         self.doomed = False
+        #: While the write buffer is full: the abort due when the client reads nothing.
+        self.stall: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        if isinstance(transport, asyncio.WriteTransport):
+            # Bounded twice: the kernel's send buffer (no autotuning to megabytes per connection)
+            # and asyncio's buffer above it (the handler waits beyond it).
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.gate.write_buffer_bytes)
+            transport.set_write_buffer_limits(high=self.gate.write_buffer_bytes)
         self.inner.connection_made(transport)
         if self.doomed:
             transport.close()
@@ -102,6 +119,8 @@ class _Tracked(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gate._open.pop(self, None)
+        if self.stall is not None:
+            self.stall.cancel()
         self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -112,10 +131,27 @@ class _Tracked(asyncio.Protocol):
         return result
 
     def pause_writing(self) -> None:
+        # The buffer is full: the client has this long to read some of it.
+        self.stall = asyncio.get_running_loop().call_later(self.gate.write_timeout, self._stalled)
         self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
         self.inner.resume_writing()
+
+    def _stalled(self) -> None:
+        self.stall = None
+        self.gate.stalled += 1
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        log.warning(
+            "connection from %s read nothing for %g s (service.write_timeout_seconds): aborted",
+            peer[0] if isinstance(peer, tuple) else "?",
+            self.gate.write_timeout,
+        )
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.abort()  # the handler's pending write fails as if the client had gone
 
     @property
     def idle(self) -> bool:
@@ -126,9 +162,19 @@ class _Tracked(asyncio.Protocol):
 class ConnectionGate:
     """The protocol factory of the listening socket: at most ``limit`` open client connections."""
 
-    def __init__(self, factory: Callable[[], Any], *, limit: int) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        *,
+        limit: int,
+        write_timeout: float = 30.0,
+        write_buffer_bytes: int = 256 * 1024,
+    ) -> None:
         self.factory = factory
         self.limit = limit
+        self.write_timeout = write_timeout
+        self.write_buffer_bytes = write_buffer_bytes
+        self.stalled = 0
         self._open: collections.OrderedDict[_Tracked, None] = collections.OrderedDict()
         self.evicted = 0
         self.refused = 0
@@ -168,13 +214,15 @@ class ConnectionGate:
 class GatedSite(web.BaseSite):
     """A TCP site whose connections pass a :class:`ConnectionGate`."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, limit: int, reuse_port: bool) -> None:
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, *, gate: Callable[[Any], ConnectionGate], reuse_port: bool
+    ) -> None:
         super().__init__(runner)
         self.host = host
         self.port = port
         self.reuse_port = reuse_port
         assert runner.server is not None
-        self.gate = ConnectionGate(runner.server, limit=limit)
+        self.gate = gate(runner.server)
 
     @property
     def name(self) -> str:
@@ -198,6 +246,8 @@ async def _serve(
     reuse_port: bool,
     max_connections: int,
     keepalive_timeout: float,
+    write_timeout: float,
+    write_buffer_bytes: int,
     shutdown_timeout: float,
     access_log: logging.Logger | None,
     access_log_class: type[AbstractAccessLogger],
@@ -213,10 +263,19 @@ async def _serve(
     await runner.setup()
     try:
         limit = connection_limit(max_connections)
-        site = GatedSite(runner, host, port, limit=limit, reuse_port=reuse_port)
+        site = GatedSite(
+            runner,
+            host,
+            port,
+            reuse_port=reuse_port,
+            gate=lambda server: ConnectionGate(
+                server, limit=limit, write_timeout=write_timeout, write_buffer_bytes=write_buffer_bytes
+            ),
+        )
         await site.start()
         log.info(
-            "listening on http://%s:%d: at most %d client connections%s, idle ones closed after %g s",
+            "listening on http://%s:%d: at most %d client connections%s, idle ones closed after %g s,"
+            " a client that reads nothing for %g s cut off",
             host,
             site.port,
             limit,
@@ -224,6 +283,7 @@ async def _serve(
             if limit == max_connections
             else f" (service.max_connections {max_connections}, lowered to fit the open-files limit)",
             keepalive_timeout,
+            write_timeout,
         )
         await asyncio.Event().wait()  # until SIGINT/SIGTERM raise GracefulExit
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -244,3 +245,87 @@ def test_user_ids_never_reach_the_log_and_cannot_forge_lines(tmp_path: Path) -> 
         assert f"/liveness?user_id=sha256:{digest} HTTP/1.1" in text
     assert f"by user {hashlib.sha256(forged.encode()).hexdigest()}" in text
     assert '"agent \\"quoted\\""' in text
+
+
+# ------------------------------------------------------------------ stalled readers
+
+
+def _rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    assert match, status
+    return int(match.group(1)) / 1024
+
+
+def _stalled_request(port: int, path: str, body: bytes) -> socket.socket:
+    """Send a request, then never read: a tiny receive buffer fills at once."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    s.sendall(head.encode() + body)
+    return s
+
+
+def _transcripts(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_bytes()) for p in root.rglob("*.json")] if root.is_dir() else []
+
+
+def _wait_for(predicate: Any, timeout: float) -> float:
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_stalled_readers_are_cut_off_their_transcripts_stored_and_memory_stays_flat(tmp_path: Path) -> None:
+    timeout, wave = 1.0, 8
+    service = {
+        "write_timeout_seconds": timeout,
+        "write_buffer_bytes": 16384,
+        "max_request_body_bytes": 4 * 1024 * 1024,
+        "access_log": False,
+    }
+    words = " ".join(f"w{i:05d}" for i in range(30000))  # about 2 MB of events: more than the socket buffers
+    body = json.dumps({"query": words}).encode()
+    root = tmp_path / "transcripts"
+    with _serve(tmp_path, service) as (base, log, pid):
+        port = int(base.rsplit(":", 1)[1])
+        req = urllib.request.Request(
+            f"{base}/v1/streaming_query", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:  # a reader that reads: the whole answer
+            assert resp.read().endswith(b"\n\n")
+        _wait_for(lambda: len(_transcripts(root)) == 1, 10)
+        assert _transcripts(root)[0]["truncated"] is False
+        baseline = _rss_mib(pid)
+
+        rss = []
+        for n in (1, 2, 3, 4):
+            socks = [_stalled_request(port, "/v1/streaming_query", body) for _ in range(wave)]
+            try:
+                took = _wait_for(lambda n=n: len(_transcripts(root)) == 1 + n * wave, 10 * timeout + 10)
+                assert _liveness(base) == 200
+            finally:
+                for s in socks:
+                    s.close()
+            rss.append(_rss_mib(pid))
+        stored = _transcripts(root)
+        cut = [t for t in stored if t["truncated"]]
+        assert len(cut) == 4 * wave
+        assert all(0 < len(t["llm_response"]) < len(words) for t in cut)  # what had gone out, then cut
+        assert took < 10 * timeout + 10
+        # Memory is freed: once the allocator has settled (two waves), two more waves of stalled
+        # readers add less than half of what the first one did; held streams would add as much again each.
+        assert rss[3] - rss[1] < (rss[0] - baseline) / 2, (baseline, rss)
+
+        # A slow reader of a whole (non-streaming) answer is cut off the same way.
+        stalled_before = log.read_text().count("read nothing for 1 s")
+        big = json.dumps({"query": " ".join(f"w{i:05d}" for i in range(300000))}).encode()
+        s = _stalled_request(port, "/v1/query", big)
+        try:
+            _wait_for(lambda: log.read_text().count("read nothing for 1 s") > stalled_before, 10 * timeout + 10)
+        finally:
+            s.close()
+    assert log.read_text().count("read nothing for 1 s (service.write_timeout_seconds): aborted") == 4 * wave + 1
