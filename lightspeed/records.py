@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import os
 import re
 import uuid
 from datetime import UTC, datetime
@@ -51,9 +52,28 @@ class RecordKind(enum.StrEnum):
     TRANSCRIPT = "transcripts"
 
 
+class _RandomIds:
+    """UUID4s from random bytes fetched 4 KiB at a time (decision ``ids-01``: ``uuid.uuid4()``
+    calls ``os.urandom`` for each id, and each call hands the GIL to the store's threads)."""
+
+    def __init__(self) -> None:
+        self._pool = bytearray()
+        os.register_at_fork(after_in_child=self._pool.clear)  # a child never repeats its parent's ids
+
+    def next(self) -> str:
+        if len(self._pool) < 16:
+            self._pool[:] = os.urandom(4096)
+        raw = bytes(self._pool[-16:])
+        del self._pool[-16:]
+        return str(uuid.UUID(bytes=raw, version=4))
+
+
+_random_ids = _RandomIds()
+
+
 def new_record_id() -> str:
-    """A fresh record id (UUID4, canonical lower-case form)."""
-    return str(uuid.uuid4())
+    """A fresh UUID4 (canonical lower-case form): record ids, new conversations' ids."""
+    return _random_ids.next()
 
 
 def is_valid_record_id(value: str) -> bool:

@@ -20,8 +20,8 @@ from fakes import feedback
 from fakes import fs_backend as backend
 
 from lightspeed.api.errors import REQUEST_ID_HEADER
-from lightspeed.api.feedback import _record_ids
 from lightspeed.config import Config
+from lightspeed.records import new_record_id
 from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
 
 MakeConfig = Callable[..., Config]
@@ -80,18 +80,18 @@ async def test_posted_feedback_gets_unique_uuid4_names_and_request_ids(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_record_ids_differ_after_fork() -> None:
-    _record_ids.next()  # fill the pool in the parent
+    new_record_id()  # fill the pool in the parent
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report its next id and leave at once
         try:
-            os.write(write_end, _record_ids.next().encode())
+            os.write(write_end, new_record_id().encode())
         finally:
             os._exit(0)
     os.close(write_end)
     child_id = os.read(read_end, 100).decode()
     os.close(read_end)
     os.waitpid(pid, 0)
-    parent_id = _record_ids.next()
+    parent_id = new_record_id()
     assert uuid.UUID(child_id).version == 4
     assert child_id != parent_id, "the child repeated the parent's pooled random bytes"

@@ -44,11 +44,8 @@ def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | Non
 
 
 class _RequestIds:
-    """Request ids unique per process without a syscall each: a random prefix and a counter.
-
-    (``uuid.uuid4()`` calls ``os.urandom``, which releases the GIL; with the store's writer
-    thread waiting for it, every release costs the event loop a wait to get it back.)
-    """
+    """Request ids unique per process without a syscall each: a random prefix and a counter
+    (decision ``ids-01``)."""
 
     def __init__(self) -> None:
         self.reset()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 
 from aiohttp import web
 
@@ -12,7 +10,14 @@ from lightspeed.api.common import authenticate, check_conversation_access, stora
 from lightspeed.api.errors import ApiError, json_response
 from lightspeed.api.openapi import operation
 from lightspeed.api.validation import BodyChecker, read_json_body
-from lightspeed.records import FeedbackRecord, RecordKind, canonical_conversation_id, hash_user_id, utc_timestamp
+from lightspeed.records import (
+    FeedbackRecord,
+    RecordKind,
+    canonical_conversation_id,
+    hash_user_id,
+    new_record_id,
+    utc_timestamp,
+)
 from lightspeed.state import config_from, storage_from
 from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
 
@@ -22,28 +27,6 @@ log = logging.getLogger("lightspeed.api.feedback")
 
 MAX_USER_FEEDBACK_CHARS = 4096
 
-
-class _RecordIds:
-    """UUID4 record ids from random bytes fetched 4 KiB at a time.
-
-    ``uuid.uuid4()`` calls ``os.urandom`` for every id, and each call releases the GIL, which
-    the store's writer thread is usually waiting for: the event loop then waits to get it
-    back. One call per 256 ids keeps the same randomness at a fraction of the hand-offs.
-    """
-
-    def __init__(self) -> None:
-        self._pool = bytearray()
-        os.register_at_fork(after_in_child=self._pool.clear)  # a child never repeats its parent's ids
-
-    def next(self) -> str:
-        if len(self._pool) < 16:
-            self._pool[:] = os.urandom(4096)
-        raw = bytes(self._pool[-16:])
-        del self._pool[-16:]
-        return str(uuid.UUID(bytes=raw, version=4))
-
-
-_record_ids = _RecordIds()
 
 _FEEDBACK_FIELDS = ("conversation_id", "user_question", "llm_response", "sentiment", "user_feedback", "categories")
 
@@ -98,7 +81,7 @@ async def post_feedback(request: web.Request) -> web.Response:
 
     await check_conversation_access(request, conversation_id, user, action="submit feedback for")
     record = FeedbackRecord(
-        record_id=_record_ids.next(),
+        record_id=new_record_id(),
         user_id=hash_user_id(user.user_id),
         conversation_id=conversation_id,
         user_question=user_question,

@@ -36,10 +36,10 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import urlsplit
 
+import aiofiles
 import aiohttp
 import attrs
 import jwt
@@ -266,13 +266,11 @@ class CredentialProvider(abc.ABC):
 
 
 async def read_secret_file(path: str, what: str) -> str:
-    """The stripped content of a mounted secret file (read off the event loop)."""
-
-    def read() -> str:
-        return Path(path).read_text(encoding="utf-8").strip()
+    """The stripped content of a mounted secret file, read off the event loop (decision ``io-01``)."""
 
     try:
-        value = await asyncio.to_thread(read)
+        async with aiofiles.open(path, encoding="utf-8") as fh:
+            value = (await fh.read()).strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise CredentialsError(f"cannot read {what} from {path!r}: {reason}") from None

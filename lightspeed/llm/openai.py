@@ -24,13 +24,14 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import aiofiles
+import aiofiles.os
 import aiohttp
 import attrs
 from yarl import URL
@@ -105,8 +106,9 @@ class OpenAIProvider(LLMProvider):
 
     # ------------------------------------------------------------------ credentials
 
-    def _key(self) -> str | None:
-        """The API key; ``api_key_path`` is re-read when the file changes (checked once a second)."""
+    async def _key(self) -> str | None:
+        """The API key; ``api_key_path`` is re-read when the file changes (checked once a second,
+        off the event loop: decision ``io-01``)."""
         if self._key_path is None:
             return self._api_key
         now = time.monotonic()
@@ -114,23 +116,24 @@ class OpenAIProvider(LLMProvider):
             return self._api_key
         self._key_checked = now
         try:
-            st = os.stat(self._key_path)
+            st = await aiofiles.os.stat(self._key_path)
             stamp = (st.st_mtime_ns, st.st_size)
             if stamp != self._key_stamp:
-                self._api_key = self._key_path.read_text(encoding="utf-8").strip() or None
+                async with aiofiles.open(self._key_path, encoding="utf-8") as fh:
+                    self._api_key = (await fh.read()).strip() or None
                 self._key_stamp = stamp
                 self._masker.add(self._api_key)
                 LOG_SECRETS.add(self._api_key)
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             log.error("provider %r: cannot read its API key from %s: %s", self.name, self._key_path, exc)
             raise LLMError(
                 503, UNAVAILABLE, f"Provider {self.name!r}: its API key cannot be read (api_key_path; see the log)"
             ) from exc
         return self._api_key
 
-    def _headers(self) -> dict[str, str]:
+    async def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = self._key()
+        key = await self._key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
@@ -202,7 +205,7 @@ class OpenAIProvider(LLMProvider):
         data = self._body(model, messages, stream=False)
         try:
             async with self._session().post(
-                self.url, data=data, headers=self._headers(), timeout=self._whole_timeout
+                self.url, data=data, headers=await self._headers(), timeout=self._whole_timeout
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -225,7 +228,7 @@ class OpenAIProvider(LLMProvider):
         data = self._body(model, messages, stream=True)
         try:
             resp = await self._session().post(
-                self.url, data=data, headers=self._headers(), timeout=self._stream_timeout
+                self.url, data=data, headers=await self._headers(), timeout=self._stream_timeout
             )
         except TimeoutError:
             raise self._timed_out() from None
@@ -316,7 +319,7 @@ class OpenAIProvider(LLMProvider):
         """
         try:
             async with self._session().get(
-                self.models_url, headers=self._headers(), timeout=self._whole_timeout
+                self.models_url, headers=await self._headers(), timeout=self._whole_timeout
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:

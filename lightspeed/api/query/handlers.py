@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
 import attrs
 from aiohttp import web
@@ -40,7 +39,14 @@ from lightspeed.api.query.sse import EventSink
 from lightspeed.api.validation import read_json_body
 from lightspeed.auth import AuthResult
 from lightspeed.llm import LLMError, LLMProvider, Message
-from lightspeed.records import ConversationTurn, Transcript, TranscriptMetadata, hash_user_id, utc_timestamp
+from lightspeed.records import (
+    ConversationTurn,
+    Transcript,
+    TranscriptMetadata,
+    hash_user_id,
+    new_record_id,
+    utc_timestamp,
+)
 from lightspeed.state import (
     config_from,
     llm_from,
@@ -103,7 +109,7 @@ async def begin(request: web.Request) -> Interaction:
             metrics_from(request).queries.history_failures += 1
             raise RecordsNotStored(HISTORY_NOT_STORED) from exc
     else:
-        conversation_id = str(uuid.uuid4())
+        conversation_id = new_record_id()
         owner = hash_user_id(user.user_id)
         stats = metrics_from(request).queries
         owner_recorded = pending_stores_from(request).start(store_owner(storage, stats, conversation_id, owner))
