@@ -20,8 +20,9 @@ from lightspeed.collector import Collector, IngressClient
 from lightspeed.config import Config, parse_config
 from lightspeed.ingress import UPLOAD_PATH, IngressEmulator
 from lightspeed.metrics import Metrics
-from lightspeed.records import FeedbackRecord, Transcript, TranscriptMetadata, hash_user_id
+from lightspeed.records import FeedbackRecord, Transcript, hash_user_id
 from lightspeed.storage.filesystem import FilesystemStorage
+from lightspeed.testing import make_feedback, make_transcript
 
 
 class Ingress:
@@ -94,26 +95,22 @@ def collector_config(tmp_path: Path, ingress: Ingress) -> MakeCollectorConfig:
 
 
 def feedback(i: int = 0, size: int = 0) -> FeedbackRecord:
-    return FeedbackRecord(
+    """Feedback number ``i`` (of one of three users), its answer padded by ``size`` bytes."""
+    return make_feedback(
         user_id=hash_user_id(f"user-{i % 3}"),
-        conversation_id=str(uuid.uuid4()),
         user_question=f"question {i}?",
         llm_response="answer " + "x" * size,
-        sentiment=1,
         user_feedback=f"feedback {i} \u00e9",
+        categories=(),
     )
 
 
 def transcript(i: int = 0, *, user: str | None = None, conversation: str | None = None) -> Transcript:
-    return Transcript(
-        metadata=TranscriptMetadata(
-            provider="echo",
-            model="echo",
-            query_provider="echo",
-            query_model="echo",
-            user_id=user or hash_user_id(f"user-{i % 3}"),
-            conversation_id=conversation or str(uuid.uuid4()),
-        ),
+    """Transcript number ``i`` (of one of three users unless ``user``), in a new conversation
+    unless ``conversation``."""
+    return make_transcript(
+        user=user or hash_user_id(f"user-{i % 3}"),
+        conversation_id=conversation,
         redacted_query=f"what is {i}?",
         llm_response=f"it is {i} " + "\u2603" * (i % 7),
     )
