@@ -100,14 +100,21 @@ async def begin(request: web.Request) -> Interaction:
     owner_recorded = None
     if q.conversation_id is not None:
         conversation_id = q.conversation_id
-        await check_conversation_access(request, conversation_id, user, action="query")
-        # At most one turn more than is sent, to tell whether any was left out.
-        try:
-            history = await storage.get_turns(conversation_id, limit=max_turns + 1)
-        except Exception as exc:
-            log.error("cannot read the history of conversation %s: %s", conversation_id, exc)
+        # The access check and the history (at most one turn more than is sent, to tell whether
+        # any was left out) are read side by side: one wait for the store, not two. The history
+        # is used only once the access check has passed.
+        access, turns = await asyncio.gather(
+            check_conversation_access(request, conversation_id, user, action="query"),
+            storage.get_turns(conversation_id, limit=max_turns + 1),
+            return_exceptions=True,
+        )
+        if isinstance(access, BaseException):
+            raise access
+        if isinstance(turns, BaseException):
+            log.error("cannot read the history of conversation %s: %s", conversation_id, turns)
             metrics_from(request).queries.history_failures += 1
-            raise RecordsNotStored(HISTORY_NOT_STORED) from exc
+            raise RecordsNotStored(HISTORY_NOT_STORED) from turns
+        history = turns
     else:
         conversation_id = new_record_id()
         owner = hash_user_id(user.user_id)
