@@ -112,6 +112,24 @@ async def test_another_users_unknown_and_improper_request_ids(query_client: Any)
     await resp.read()
 
 
+async def test_a_text_plain_stream_ends_with_the_note(query_client: Any) -> None:
+    client = await query_client()
+    resp = await client.post(
+        "/v1/streaming_query",
+        params={"user_id": "alice"},
+        json={**SLOW, "media_type": "text/plain"},
+        headers={"X-Request-ID": "plain-stream-1"},
+    )
+    seen = b""
+    while seen.count(b" ") < 3:
+        seen += await resp.content.readany()
+    assert (await interrupt(client, "plain-stream-1"))[1]["interrupted"] is True
+    text = (seen + await resp.content.read()).decode()
+    assert text.startswith("t0 t1 t2") and text.endswith(NOTE)
+    [stored] = await transcripts(client)
+    assert stored["llm_response"] == text
+
+
 async def test_a_finished_stream_is_not_interrupted(query_client: Any) -> None:
     client = await query_client()
     resp = await client.post("/v1/streaming_query", params={"user_id": "alice"}, json={"query": "q"})
