@@ -155,6 +155,26 @@ def test_an_idle_flood_beyond_the_cap_never_starves_liveness(tmp_path: Path) -> 
     assert "closing the oldest idle ones" in log.read_text()
 
 
+@needs_prlimit
+def test_the_probe_survives_1124_idle_connections_on_a_1024_descriptor_limit(tmp_path: Path) -> None:
+    """The reported case: before, /liveness failed until the flood went away."""
+    service = {"keepalive_timeout_seconds": 60, "access_log": False}
+    with _serve(tmp_path, service, prefix=["prlimit", "--nofile=1024", "--"]) as (base, log, pid):
+        port = int(base.rsplit(":", 1)[1])
+        socks = []
+        try:
+            for i in range(1124):
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                if i % 250 == 249:
+                    assert _liveness(base) == 200
+            assert _liveness(base) == 200
+            assert len(os.listdir(f"/proc/{pid}/fd")) < 480 + 60  # the cap the limit allows, and a few
+        finally:
+            for s in socks:
+                s.close()
+    assert "at most 480 client connections" in log.read_text()
+
+
 def test_when_every_connection_is_busy_the_excess_gets_503(tmp_path: Path) -> None:
     cap = 4
     with _serve(tmp_path, {"max_connections": cap, "keepalive_timeout_seconds": 60}) as (base, log, _):
