@@ -62,6 +62,11 @@ class CollectorMetrics:
             ["kind"],
             registry=r,
         )
+        self.storage_available = Gauge(
+            "lightspeed_storage_available",
+            "1 when the storage backend answered its last check (a readiness probe or a collection), 0 when not",
+            registry=r,
+        )
         self.credentials_refreshes = Counter(
             "lightspeed_credentials_refreshes",
             "Attempts to get ingress credentials from the configured provider, by mode and outcome (success, failure)",

@@ -437,3 +437,54 @@ async def test_probes_serve_metrics_and_credentials_status(tmp_path: Path) -> No
     finally:
         await client.close()
         await source.aclose()
+
+
+async def test_the_sidecar_loop_serves_metrics_and_collects_once_more_on_sigterm(
+    tmp_path: Path, ingress: Ingress
+) -> None:
+    import signal
+    import socket
+
+    import aiohttp
+
+    data = tmp_path / "data"
+    first = upstream_layout(data, n_feedback=2, n_transcripts=1)
+    config = upstream_config(tmp_path, ingress.url, ingress_server_auth_token=TOKEN, data_dir=str(data))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lightspeed", "exporter", "--config", str(config), "--settle-seconds", "0.2",
+        "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        metrics = ""
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                        metrics = await resp.text()
+                except aiohttp.ClientError:
+                    metrics = ""
+                if 'lightspeed_records_uploaded_total{kind="feedback"} 2.0' in metrics:
+                    break
+                await asyncio.sleep(0.05)
+            assert 'lightspeed_uploads_total{outcome="success"} 1.0' in metrics
+            assert 'lightspeed_credentials_available{mode="manual"} 1.0' in metrics
+            async with session.get(f"http://127.0.0.1:{port}/readiness") as resp:
+                assert resp.status == 200
+                assert (await resp.json())["data_collector"]["status"] == "ok"
+        # Written while it waits for the next interval: shipped by the final collection on SIGTERM.
+        late = data / "feedback" / "late.json"
+        late.write_text('{"late": true}')
+        old(late)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert ingress.members() == {**{n: [b] for n, b in first.items()}, "feedback/late.json": [b'{"late": true}']}
+    assert files(data) == []

@@ -10,7 +10,7 @@ from aiohttp import web
 from lightspeed import __version__
 from lightspeed.api.errors import json_response
 from lightspeed.api.openapi import Response, operation
-from lightspeed.state import collector_status_from, config_from, storage_from
+from lightspeed.state import collector_status_from, config_from, metrics_from, storage_from
 from lightspeed.storage import StorageError, backend_info
 
 __all__ = ["add_routes"]
@@ -37,9 +37,12 @@ async def liveness(request: web.Request) -> web.Response:
 )
 async def readiness(request: web.Request) -> web.Response:
     storage = storage_from(request)
+    available = metrics_from(request).collector.storage_available
     try:
         await asyncio.wait_for(storage.ping(), PING_TIMEOUT_SECONDS)
+        available.set(1)
     except Exception as exc:  # a probe answers 503, never 500 (logged, not swallowed)
+        available.set(0)
         if isinstance(exc, StorageError | TimeoutError):
             cause = str(exc) or f"no answer within {PING_TIMEOUT_SECONDS} s"
             log.warning("readiness: storage backend %s is not available: %s", storage.name, cause)

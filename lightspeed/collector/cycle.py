@@ -141,6 +141,8 @@ class Collector:
                     break
                 was_short = short
         except StorageError as exc:
+            if self.metrics is not None:
+                self.metrics.storage_available.set(0)
             result = UploadResult(outcome=UploadOutcome.TRANSIENT, message=f"storage failed: {exc}")
             log.error("collection cycle stopped: %s", result.message)
             self.record_failure(result)
@@ -150,6 +152,8 @@ class Collector:
                 await finishing
         with contextlib.suppress(StorageError):
             report.remaining = await self._refresh_pending()
+            if self.metrics is not None and report.failure is None:
+                self.metrics.storage_available.set(1)
         report.seconds = time.monotonic() - started
         return report
 

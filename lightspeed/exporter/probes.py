@@ -28,7 +28,9 @@ def make_probe_app(*, source: DirectorySource, status: CollectorStatus, metrics:
     async def readiness(request: web.Request) -> web.Response:
         try:
             await asyncio.wait_for(source.ping(), PING_TIMEOUT_SECONDS)
+            metrics.collector.storage_available.set(1)
         except (StorageError, TimeoutError) as exc:
+            metrics.collector.storage_available.set(0)
             reason = f"the data directory is not available: {exc or 'no answer in time'}"
             return json_response({"ready": False, "reason": reason, "data_collector": status.to_dict()}, status=503)
         body: dict[str, object] = {"ready": True, "reason": "Exporter is ready", "data_collector": status.to_dict()}

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from collector_support import Harness, Ingress, MakeHarness, store_records, tree_files
@@ -206,3 +208,51 @@ async def test_no_kubernetes_credentials_at_all_is_a_reported_failure(tmp_path: 
     with pytest.raises(CredentialsError, match="no Kubernetes API credentials"):
         await provider.get()
     assert provider.status.state == "failing"
+
+
+async def test_the_service_stays_ready_and_reports_missing_credentials(
+    kube_api: KubeApiStandIn, ingress: Ingress, tmp_path: Path
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from lightspeed import create_app
+    from lightspeed.config import parse_config
+
+    kube_api.fault = "error"
+    udc = {
+        "feedback_enabled": True,
+        "feedback_storage": str(tmp_path / "feedback"),
+        "transcripts_enabled": True,
+        "transcripts_storage": str(tmp_path / "transcripts"),
+        "data_collector": {
+            "enabled": True,
+            "ingress_server_url": ingress.url,
+            "ingress_content_service_name": "lightspeed-test",
+            "retry_base_seconds": 60,
+            "auth": {"mode": "openshift", "kubeconfig": str(kube_api.kubeconfig(tmp_path)), "timeout_seconds": 1},
+        },
+    }
+    config = parse_config({"user_data_collection": udc}, env={})
+    client = TestClient(TestServer(create_app(config), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        body: dict[str, Any] = {}
+        for _ in range(100):  # the first cycle runs at start
+            body = await (await client.get("/readiness")).json()
+            if body.get("data_collector", {}).get("status") == "no_credentials":
+                break
+            await asyncio.sleep(0.05)
+        response = await client.get("/readiness")
+        body = await response.json()
+        assert response.status == 200 and body["ready"] is True  # the API still works
+        assert body["data_collector"]["status"] == "no_credentials"
+        assert body["data_collector"]["credentials"]["status"] == "failing"
+        [impact] = body["impacts"]
+        assert impact["component"] == "data_collector" and impact["status"] == "degraded"
+        assert "openshift" in impact["reason"] and "records stay pending" in impact["reason"]
+        assert "secret-looking" not in json.dumps(body)
+        metrics = await (await client.get("/metrics")).text()
+        assert 'lightspeed_credentials_available{mode="openshift"} 0.0' in metrics
+        assert ingress.emulator.attempts == []
+    finally:
+        await client.close()
