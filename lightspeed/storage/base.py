@@ -419,9 +419,12 @@ class StorageBackend(abc.ABC):
         """
         streams = self._local_streams()
         now = time.time()
-        for rid in [rid for rid, s in streams.items() if s.expires_at <= now]:
-            del streams[rid]
-        if request_id in streams:
+        if now >= self.__dict__.get("_lightspeed_streams_pruned", 0.0) + 1.0:  # a full pass at most once a second
+            self.__dict__["_lightspeed_streams_pruned"] = now
+            for rid in [rid for rid, s in streams.items() if s.expires_at <= now]:
+                del streams[rid]
+        current = streams.get(request_id)
+        if current is not None and current.expires_at > now:
             return False
         streams[request_id] = _LocalStream(owner=owner, expires_at=now + ttl_seconds)
         return True

@@ -74,6 +74,9 @@ _MIGRATIONS: Final[tuple[str | tuple[str, ...], ...]] = (
         "CREATE TABLE streams (request_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL,"
         " done INTEGER NOT NULL DEFAULT 0, interrupted INTEGER NOT NULL DEFAULT 0)",
     ),
+    # 3: every stream registration forgets the expired entries; without an index that scanned
+    # the whole registry (some 20,000 rows at 35 streams/s) and CPU per request grew with it.
+    "CREATE INDEX streams_by_expiry ON streams (expires_at)",
 )
 
 

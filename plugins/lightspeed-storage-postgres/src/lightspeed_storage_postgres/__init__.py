@@ -130,6 +130,8 @@ _MIGRATIONS: Final = (
         expires_at timestamptz NOT NULL, done boolean NOT NULL DEFAULT false,
         interrupted boolean NOT NULL DEFAULT false);
     """,
+    # Registrations forget expired streams: an index keeps that from scanning the registry.
+    "CREATE INDEX streams_by_expiry ON {s}.streams (expires_at)",
 )
 
 _CONVERSATION_COLUMNS: Final = (

@@ -124,6 +124,8 @@ _MIGRATIONS: Final[tuple[str | tuple[str, ...], ...]] = (
         "CREATE TABLE streams (request_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL,"
         " done INTEGER NOT NULL DEFAULT 0, interrupted INTEGER NOT NULL DEFAULT 0)",
     ),
+    # Registrations forget expired streams: an index keeps that from scanning the registry.
+    "CREATE INDEX streams_by_expiry ON streams (expires_at)",
 )
 
 _CONVERSATION_COLUMNS: Final = (
