@@ -4,6 +4,7 @@ the conversation (set-aside copies, feedback another program wrote) and nothing 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import uuid
@@ -76,3 +77,20 @@ async def test_a_deletion_finds_every_file_of_the_conversation_and_nothing_else(
 def make_transcript_bytes(tmp_path: Path, name: str) -> bytes:
     folder, rest = name.split("/", 1)
     return (tmp_path / folder / rest).read_bytes()
+
+
+async def test_another_process_sees_a_deleted_conversation_gone_once_its_memory_lapses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightspeed.storage.filesystem import backend as fs_backend
+
+    monkeypatch.setattr(fs_backend, "_OWNER_CACHE_SECONDS", 0.2)
+    cid = str(uuid.uuid4())
+    async with store(tmp_path) as first, store(tmp_path) as second:
+        await first.set_conversation_owner(cid, owner=ALICE)
+        assert await second.get_conversation_owner(cid) == ALICE  # remembered by the second
+        await first.delete_conversation(cid)
+        assert await first.get_conversation_owner(cid) is None  # the deleting one forgets at once
+        await asyncio.sleep(0.3)
+        assert await second.get_conversation_owner(cid) is None
+        assert await second.set_conversation_owner(cid, owner=BOB) == BOB  # starts afresh
