@@ -9,7 +9,8 @@ context per resource, every one appended here, in this order (torn down in rever
 3. ``http``: the client session (LLM providers and the collector's uploads);
 4. ``llm discovery``: asks the providers that list their models (a Llama Stack), in the background;
 5. ``collector``: the data collector's task (one final bounded collection when stopped);
-6. ``streams``: stops the poller that looks for interrupts of this worker's streams.
+6. ``streams``: stops the poller that looks for interrupts of this worker's streams;
+7. ``auth``: says what access control is in force; closes the module's HTTP sessions first.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import aiohttp
 from aiohttp import web
 
 from lightspeed import __version__, metrics
-from lightspeed.api import conversations, feedback, health, interrupt, openapi, query
+from lightspeed.api import authorized, conversations, feedback, health, interrupt, openapi, query
+from lightspeed.api.access import auth_middleware
 from lightspeed.api.errors import error_middleware, request_id_middleware
 from lightspeed.api.interrupt import StreamRegistry
 from lightspeed.api.query.recording import PendingStores
-from lightspeed.auth import create_auth
+from lightspeed.auth import AuthModule, create_auth
+from lightspeed.auth.authorization import Authorizer, authorization_warnings
 from lightspeed.collector import Collector, CollectorStatus, CollectorTask, IngressClient
 from lightspeed.collector.credentials import create_provider
 from lightspeed.config import Config
@@ -35,6 +38,7 @@ from lightspeed.llm import LLMRegistry
 from lightspeed.metrics import Metrics
 from lightspeed.redaction import Redactor
 from lightspeed.state import (
+    auth_from,
     collector_status_from,
     config_from,
     http_from,
@@ -66,8 +70,13 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     :class:`~lightspeed.storage.PluginLoadError` or
     :class:`~lightspeed.storage.StorageConfigError` when the backend cannot be had.
     """
+    auth = create_auth(config.authentication)
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[
+            request_id_middleware,
+            error_middleware,
+            auth_middleware(auth, Authorizer.from_config(config), config.authentication),
+        ],
         client_max_size=config.service.max_request_body_bytes,
     )
     backend = storage if storage is not None else create_backend(config.user_data_collection)
@@ -76,7 +85,7 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
         app,
         config=config,
         storage=backend,
-        auth=create_auth(config.authentication),
+        auth=auth,
         llm=LLMRegistry.from_config(config, session=lambda: http_from(app)),
         metrics=app_metrics,
         collector_status=CollectorStatus(enabled=config.user_data_collection.data_collector.enabled),
@@ -91,6 +100,7 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     app.cleanup_ctx.append(_collector_ctx)
     set_streams(app, StreamRegistry(backend))
     app.cleanup_ctx.append(_streams_ctx)
+    app.cleanup_ctx.append(_auth_ctx)
 
     health.add_routes(app)
     metrics.add_routes(app, app_metrics)
@@ -99,6 +109,7 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     query.add_routes(app, API_PREFIXES)
     conversations.add_routes(app)
     interrupt.add_routes(app)
+    authorized.add_routes(app)
     return app
 
 
@@ -155,6 +166,17 @@ async def _llm_discovery_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    for warning in authorization_warnings(config_from(app)):
+        log.warning("%s", warning)
+    module: AuthModule = auth_from(app)
+    log.info("authentication module %r", module.name)
+    try:
+        yield
+    finally:
+        await module.aclose()
 
 
 async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:

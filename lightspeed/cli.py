@@ -23,6 +23,7 @@ from lightspeed.config import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_FILE,
     Config,
+    authorization_warnings,
     config_secrets,
     config_to_dict,
     load_config,
@@ -149,6 +150,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if problems:
         _report(ConfigError(problems, source=str(path) if path else None))
         return 1
+    for warning in authorization_warnings(config):
+        print(f"lightspeed: warning: {warning}", file=sys.stderr)
     print(f"# effective configuration from {path or 'the embedded defaults'} (secrets masked)")
     print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
     return 0

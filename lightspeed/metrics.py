@@ -15,6 +15,9 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from lightspeed.actions import Action
+from lightspeed.auth.routes import requires
+
 __all__ = ["CONTENT_TYPE", "CollectorMetrics", "Metrics", "QueryStats", "add_routes"]
 
 #: The content type of :meth:`Metrics.render`'s output.
@@ -161,6 +164,7 @@ def add_routes(app: web.Application, metrics: Metrics) -> None:
         responses={200: Response(description="Prometheus text", content={"text/plain": {"type": "string"}})},
         errors=[401, 403],
     )
+    @requires(Action.GET_METRICS)
     async def handle(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import ClientSession, web
 
-from lightspeed.auth import AuthModule
+from lightspeed.actions import Action
+from lightspeed.auth import AuthModule, AuthResult
 from lightspeed.collector.status import CollectorStatus
 from lightspeed.config import Config
 from lightspeed.llm import LLMRegistry
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "auth_from",
+    "auth_result_from",
+    "granted_actions_from",
+    "set_auth_result",
+    "set_granted_actions",
     "collector_status_from",
     "config_from",
     "http_from",
@@ -151,3 +156,25 @@ def request_id_from(request: web.Request, default: str = "-") -> str:
     """The request's id; ``default`` before the request id middleware ran."""
     rid: str = request.get(_REQUEST_ID, default)
     return rid
+
+
+_AUTH_RESULT: Final = web.RequestKey("lightspeed.auth_result", AuthResult)
+_GRANTED_ACTIONS: Final[web.RequestKey[frozenset[Action]]] = web.RequestKey("lightspeed.granted_actions")
+
+
+def set_auth_result(request: web.Request, result: AuthResult) -> None:
+    request[_AUTH_RESULT] = result
+
+
+def auth_result_from(request: web.Request) -> AuthResult | None:
+    """Who the authentication middleware found the caller to be; ``None`` on public routes and skipped probes."""
+    return request.get(_AUTH_RESULT)
+
+
+def set_granted_actions(request: web.Request, actions: frozenset[Action]) -> None:
+    request[_GRANTED_ACTIONS] = actions
+
+
+def granted_actions_from(request: web.Request) -> frozenset[Action] | None:
+    """The actions the caller's roles grant, set by the middleware (``authorized_actions_from`` adds the default)."""
+    return request.get(_GRANTED_ACTIONS)

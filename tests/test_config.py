@@ -194,7 +194,8 @@ def test_semantic_problems_all_reported() -> None:
         "user_data_collection.data_collector.connection_timeout_seconds: must be greater than 0, got -1",
         "user_data_collection.data_collector.compression_level: must be a gzip level from 1 (fastest) to 9"
         " (smallest), got 0",
-        "authentication.module: must be one of noop, noop-with-token, got 'oauth'",
+        "authentication.module: must be one of noop, noop-with-token, k8s, jwk-token, api-key-token, rh-identity,"
+        " trusted-proxy, got 'oauth'",
     ]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from lightspeed.actions import Action
+from lightspeed.api.access import auth_result_from, authorized_actions_from
 from lightspeed.api.errors import ApiError
 from lightspeed.auth import AuthResult
 from lightspeed.records import hash_user_id
@@ -19,14 +21,20 @@ def storage_failure(exc: StorageUnavailable, response: str) -> ApiError:
 
 
 async def authenticate(request: web.Request) -> AuthResult:
-    """Who is calling, by the configured authentication module (raises its 400/401)."""
+    """Who is calling: what the authentication middleware established, else the module's answer (400/401)."""
+    known = auth_result_from(request)
+    if known is not None:
+        return known
     return await auth_from(request).authenticate(request)
 
 
 async def check_conversation_access(
-    request: web.Request, conversation_id: str, user: AuthResult, *, action: str
+    request: web.Request, conversation_id: str, user: AuthResult, *, action: str, others_action: Action | None = None
 ) -> None:
-    """404 when the conversation is unknown, 403 when it belongs to someone else."""
+    """404 when the conversation is unknown, 403 when it belongs to someone else.
+
+    A caller granted ``others_action`` (``query_other_conversations``, ...) may use anyone's.
+    """
     try:
         owner = await storage_from(request).get_conversation_owner(conversation_id)
     except StorageUnavailable as exc:
@@ -34,6 +42,8 @@ async def check_conversation_access(
     if owner is None:
         raise ApiError(404, "Conversation not found", f"Conversation with ID {conversation_id} does not exist")
     if owner != hash_user_id(user.user_id):
+        if others_action is not None and others_action in authorized_actions_from(request):
+            return
         raise ApiError(
             403,
             "User does not have permission to perform this action",

@@ -24,11 +24,14 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from lightspeed.actions import Action
+from lightspeed.api.access import authorized_actions_from
 from lightspeed.api.common import authenticate
 from lightspeed.api.errors import ApiError, ValidationFailed, json_response
 from lightspeed.api.openapi import operation
 from lightspeed.api.validation import BodyChecker, read_json_body
 from lightspeed.auth import AuthResult
+from lightspeed.auth.routes import requires
 from lightspeed.records import ConversationTurn, canonical_conversation_id, hash_user_id
 from lightspeed.state import config_from, storage_from
 from lightspeed.storage import (
@@ -78,10 +81,6 @@ def _granted(request: web.Request, action: str) -> bool:
 
     Without authorization rules nobody is: a caller sees only its own conversations.
     """
-    try:
-        from lightspeed.auth.authorization import authorized_actions_from  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - before the authorization module exists
-        return False
     return action in {str(a) for a in authorized_actions_from(request)}
 
 
@@ -432,5 +431,5 @@ ROUTE_ACTIONS: Final = (
 
 
 def add_routes(app: web.Application) -> None:
-    for method, path, handler, _action in ROUTE_ACTIONS:
-        app.router.add_route(method, path, handler)
+    for method, path, handler, action in ROUTE_ACTIONS:
+        app.router.add_route(method, path, requires(Action(action))(handler))

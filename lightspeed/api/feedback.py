@@ -6,10 +6,12 @@ import logging
 
 from aiohttp import web
 
+from lightspeed.actions import Action
 from lightspeed.api.common import authenticate, check_conversation_access, storage_failure
 from lightspeed.api.errors import ApiError, json_response
 from lightspeed.api.openapi import operation
 from lightspeed.api.validation import BodyChecker, read_json_body
+from lightspeed.auth.routes import public, requires
 from lightspeed.records import (
     FeedbackRecord,
     RecordKind,
@@ -47,6 +49,7 @@ async def feedback_enabled(request: web.Request) -> bool:
     responses={200: "FeedbackResponse"},
     errors=[400, 401, 403, 404, 413, 422, 500, 503],
 )
+@requires(Action.FEEDBACK)
 async def post_feedback(request: web.Request) -> web.Response:
     user = await authenticate(request)
     if not await feedback_enabled(request):
@@ -105,6 +108,7 @@ async def post_feedback(request: web.Request) -> web.Response:
     responses={200: "FeedbackStatusResponse"},
     errors=[500, 503],
 )
+@public
 async def get_feedback_status(request: web.Request) -> web.Response:
     enabled = await feedback_enabled(request)
     return json_response({"functionality": "feedback", "status": {"enabled": enabled}})
@@ -117,6 +121,7 @@ async def get_feedback_status(request: web.Request) -> web.Response:
     responses={200: "FeedbackStatusUpdateResponse"},
     errors=[400, 401, 403, 409, 413, 422, 500, 503],
 )
+@requires(Action.ADMIN)
 async def put_feedback_status(request: web.Request) -> web.Response:
     user = await authenticate(request)
     config = config_from(request)

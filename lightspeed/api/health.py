@@ -8,8 +8,10 @@ import logging
 from aiohttp import web
 
 from lightspeed import __version__
+from lightspeed.actions import Action
 from lightspeed.api.errors import json_response
 from lightspeed.api.openapi import Response, operation
+from lightspeed.auth.routes import requires
 from lightspeed.state import collector_status_from, config_from, metrics_from, storage_from
 from lightspeed.storage import StorageError, backend_info
 
@@ -21,6 +23,7 @@ PING_TIMEOUT_SECONDS = 2.0
 
 
 @operation(summary="Liveness probe: the process answers", tags=["service"], responses={200: "LivenessResponse"})
+@requires(Action.INFO)
 async def liveness(request: web.Request) -> web.Response:
     return json_response({"alive": True})
 
@@ -35,6 +38,7 @@ async def liveness(request: web.Request) -> web.Response:
         ),
     },
 )
+@requires(Action.INFO)
 async def readiness(request: web.Request) -> web.Response:
     storage = storage_from(request)
     available = metrics_from(request).collector.storage_available
@@ -69,6 +73,7 @@ async def readiness(request: web.Request) -> web.Response:
 
 
 @operation(summary="Service name and version", tags=["service"], responses={200: "InfoResponse"}, errors=[401, 403])
+@requires(Action.INFO)
 async def info(request: web.Request) -> web.Response:
     storage = storage_from(request)
     meta = backend_info(storage.name)

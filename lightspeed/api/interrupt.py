@@ -25,10 +25,12 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
+from lightspeed.actions import Action
 from lightspeed.api.common import authenticate
 from lightspeed.api.errors import ApiError, json_response
 from lightspeed.api.openapi import operation
 from lightspeed.api.validation import BodyChecker, read_json_body
+from lightspeed.auth.routes import requires
 from lightspeed.records import hash_user_id
 from lightspeed.state import config_from, storage_from, streams_from
 from lightspeed.storage import StorageBackend, StorageError, StorageUnreachable, StreamInterrupt
@@ -233,5 +235,5 @@ ROUTE_ACTIONS: Final = (("POST", "/v1/streaming_query/interrupt", interrupt, "st
 
 
 def add_routes(app: web.Application) -> None:
-    for method, path, handler, _action in ROUTE_ACTIONS:
-        app.router.add_route(method, path, handler)
+    for method, path, handler, action in ROUTE_ACTIONS:
+        app.router.add_route(method, path, requires(Action(action))(handler))

@@ -21,6 +21,7 @@ from aiohttp import web
 from lightspeed import __version__
 from lightspeed.api import schemas
 from lightspeed.api.errors import json_response
+from lightspeed.auth.routes import public
 
 __all__ = [
     "Operation",
@@ -193,6 +194,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
     }
 
 
+@public
 @operation(
     summary="This document: the OpenAPI 3.1 description of every endpoint",
     tags=["service"],

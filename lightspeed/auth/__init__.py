@@ -1,82 +1,87 @@
-"""Authentication modules: who is calling.
+"""Authentication modules (who is calling) and authorization (what the caller may do).
 
-A module turns a request into an :class:`AuthResult` or raises an
-:class:`~lightspeed.api.errors.ApiError`-compatible :class:`AuthError`.
+Each module is an :class:`AuthModule` named by ``authentication.module``: ``noop``,
+``noop-with-token``, ``k8s``, ``jwk-token``, ``api-key-token``, ``rh-identity`` and
+``trusted-proxy``. :func:`create_auth` builds the configured one; the authorization pieces
+are in :mod:`lightspeed.auth.authorization` and :mod:`lightspeed.api.access`. See ``docs/authentication.md``.
 """
 
 from __future__ import annotations
 
-import abc
-from typing import Final
-
-import attrs
-from aiohttp import web
-
+from lightspeed.auth.base import (
+    DEFAULT_USER_ID,
+    DEFAULT_USER_NAME,
+    AuthError,
+    AuthModule,
+    AuthResult,
+    PlainAuthError,
+    bearer_token,
+)
 from lightspeed.config import AuthenticationConfig
-from lightspeed.errors import HttpError
 
-__all__ = ["AuthError", "AuthModule", "AuthResult", "DEFAULT_USER_ID", "DEFAULT_USER_NAME", "create_auth"]
-
-DEFAULT_USER_ID: Final = "00000000-0000-0000-0000-000"
-DEFAULT_USER_NAME: Final = "lightspeed-user"
-
-
-@attrs.frozen(kw_only=True)
-class AuthResult:
-    """The caller: its user id (raw; stored only as a SHA-256 hash), name and token."""
-
-    user_id: str
-    username: str
-    token: str | None = None
-
-
-class AuthError(HttpError):
-    """Authentication failed; rendered as ``{"detail": {"response", "cause"}}``."""
-
-
-class AuthModule(abc.ABC):
-    """An authentication module."""
-
-    @abc.abstractmethod
-    async def authenticate(self, request: web.Request) -> AuthResult:
-        """Who is calling; raises :class:`AuthError` when that cannot be established."""
-
-
-def _user_id_from_query(request: web.Request) -> str:
-    if "user_id" not in request.query:
-        return DEFAULT_USER_ID
-    user_id = request.query["user_id"]
-    if user_id == "":
-        raise AuthError(400, "Invalid user ID", "The user_id query parameter must not be empty")
-    return user_id
-
-
-class NoopAuth(AuthModule):
-    """``noop``: no authentication; the user id comes from the ``user_id`` query parameter."""
-
-    async def authenticate(self, request: web.Request) -> AuthResult:
-        return AuthResult(user_id=_user_id_from_query(request), username=DEFAULT_USER_NAME)
-
-
-class NoopWithTokenAuth(AuthModule):
-    """``noop-with-token``: like ``noop``, but a ``Authorization: Bearer`` header is required."""
-
-    async def authenticate(self, request: web.Request) -> AuthResult:
-        header = request.headers.get("Authorization")
-        if header is None:
-            raise AuthError(401, "Missing or invalid credentials provided by client", "No Authorization header found")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise AuthError(
-                401, "Missing or invalid credentials provided by client", "No token found in Authorization header"
-            )
-        return AuthResult(user_id=_user_id_from_query(request), username=DEFAULT_USER_NAME, token=token)
-
-
-_MODULES: Final[dict[str, type[AuthModule]]] = {"noop": NoopAuth, "noop-with-token": NoopWithTokenAuth}
+__all__ = [
+    "DEFAULT_USER_ID",
+    "DEFAULT_USER_NAME",
+    "AuthError",
+    "AuthModule",
+    "AuthResult",
+    "PlainAuthError",
+    "bearer_token",
+    "create_auth",
+]
 
 
 def create_auth(config: AuthenticationConfig) -> AuthModule:
-    """The module the configuration names (validated at config load)."""
-    return _MODULES[config.module]()
+    """The module the configuration names (validated at config load).
+
+    For ``k8s`` and ``trusted-proxy`` this finds the Kubernetes credentials
+    (:meth:`lightspeed.kube.KubeCredentials.discover`) and raises
+    :class:`lightspeed.kube.KubeConfigError` when there are none; for ``api-key-token`` with
+    ``api_key_path`` it reads the key (:class:`lightspeed.errors.ConfigError` when it cannot).
+    """
+    module = config.module
+    if module == "noop":
+        from lightspeed.auth.noop import NoopAuth
+
+        return NoopAuth()
+    if module == "noop-with-token":
+        from lightspeed.auth.noop import NoopWithTokenAuth
+
+        return NoopWithTokenAuth()
+    if module in ("k8s", "trusted-proxy"):
+        from lightspeed.kube import KubeClient, KubeCredentials
+
+        client = KubeClient(
+            KubeCredentials.discover(
+                server=config.k8s_cluster_api,
+                ca_file=config.k8s_ca_cert_path,
+                verify=not config.skip_tls_verification,
+            ),
+            timeout=config.k8s_timeout_seconds,
+        )
+        ttl, entries = config.k8s_cache_ttl_seconds, config.k8s_cache_max_entries
+        if module == "k8s":
+            from lightspeed.auth.k8s import K8sAuth
+
+            return K8sAuth(client, cache_ttl=ttl, cache_max_entries=entries)
+        from lightspeed.auth.trusted_proxy import TrustedProxyAuth
+        from lightspeed.config import TrustedProxyConfig
+
+        proxy_config = config.trusted_proxy_config or TrustedProxyConfig()
+        return TrustedProxyAuth(client, proxy_config, cache_ttl=ttl, cache_max_entries=entries)
+    if module == "jwk-token":
+        from lightspeed.auth.jwk import JwkTokenAuth
+
+        assert config.jwk_config is not None
+        return JwkTokenAuth(config.jwk_config, verify_tls=not config.skip_tls_verification)
+    if module == "api-key-token":
+        from lightspeed.auth.api_key import ApiKeyTokenAuth
+
+        assert config.api_key_config is not None
+        return ApiKeyTokenAuth(config.api_key_config)
+    if module == "rh-identity":
+        from lightspeed.auth.rh_identity import RhIdentityAuth
+        from lightspeed.config import RhIdentityConfig
+
+        return RhIdentityAuth(config.rh_identity_config or RhIdentityConfig())
+    raise ValueError(f"unknown authentication module {module!r}")

@@ -21,6 +21,8 @@ import logging
 import attrs
 from aiohttp import web
 
+from lightspeed.actions import Action
+from lightspeed.api.access import require_model_override
 from lightspeed.api.common import authenticate, check_conversation_access
 from lightspeed.api.errors import json_response
 from lightspeed.api.interrupt import interrupted_suffix
@@ -38,6 +40,7 @@ from lightspeed.api.query.request import (
 from lightspeed.api.query.sse import EventSink
 from lightspeed.api.validation import read_json_body
 from lightspeed.auth import AuthResult
+from lightspeed.auth.routes import requires
 from lightspeed.llm import LLMError, LLMProvider, Message
 from lightspeed.records import (
     ConversationTurn,
@@ -88,6 +91,7 @@ async def begin(request: web.Request) -> Interaction:
     config = config_from(request)
     body = await read_json_body(request, limit=config.service.max_request_body_bytes)
     q = parse_query_request(body)
+    require_model_override(request, provider=q.provider, model=q.model)
     check_attachments(q.attachments)
     redactor = redactor_from(request)
     redacted_query = redactor.redact(q.query)
@@ -104,7 +108,9 @@ async def begin(request: web.Request) -> Interaction:
         # any was left out) are read side by side: one wait for the store, not two. The history
         # is used only once the access check has passed.
         access, turns = await asyncio.gather(
-            check_conversation_access(request, conversation_id, user, action="query"),
+            check_conversation_access(
+                request, conversation_id, user, action="query", others_action=Action.QUERY_OTHERS_CONVERSATIONS
+            ),
             storage.get_turns(conversation_id, limit=max_turns + 1),
             return_exceptions=True,
         )
@@ -200,6 +206,7 @@ _QUERY_ERRORS = (400, 401, 403, 404, 413, 422, 429, 500, 502, 503, 504)
     responses={200: "QueryResponse"},
     errors=_QUERY_ERRORS,
 )
+@requires(Action.QUERY)
 async def query(request: web.Request) -> web.Response:
     it = await begin(request)
     completion = await it.provider.complete(model=it.model, messages=it.messages)
@@ -249,6 +256,7 @@ async def _record_cut_short(request: web.Request, it: Interaction, partial: str,
     },
     errors=_QUERY_ERRORS,
 )
+@requires(Action.STREAMING_QUERY)
 async def streaming_query(request: web.Request) -> web.StreamResponse:
     it = await begin(request)
     streams = streams_from(request)
