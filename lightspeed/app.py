@@ -24,10 +24,11 @@ import aiohttp
 from aiohttp import web
 
 from lightspeed import __version__, metrics
-from lightspeed.api import authorized, conversations, feedback, health, interrupt, openapi, query
+from lightspeed.api import authorized, conversations, feedback, health, interrupt, models, openapi, query
 from lightspeed.api.access import auth_middleware
 from lightspeed.api.errors import error_middleware, request_id_middleware
 from lightspeed.api.interrupt import StreamRegistry
+from lightspeed.api.observe import metrics_middleware
 from lightspeed.api.query.recording import PendingStores
 from lightspeed.auth import AuthModule, create_auth
 from lightspeed.auth.authorization import Authorizer, authorization_warnings
@@ -73,6 +74,7 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     auth = create_auth(config.authentication)
     app = web.Application(
         middlewares=[
+            metrics_middleware,
             request_id_middleware,
             error_middleware,
             auth_middleware(auth, Authorizer.from_config(config), config.authentication),
@@ -81,12 +83,14 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     )
     backend = storage if storage is not None else create_backend(config.user_data_collection)
     app_metrics = Metrics()
+    llm = LLMRegistry.from_config(config, session=lambda: http_from(app))
+    app_metrics.expose_provider_models(llm.models)
     init_state(
         app,
         config=config,
         storage=backend,
         auth=auth,
-        llm=LLMRegistry.from_config(config, session=lambda: http_from(app)),
+        llm=llm,
         metrics=app_metrics,
         collector_status=CollectorStatus(enabled=config.user_data_collection.data_collector.enabled),
         redactor=Redactor(config.query_filters),
@@ -105,6 +109,7 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     health.add_routes(app)
     metrics.add_routes(app, app_metrics)
     openapi.add_routes(app)
+    models.add_routes(app)
     feedback.add_routes(app, API_PREFIXES)
     query.add_routes(app, API_PREFIXES)
     conversations.add_routes(app)

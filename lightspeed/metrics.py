@@ -1,17 +1,18 @@
 """Prometheus metrics of one application, in a private registry (two apps in one process never clash).
 
-Served as Prometheus text at ``GET /metrics``. Every name starts with ``lightspeed_``.
+Served as Prometheus text at ``GET /metrics``: our ``lightspeed_`` series, and the Lightspeed Core
+Stack's ``ls_`` series under its names and labels (:class:`LCSMetrics`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Final
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final
 
 import attrs
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -119,6 +120,107 @@ _QUERY_COUNTERS: Final = {
 }
 
 
+#: The upstream's buckets for request and inference durations, in seconds.
+LCS_DURATION_BUCKETS: Final = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, float("inf"))
+#: The ``path`` label of a request no route matched (never the raw URL: label values stay bounded).
+UNMATCHED_PATH: Final = "<unmatched>"
+#: The ``endpoint`` label of the LLM series, as the upstream names its query endpoints.
+LLM_ENDPOINTS: Final = ("/v1/query", "/v1/streaming_query")
+
+
+class LCSMetrics:
+    """The Lightspeed Core Stack's ``ls_`` series, under its names and labels, so its
+    dashboards and alerts work unchanged.
+
+    Unlike the upstream, every request is counted, under its route's template
+    (``/v1/conversations/{conversation_id}``), ``/metrics`` included.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.rest_api_calls = Counter(
+            "ls_rest_api_calls_total", "REST API calls counter", ["path", "status_code"], registry=r
+        )
+        self.response_duration = Histogram(
+            "ls_response_duration_seconds", "Response durations", ["path"], buckets=LCS_DURATION_BUCKETS, registry=r
+        )
+        self.llm_calls = Counter("ls_llm_calls", "LLM calls counter", ["provider", "model", "endpoint"], registry=r)
+        self.llm_failures = Counter(
+            "ls_llm_calls_failures", "LLM calls failures", ["provider", "model", "endpoint"], registry=r
+        )
+        self.llm_validation_errors = Counter(
+            "ls_llm_validation_errors", "LLM validation errors (lightspeed has no shields: 0)", ["endpoint"], registry=r
+        )
+        self.tokens_sent = Counter(
+            "ls_llm_token_sent", "LLM tokens sent", ["provider", "model", "endpoint"], registry=r
+        )
+        self.tokens_received = Counter(
+            "ls_llm_token_received", "LLM tokens received", ["provider", "model", "endpoint"], registry=r
+        )
+        self.inference_duration = Histogram(
+            "ls_llm_inference_duration_seconds",
+            "LLM inference call duration",
+            ["provider", "model", "endpoint", "result"],
+            buckets=LCS_DURATION_BUCKETS,
+            registry=r,
+        )
+        for endpoint in LLM_ENDPOINTS:
+            self.llm_validation_errors.labels(endpoint)
+        self._calls: dict[tuple[str, int], Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    def observe_request(self, path: str, status: int, seconds: float) -> None:
+        """One answered request: ``path`` is its route template (or :data:`UNMATCHED_PATH`)."""
+        key = (path, status)
+        counter = self._calls.get(key)
+        if counter is None:
+            counter = self._calls[key] = self.rest_api_calls.labels(path, str(status))
+        counter.inc()
+        histogram = self._durations.get(path)
+        if histogram is None:
+            histogram = self._durations[path] = self.response_duration.labels(path)
+        histogram.observe(seconds)
+
+    def observe_llm_call(
+        self,
+        *,
+        provider: str,
+        model: str,
+        endpoint: str,
+        seconds: float,
+        ok: bool,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        """One call to an LLM provider, as the upstream counts it (failures too)."""
+        labels = (provider, model, endpoint)
+        self.llm_calls.labels(*labels).inc()
+        if not ok:
+            self.llm_failures.labels(*labels).inc()
+        self.inference_duration.labels(*labels, "success" if ok else "failure").observe(seconds)
+        if input_tokens:
+            self.tokens_sent.labels(*labels).inc(input_tokens)
+        if output_tokens:
+            self.tokens_received.labels(*labels).inc(output_tokens)
+
+
+class _ProviderModels(Collector):
+    """``ls_provider_model_configuration``: one sample per configured (or discovered) provider and model."""
+
+    def __init__(self, models: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        self._models = models
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "ls_provider_model_configuration",
+            "LLM provider/models combinations defined in configuration",
+            labels=["provider", "model"],
+        )
+        for provider, model in self._models():
+            family.add_metric([provider, model], 1)
+        yield family
+
+
 @attrs.define(kw_only=True)
 class Metrics:
     """All metrics of one application."""
@@ -126,10 +228,16 @@ class Metrics:
     registry: CollectorRegistry = attrs.field(factory=lambda: CollectorRegistry(auto_describe=True))
     collector: CollectorMetrics = attrs.field(init=False)
     queries: QueryStats = attrs.field(init=False, factory=QueryStats)
+    lcs: LCSMetrics = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.collector = CollectorMetrics(registry=self.registry)
         self.expose_counters(self.queries, _QUERY_COUNTERS)
+        self.lcs = LCSMetrics(self.registry)
+
+    def expose_provider_models(self, models: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        """Export ``ls_provider_model_configuration`` from ``models()``, read at each scrape."""
+        self.registry.register(_ProviderModels(models))
 
     def expose_counters(self, source: object, counters: Mapping[str, tuple[str, str]]) -> None:
         """Export integer attributes of ``source`` as counters: ``{metric name: (attribute, help)}``.

@@ -18,6 +18,7 @@ from lightspeed.actions import Action
 from lightspeed.auth import AuthModule, AuthResult
 from lightspeed.collector.status import CollectorStatus
 from lightspeed.config import Config
+from lightspeed.health import ReadinessCheck
 from lightspeed.llm import LLMRegistry
 from lightspeed.metrics import Metrics
 from lightspeed.redaction import Redactor
@@ -40,6 +41,7 @@ __all__ = [
     "llm_from",
     "metrics_from",
     "pending_stores_from",
+    "readiness_checks_from",
     "redactor_from",
     "request_id_from",
     "set_http",
@@ -62,6 +64,8 @@ _LLM: Final = web.AppKey("lightspeed.llm", LLMRegistry)
 _REDACTOR: Final = web.AppKey("lightspeed.redactor", Redactor)
 #: The query records being stored (shutdown waits for them).
 _PENDING_STORES: Final[web.AppKey[PendingStores]] = web.AppKey("lightspeed.pending_stores")
+#: What ``/readiness`` asks (the store, the LLM providers, the collector, ...).
+_READINESS_CHECKS: Final[web.AppKey[list[ReadinessCheck]]] = web.AppKey("lightspeed.readiness_checks")
 #: This worker's running streams, for ``/v1/streaming_query/interrupt``.
 _STREAMS: Final[web.AppKey[StreamRegistry]] = web.AppKey("lightspeed.streams")
 #: The request's id (the client's ``X-Request-ID`` when sane), set by the request id middleware.
@@ -95,6 +99,12 @@ def init_state(
     app[_COLLECTOR_STATUS] = collector_status
     app[_REDACTOR] = redactor
     app[_PENDING_STORES] = pending_stores
+    app[_READINESS_CHECKS] = []
+
+
+def readiness_checks_from(where: Owner) -> list[ReadinessCheck]:
+    """The checks ``/readiness`` runs; append to it while building the app, not after."""
+    return _app(where)[_READINESS_CHECKS]
 
 
 def set_http(app: web.Application, session: ClientSession) -> None:

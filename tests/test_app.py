@@ -50,7 +50,14 @@ async def test_probes(make_client: MakeClient, prefix: str) -> None:
     resp = await client.get(f"{prefix}/readiness")
     assert resp.status == 200
     body = await resp.json()
-    assert body == {"ready": True, "reason": "Service is ready", "providers": []}
+    # The upstream's shape and words.
+    assert body == {
+        "ready": True,
+        "reason": "All providers are healthy",
+        "overall_status": "healthy",
+        "impacts": None,
+        "providers": [],
+    }
 
 
 @pytest.mark.parametrize("root", ["feedback", "transcripts"])
@@ -62,7 +69,8 @@ async def test_readiness_503_when_storage_cannot_be_written(make_client: MakeCli
     resp = await client.get("/readiness")
     assert resp.status == 503
     body = await resp.json()
-    assert body["ready"] is False and body["providers"] == []
+    assert body["ready"] is False and body["providers"] == [] and body["overall_status"] == "unhealthy"
+    assert body["impacts"] == ["Feedback, transcripts and conversations cannot be stored"]
     assert "Storage backend 'filesystem' is not available" in body["reason"]
     assert "Not a directory" in body["reason"]
     assert (await client.get("/liveness")).status == 200
@@ -342,6 +350,8 @@ async def test_readiness_503_whatever_the_backend_does(
     assert body == {
         "ready": False,
         "reason": f"Storage backend 'flaky-test' is not available: {reason}",
+        "overall_status": "unhealthy",
+        "impacts": ["Feedback, transcripts and conversations cannot be stored"],
         "providers": [],
     }
     assert (await client.get("/liveness")).status == 200

@@ -18,7 +18,7 @@ PACKAGE = Path(lightspeed.__file__).parent
 
 #: Each layer may import itself and the layers before it, never one after it.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "actions", "config", "lcs_keys", "records", "masking", "redaction", "logs"),
+    ("errors", "actions", "config", "lcs_keys", "health", "records", "masking", "redaction", "logs"),
     ("storage", "llm", "auth", "kube", "metrics"),
     ("collector", "ingress", "purge"),
     ("state",),

@@ -68,6 +68,10 @@ class LLMRegistry:
         default = (inf.default_provider, inf.default_model) if inf.default_provider and inf.default_model else None
         return cls([create_provider(p, session=session) for p in config.llm_providers], default=default)
 
+    def models(self) -> list[tuple[str, str]]:
+        """Every ``(provider, model)`` a query may name, configured or discovered."""
+        return [(p.name, m) for p in list(self.providers.values()) for m in p.models]
+
     @property
     def discovers(self) -> bool:
         return bool(self._sources)
@@ -83,8 +87,10 @@ class LLMRegistry:
                 try:
                     listed = await source.list_models()
                 except LLMError as exc:
+                    source.health.record(ok=False, message=f"{exc.response} ({exc.status})")
                     log.warning("cannot list the models of provider %r: %s", source.name, exc.cause)
                     continue
+                source.health.record(ok=True)
                 for item in listed:
                     self._add(source, item)
 

@@ -16,6 +16,7 @@ from typing import Final
 import attrs
 
 from lightspeed.errors import HttpError
+from lightspeed.health import ProviderHealth
 
 __all__ = [
     "Completion",
@@ -85,6 +86,8 @@ class LLMProvider(abc.ABC):
     def __init__(self, *, name: str, models: Sequence[str]) -> None:
         self.name = name
         self.models = tuple(models)
+        #: Its recent calls' outcomes, for ``/readiness``.
+        self.health = ProviderHealth()
 
     @abc.abstractmethod
     async def complete(self, *, model: str, messages: Sequence[Message]) -> Completion:

@@ -201,6 +201,8 @@ async def test_llama_stack_with_a_default_model_sends_provider_slash_model(
     resp = await client.post("/v1/query", json={"query": "hi", "provider": "vllm", "model": "slow"})
     assert resp.status == 200, await resp.text()
     assert llama_stack.requests[-1]["model"] == "vllm/slow"
+    listed = (await (await client.get("/v1/models")).json())["models"]
+    assert {m["identifier"] for m in listed} == {"openai/fake-model", "vllm/slow"}
     # An embedding model is not a model to answer with.
     resp = await client.post(
         "/v1/query", json={"query": "hi", "provider": "sentence-transformers", "model": "all-mpnet"}

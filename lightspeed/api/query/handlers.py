@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import attrs
 from aiohttp import web
@@ -41,7 +42,7 @@ from lightspeed.api.query.sse import EventSink
 from lightspeed.api.validation import read_json_body
 from lightspeed.auth import AuthResult
 from lightspeed.auth.routes import requires
-from lightspeed.llm import LLMError, LLMProvider, Message
+from lightspeed.llm import LLMError, LLMProvider, Message, Usage
 from lightspeed.records import (
     ConversationTurn,
     Transcript,
@@ -209,7 +210,13 @@ _QUERY_ERRORS = (400, 401, 403, 404, 413, 422, 429, 500, 502, 503, 504)
 @requires(Action.QUERY)
 async def query(request: web.Request) -> web.Response:
     it = await begin(request)
-    completion = await it.provider.complete(model=it.model, messages=it.messages)
+    started = time.perf_counter()
+    try:
+        completion = await it.provider.complete(model=it.model, messages=it.messages)
+    except LLMError as exc:
+        _observe_llm(request, it, "/v1/query", started, error=exc)
+        raise
+    _observe_llm(request, it, "/v1/query", started, usage=completion.usage)
     await record(request, it, completion.text, cut_short=False)
     return json_response(
         {
@@ -224,6 +231,30 @@ async def query(request: web.Request) -> web.Response:
             "tool_calls": [],
             "tool_results": [],
         }
+    )
+
+
+def _observe_llm(
+    request: web.Request,
+    it: Interaction,
+    endpoint: str,
+    started: float,
+    *,
+    usage: Usage | None = None,
+    error: LLMError | None = None,
+) -> None:
+    """One call's outcome: the provider's health for ``/readiness``, and the upstream's
+    ``ls_llm_*`` series (``endpoint`` as the upstream names it)."""
+    ok = error is None
+    it.provider.health.record(ok=ok, message="" if error is None else f"{error.response} ({error.status})")
+    metrics_from(request).lcs.observe_llm_call(
+        provider=it.provider.name,
+        model=it.model,
+        endpoint=endpoint,
+        seconds=time.perf_counter() - started,
+        ok=ok,
+        input_tokens=usage.input_tokens if usage is not None else 0,
+        output_tokens=usage.output_tokens if usage is not None else 0,
     )
 
 
@@ -265,9 +296,12 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
     registered = asyncio.ensure_future(
         streams.register(request_id_from(request, ""), owner=hash_user_id(it.user.user_id))
     )
+    started = time.perf_counter()
     try:
         stream = await it.provider.stream(model=it.model, messages=it.messages)  # refusals are plain JSON errors
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, LLMError):
+            _observe_llm(request, it, "/v1/streaming_query", started, error=exc)
         await streams.finish(await registered)
         raise
     rid = await registered
@@ -281,6 +315,7 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
     )
     parts: list[str] = []
     recorded = False
+    llm_error: LLMError | None = None
     sink = EventSink(response, text=text)
     try:
         await response.prepare(request)
@@ -313,6 +348,7 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
         else:
             await sink.complete(len(parts), answer, truncated=it.history_truncated, usage=stream.usage)
     except LLMError as exc:
+        llm_error = exc
         log.warning("streaming query %s: the LLM failed after %d tokens: %s", rid, len(parts), exc)
         recorded = True
         await _record_cut_short(request, it, "".join(parts), rid)  # stored before the client hears the end
@@ -324,6 +360,7 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         log.info("streaming query %s: the client went away after %d tokens", rid, len(parts))
     finally:
+        _observe_llm(request, it, "/v1/streaming_query", started, usage=stream.usage, error=llm_error)
         await stream.aclose()
         await streams.finish(rid)  # a no-op when already done
         if not recorded:
