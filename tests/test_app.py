@@ -70,7 +70,9 @@ async def test_readiness_503_when_storage_cannot_be_written(make_client: MakeCli
     assert resp.status == 503
     body = await resp.json()
     assert body["ready"] is False and body["providers"] == [] and body["overall_status"] == "unhealthy"
-    assert body["impacts"] == ["Feedback, transcripts and conversations cannot be stored"]
+    [impact] = body["impacts"]
+    assert impact["component"] == "storage" and impact["status"] == "unhealthy"
+    assert impact["reason"] == body["reason"]
     assert "Storage backend 'filesystem' is not available" in body["reason"]
     assert "Not a directory" in body["reason"]
     assert (await client.get("/liveness")).status == 200
@@ -351,7 +353,13 @@ async def test_readiness_503_whatever_the_backend_does(
         "ready": False,
         "reason": f"Storage backend 'flaky-test' is not available: {reason}",
         "overall_status": "unhealthy",
-        "impacts": ["Feedback, transcripts and conversations cannot be stored"],
+        "impacts": [
+            {
+                "component": "storage",
+                "status": "unhealthy",
+                "reason": f"Storage backend 'flaky-test' is not available: {reason}",
+            }
+        ],
         "providers": [],
     }
     assert (await client.get("/liveness")).status == 200

@@ -65,7 +65,8 @@ async def readiness(request: web.Request) -> web.Response:
         "ready": ready,
         "reason": reason,
         "overall_status": overall,
-        "impacts": [i.impact for i in [*unhealthy, *degraded]] or None,
+        "impacts": [{"component": i.component, "status": i.status, "reason": i.reason} for i in [*unhealthy, *degraded]]
+        or None,
         "providers": providers,
     }
     collector = collector_status_from(request)

@@ -226,12 +226,20 @@ COMPONENTS: Final[dict[str, Any]] = {
     "ProviderHealthStatus": _obj(
         {"provider_id": _STR, "status": _STR, "message": _nullable(_STR)}, required=("provider_id", "status")
     ),
+    "ReadinessImpact": _obj(
+        {
+            "component": _STR,
+            "status": {"type": "string", "enum": ["degraded", "unhealthy"]},
+            "reason": _STR,
+        },
+        required=("component", "status", "reason"),
+    ),
     "ReadinessResponse": _obj(
         {
             "ready": _BOOL,
             "reason": _STR,
             "overall_status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
-            "impacts": _nullable({"type": "array", "items": _STR}),
+            "impacts": _nullable({"type": "array", "items": ref("ReadinessImpact")}),
             "data_collector": {"type": "object"},
             "providers": {"type": "array", "items": ref("ProviderHealthStatus")},
         },
