@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
 from lightspeed.config import Config
@@ -34,3 +37,17 @@ def fs_backend(config: Config) -> FilesystemStorage:
     store = create_backend(config.user_data_collection)
     assert isinstance(store, FilesystemStorage)
     return store
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of ``disk`` with one file; returns it (remove it to free the space)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (1 << 16, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)
+    return filler

@@ -8,7 +8,6 @@ works again without a restart, the conversations begun before included."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from fakes import fill
 from service_process import ECHO, NOBODY, Service
 
 #: The upstream's 500 bodies for a query whose records could not be stored.
@@ -55,19 +55,6 @@ def _config(root: Path) -> dict[str, Any]:
             "transcripts_storage": str(root / "transcripts"),
         },
     }
-
-
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for size in (1 << 16, 1 << 12, 1):
-            with contextlib.suppress(OSError):
-                while os.write(fd, b"\0" * size):
-                    pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 class Api:
@@ -165,7 +152,7 @@ async def test_a_full_disk_fails_requests_clearly_and_heals_without_a_restart(
         assert status == 200
         cid = body["conversation_id"]
         await _healthy(api, cid)
-        filler = _fill(disk)
+        filler = fill(disk)
         await _failing(api, cid, "No space left on device")
         filler.unlink()
         await _healthy(api, cid)

@@ -4,7 +4,6 @@ damaged, and heals by itself (no reopen, no restart) when the fault goes."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fakes import ALICE, feedback, transcript
+from fakes import ALICE, feedback, fill, transcript
 
 from lightspeed.config import Config
 from lightspeed.records import ConversationTurn
@@ -41,20 +40,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free byte of ``disk`` with one file; returns it (remove it to free the space)."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for size in (1 << 16, 1 << 12, 1):
-            with contextlib.suppress(OSError):
-                while os.write(fd, b"\0" * size):
-                    pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def assert_nothing_damaged(disk: Path) -> None:
