@@ -70,9 +70,10 @@ async def test_readiness_503_when_storage_cannot_be_written(make_client: MakeCli
     assert resp.status == 503
     body = await resp.json()
     assert body["ready"] is False and body["providers"] == [] and body["overall_status"] == "unhealthy"
-    [impact] = body["impacts"]
-    assert impact["component"] == "storage" and impact["status"] == "unhealthy"
-    assert impact["reason"] == body["reason"]
+    assert body["impacts"] == [body["reason"]]  # the upstream's list of sentences
+    [check] = body["checks"]
+    assert check["component"] == "storage" and check["status"] == "unhealthy"
+    assert check["reason"] == body["reason"]
     assert "Storage backend 'filesystem' is not available" in body["reason"]
     assert "Not a directory" in body["reason"]
     assert (await client.get("/liveness")).status == 200
@@ -353,15 +354,18 @@ async def test_readiness_503_whatever_the_backend_does(
         "ready": False,
         "reason": f"Storage backend 'flaky-test' is not available: {reason}",
         "overall_status": "unhealthy",
-        "impacts": [
+        "impacts": [f"Storage backend 'flaky-test' is not available: {reason}"],
+        "providers": [],
+        "checks": [
             {
                 "component": "storage",
                 "status": "unhealthy",
                 "reason": f"Storage backend 'flaky-test' is not available: {reason}",
+                "impact": body["checks"][0]["impact"],
             }
         ],
-        "providers": [],
     }
+    assert body["checks"][0]["impact"]
     assert (await client.get("/liveness")).status == 200
 
 

@@ -65,10 +65,15 @@ async def readiness(request: web.Request) -> web.Response:
         "ready": ready,
         "reason": reason,
         "overall_status": overall,
-        "impacts": [{"component": i.component, "status": i.status, "reason": i.reason} for i in [*unhealthy, *degraded]]
-        or None,
+        # The upstream's impacts are sentences; which part said what is in ``checks``, our addition.
+        "impacts": [i.reason for i in [*unhealthy, *degraded]] or None,
         "providers": providers,
     }
+    if unhealthy or degraded:
+        body["checks"] = [
+            {"component": i.component, "status": i.status, "reason": i.reason, "impact": i.impact}
+            for i in [*unhealthy, *degraded]
+        ]
     collector = collector_status_from(request)
     if collector.enabled:
         body["data_collector"] = collector.to_dict()

@@ -247,9 +247,10 @@ async def test_the_service_stays_ready_and_reports_missing_credentials(
         assert response.status == 200 and body["ready"] is True  # the API still works
         assert body["data_collector"]["status"] == "no_credentials"
         assert body["data_collector"]["credentials"]["status"] == "failing"
-        [impact] = body["impacts"]
-        assert impact["component"] == "data_collector" and impact["status"] == "degraded"
-        assert "openshift" in impact["reason"] and "records stay pending" in impact["reason"]
+        [check] = body["checks"]
+        assert check["component"] == "data_collector" and check["status"] == "degraded"
+        assert "openshift" in check["reason"] and "records stay pending" in check["reason"]
+        assert body["impacts"] == [check["reason"]]
         assert "secret-looking" not in json.dumps(body)
         metrics = await (await client.get("/metrics")).text()
         assert 'lightspeed_credentials_available{mode="openshift"} 0.0' in metrics
