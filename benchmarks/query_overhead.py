@@ -19,8 +19,10 @@ then, after ``sync`` and 2 s of warm-up per endpoint, drives, with ``wrk`` at
   requests read a history and append a turn to it, as a chat client does.
 
 It prints requests per second and p50/p99 latency of each, the p50 latency lightspeed adds,
-its p99 as a multiple of the direct call's, and its throughput as a share of the direct
-call's; medians over the rounds. Every answer is stored before it is sent (answered means
+its p99 as a multiple of the direct call's, its throughput as a share of the direct call's,
+and the service process's CPU time per answered request (user + system, all its threads,
+from ``/proc``: the steadiest figure on a shared machine, where throughput follows the load);
+medians over the rounds. Every answer is stored before it is sent (answered means
 stored), so the figures include the store's durability.
 
 Targets (issue 9), at 32 connections on one worker, fake LLM 20 ms, on ext4:
@@ -36,6 +38,12 @@ Needs ``wrk`` on PATH. Run from the repository root::
     .venv/bin/python benchmarks/query_overhead.py --delay-ms 100 --no-transcripts   # the transcripts' share
     .venv/bin/python benchmarks/query_overhead.py --tmpdir /dev/shm     # the store on tmpfs: no disk
     .venv/bin/python benchmarks/query_overhead.py --mix multi --check   # exit 1 when a target is missed
+    .venv/bin/python benchmarks/query_overhead.py --store memory        # in-process store: HTTP + LLM only
+    .venv/bin/python benchmarks/query_overhead.py --only query-multi,streaming_query-multi
+
+``--store memory`` runs the service on the in-process example backend
+(``examples/storage_plugin_skeleton``, installed by ``make install-test``): no disk and no
+thread hand-offs, the upper bound of what the HTTP side and the LLM call allow.
 """
 
 from __future__ import annotations
@@ -161,14 +169,35 @@ def _ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) and of its reaped children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command: state is field 3; utime, stime, cutime, cstime are fields 14 to 17.
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu_seconds(pid: int) -> float:
+    """CPU time of the service process and of its worker processes (``service.workers`` > 1)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += cpu_seconds(int(child))
+            except FileNotFoundError:
+                continue  # gone meanwhile
+    return total
+
+
 def parse_wrk(output: str) -> dict[str, float]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    requests = float(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     socket_errors = re.search(r"Socket errors: (.*)", output)
     return {
         "rps": rps,
+        "requests": requests,
         "p50": p50,
         "p99": p99,
         "non2xx": float(errors.group(1)) if errors else 0.0,
@@ -176,12 +205,16 @@ def parse_wrk(output: str) -> dict[str, float]:
     }
 
 
-def run_wrk(url: str, script: Path, args: argparse.Namespace) -> dict[str, float]:
+def run_wrk(url: str, script: Path, args: argparse.Namespace, service_pid: int | None = None) -> dict[str, float]:
+    """One wrk run; with ``service_pid``, also the service's CPU milliseconds per request."""
     cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(script), url]
+    before = service_cpu_seconds(service_pid) if service_pid is not None else 0.0
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
+    after = service_cpu_seconds(service_pid) if service_pid is not None else 0.0
     if done.returncode != 0:
         raise SystemExit(f"wrk failed: {done.stderr}")
     result = parse_wrk(done.stdout)
+    result["cpu_ms"] = (after - before) * 1000 / result["requests"] if service_pid is not None else 0.0
     if result["non2xx"] or result["socket_errors"]:
         print(f"  warning: {url}: {int(result['non2xx'])} non-2xx answers; wrk: {done.stdout[-300:]}", flush=True)
     return result
@@ -205,6 +238,15 @@ def main() -> int:
         default="both",
         help="conversations of 1-6 turns (multi), one turn each (single), or both (default)",
     )
+    parser.add_argument(
+        "--store",
+        choices=("filesystem", "memory"),
+        default="filesystem",
+        help="the storage backend: filesystem (default) or memory (the in-process example backend)",
+    )
+    parser.add_argument(
+        "--only", help="comma-separated runs to make, e.g. direct,query-multi (default: every one of the mix)"
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -227,6 +269,7 @@ def main() -> int:
                 "feedback_storage": str(work / "feedback"),
                 "transcripts_enabled": not args.no_transcripts,
                 "transcripts_storage": str(work / "transcripts"),
+                "storage": {"backend": args.store},
             },
             "inference": {"default_provider": "fake", "default_model": "fake-model"},
             "llm_providers": [{"name": "fake", "type": "openai", "url": llm_url, "models": ["fake-model"]}],
@@ -248,6 +291,15 @@ def main() -> int:
             for endpoint in ("query", "streaming_query"):
                 scripts[f"{endpoint}-{mix}"] = conversation_lua(QUESTION, max_turns=6 if mix == "multi" else 1)
                 urls[f"{endpoint}-{mix}"] = f"http://127.0.0.1:{ls_port}/v1/{endpoint}"
+        if args.only:
+            only = set(args.only.split(","))
+            unknown = only - set(scripts)
+            if unknown:
+                raise SystemExit(f"--only: unknown runs {sorted(unknown)} (known: {', '.join(scripts)})")
+            # Each run's direct call stays: its ratios need it.
+            only |= {"direct-stream" if n.startswith("streaming") else "direct" for n in only}
+            for name in [n for n in scripts if n not in only]:
+                del scripts[name]
         paths = {}
         for name, text in scripts.items():
             paths[name] = work / f"{name}.lua"
@@ -269,7 +321,7 @@ def main() -> int:
             wait_ready(f"http://127.0.0.1:{ls_port}/liveness", service)
             print(
                 f"fake LLM delay {args.delay_ms:g} ms, {args.connections} connections, one worker, "
-                f"transcripts {'off' if args.no_transcripts else 'on'}, store in {work}, "
+                f"transcripts {'off' if args.no_transcripts else 'on'}, {args.store} store in {work}, "
                 f"{args.rounds} round(s) x {args.duration} s per endpoint",
                 flush=True,
             )
@@ -279,10 +331,13 @@ def main() -> int:
             results: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
             for rnd in range(1, args.rounds + 1):
                 for name in scripts:
-                    r = run_wrk(urls[name], paths[name], args)
+                    pid = None if name.startswith("direct") else service.pid
+                    r = run_wrk(urls[name], paths[name], args, pid)
                     results[name].append(r)
+                    cpu = f"  CPU {r['cpu_ms']:5.3f} ms/req" if pid is not None else ""
                     print(
-                        f"round {rnd} {name:22s} {r['rps']:9.0f} req/s  p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms",
+                        f"round {rnd} {name:22s} {r['rps']:9.0f} req/s  p50 {r['p50']:7.2f} ms  "
+                        f"p99 {r['p99']:7.2f} ms{cpu}  (load {os.getloadavg()[0]:.1f})",
                         flush=True,
                     )
         finally:
@@ -316,7 +371,8 @@ def main() -> int:
             f"/v1/{endpoint:16s} {mix:6s} {med(name, 'rps'):8.0f} req/s vs {med(direct, 'rps'):8.0f} direct "
             f"({ratio:6.1%});  p50 {med(name, 'p50'):6.2f} ms vs {med(direct, 'p50'):6.2f} ms "
             f"(added {added:+.2f} ms);  p99 {med(name, 'p99'):7.2f} ms vs {med(direct, 'p99'):6.2f} ms "
-            f"({p99x:.2f}x)  [{'meets' if passed else 'misses'} target: {', '.join(wanted)}]"
+            f"({p99x:.2f}x);  CPU {med(name, 'cpu_ms'):.3f} ms/req  "
+            f"[{'meets' if passed else 'misses'} target: {', '.join(wanted)}]"
         )
     return 0 if ok or not args.check else 1
 
