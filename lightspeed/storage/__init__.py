@@ -27,6 +27,7 @@ from lightspeed.storage.common import (
 from lightspeed.storage.errors import (
     ClaimLost,
     ConversationNotFound,
+    InteractionNotStored,
     PluginLoadError,
     RecordNotFound,
     StorageConfigError,
@@ -54,6 +55,7 @@ __all__ = [
     "ConversationNotFound",
     "ConversationPage",
     "Deletion",
+    "InteractionNotStored",
     "NoOptions",
     "OctalMode",
     "PendingStats",

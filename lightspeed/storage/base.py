@@ -26,9 +26,10 @@ Conventions for every method:
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -36,7 +37,7 @@ import attrs
 
 from lightspeed.config import UserDataCollectionConfig, structure_section
 from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
-from lightspeed.storage.errors import RecordNotFound, StorageConfigError, StorageUnsupported
+from lightspeed.storage.errors import InteractionNotStored, RecordNotFound, StorageConfigError, StorageUnsupported
 
 __all__ = [
     "Claim",
@@ -332,6 +333,44 @@ class StorageBackend(abc.ABC):
     @abc.abstractmethod
     async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
         """The last ``limit`` turns of the conversation, oldest first (empty when unknown)."""
+
+    async def store_interaction(
+        self,
+        conversation_id: str,
+        *,
+        turn: ConversationTurn,
+        transcript: Transcript | None = None,
+        owner: str | None = None,
+    ) -> None:
+        """Store what one answered query produced, and return once all of it is stored: with
+        ``owner``, the owner of a new conversation (insert-if-absent, as
+        :meth:`set_conversation_owner`); the history ``turn`` (as :meth:`append_turn`); and,
+        when given, the ``transcript`` (as :meth:`put_transcript`).
+
+        The query path makes this one call per answer, so that a backend can store all three
+        in one round trip (the filesystem backend: one job of its writer's batch). Each part
+        is attempted even when another fails, except the turn, which is not stored when the
+        owner could not be. When any part failed, raises
+        :class:`~lightspeed.storage.errors.InteractionNotStored`, whose ``history`` (owner or
+        turn) and ``transcript`` say which.
+
+        The default records the owner first, then stores the turn and the transcript side by side.
+        """
+        if owner is not None:
+            try:
+                await self.set_conversation_owner(conversation_id, owner=owner)
+            except Exception as exc:
+                raise InteractionNotStored(history=exc) from exc
+        parts: list[Coroutine[Any, Any, Any]] = [self.append_turn(conversation_id, turn=turn)]
+        if transcript is not None:
+            parts.append(self.put_transcript(transcript))
+        outcomes = await asyncio.gather(*parts, return_exceptions=True)
+        errors = [o if isinstance(o, Exception) else None for o in outcomes] + [None]
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # cancelled
+        if errors[0] is not None or errors[1] is not None:
+            raise InteractionNotStored(history=errors[0], transcript=errors[1]) from errors[0] or errors[1]
 
     async def list_conversations(
         self, owner: str | None, *, limit: int | None = None, offset: int = 0

@@ -8,6 +8,7 @@ from lightspeed.errors import LightspeedError
 __all__ = [
     "ClaimLost",
     "ConversationNotFound",
+    "InteractionNotStored",
     "PluginLoadError",
     "RecordNotFound",
     "StorageConfigError",
@@ -33,6 +34,18 @@ class StorageUnreachable(StorageUnavailable):
     """The store cannot be reached at all (connection refused, lost or timed out), as
     opposed to reached but refusing a write. The HTTP API answers 503 for it, so clients
     and load balancers retry; the backend recovers by itself when the store returns."""
+
+
+class InteractionNotStored(StorageUnavailable):
+    """Part of an interaction could not be stored (:meth:`StorageBackend.store_interaction`):
+    ``history`` is the error of the owner or the turn, ``transcript`` the transcript's (each
+    ``None`` when that part was stored). The other part may have been stored."""
+
+    def __init__(self, *, history: BaseException | None = None, transcript: BaseException | None = None) -> None:
+        self.history = history
+        self.transcript = transcript
+        parts = [f"history: {history}" if history else "", f"transcript: {transcript}" if transcript else ""]
+        super().__init__("; ".join(p for p in parts if p) or "not stored")
 
 
 class StorageUnsupported(StorageError):

@@ -397,6 +397,49 @@ class HistoryTests(_Kit):
         assert await backend.get_turns(cid, limit=5) == [turn]
 
 
+class InteractionTests(_Kit):
+    """``store_interaction``: what one answered query stores (owner, turn, transcript), in one call."""
+
+    async def test_an_interaction_stores_the_owner_the_turn_and_the_transcript(self, backend: StorageBackend) -> None:
+        cid = new_record_id()
+        turn = ConversationTurn(query=f"q {AWKWARD_TEXT}", response="r", model="m", provider="p")
+        transcript = make_transcript(conversation_id=cid)
+        await backend.store_interaction(cid, turn=turn, transcript=transcript, owner=USER)
+        assert await backend.get_conversation_owner(cid) == USER
+        assert await backend.get_turns(cid, limit=5) == [turn]
+        claim = await self.claim_all(backend)
+        assert [r.record_id for r in claim.records] == [transcript.record_id]
+        assert await backend.read_record(claim.records[0]) == transcript.to_json()
+
+    async def test_an_interaction_keeps_the_recorded_owner(self, backend: StorageBackend) -> None:
+        cid = new_record_id()
+        await backend.set_conversation_owner(cid, owner=OTHER_USER)
+        turns = [ConversationTurn(query=f"q{i}", response="r") for i in range(2)]
+        await backend.store_interaction(cid, turn=turns[0], owner=USER)
+        await backend.store_interaction(cid, turn=turns[1])  # a follow-up: no owner, no transcript
+        assert await backend.get_conversation_owner(cid) == OTHER_USER
+        assert await backend.get_turns(cid, limit=5) == turns
+        assert (await self.claim_all(backend)).records == ()
+
+    async def test_concurrent_interactions_are_all_stored(self, backend: StorageBackend) -> None:
+        cids = [new_record_id() for _ in range(5)]
+        transcripts = [make_transcript(conversation_id=cids[i % 5]) for i in range(20)]
+        await asyncio.gather(
+            *(
+                backend.store_interaction(
+                    t.conversation_id, turn=ConversationTurn(query=t.record_id, response="r"), transcript=t, owner=USER
+                )
+                for t in transcripts
+            )
+        )
+        for cid in cids:
+            assert await backend.get_conversation_owner(cid) == USER
+            got = await backend.get_turns(cid, limit=10)
+            assert sorted(t.query for t in got) == sorted(t.record_id for t in transcripts if t.conversation_id == cid)
+        claim = await self.claim_all(backend)
+        assert sorted(r.record_id for r in claim.records) == sorted(t.record_id for t in transcripts)
+
+
 class FlagTests(_Kit):
     """Shared boolean flags: atomic swaps, visible to every instance, durable."""
 
@@ -1079,6 +1122,7 @@ class StorageConformanceTests(
     WriteTests,
     ConversationTests,
     HistoryTests,
+    InteractionTests,
     ConversationAdminTests,
     StreamRegistryTests,
     FlagTests,

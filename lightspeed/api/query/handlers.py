@@ -28,7 +28,7 @@ from lightspeed.api.common import authenticate, check_conversation_access
 from lightspeed.api.errors import json_response
 from lightspeed.api.interrupt import interrupted_suffix
 from lightspeed.api.openapi import Response, operation
-from lightspeed.api.query.recording import HISTORY_NOT_STORED, RecordsNotStored, store_answer, store_owner
+from lightspeed.api.query.recording import HISTORY_NOT_STORED, RecordsNotStored, store_answer
 from lightspeed.api.query.request import (
     DEFAULT_SYSTEM_PROMPT,
     MEDIA_TYPE_TEXT,
@@ -80,8 +80,8 @@ class Interaction:
     model: str
     messages: tuple[Message, ...]
     history_truncated: bool
-    #: Recording the owner of a new conversation, done while the LLM thinks.
-    owner_recorded: asyncio.Future[None] | None = None
+    #: The owner of a new conversation, recorded with its first turn.
+    new_owner: str | None = None
     #: When the query was ready for the LLM (the turn's ``started_at``).
     started_at: str = attrs.field(factory=utc_timestamp)
 
@@ -102,7 +102,7 @@ async def begin(request: web.Request) -> Interaction:
     storage = storage_from(request)
     max_turns = config.inference.max_history_turns
     history: list[ConversationTurn] = []
-    owner_recorded = None
+    new_owner = None
     if q.conversation_id is not None:
         conversation_id = q.conversation_id
         # The access check and the history (at most one turn more than is sent, to tell whether
@@ -124,9 +124,7 @@ async def begin(request: web.Request) -> Interaction:
         history = turns
     else:
         conversation_id = new_record_id()
-        owner = hash_user_id(user.user_id)
-        stats = metrics_from(request).queries
-        owner_recorded = pending_stores_from(request).start(store_owner(storage, stats, conversation_id, owner))
+        new_owner = hash_user_id(user.user_id)
     truncated = len(history) > max_turns
     kept = history[len(history) - max_turns :] if max_turns > 0 else []
 
@@ -146,7 +144,7 @@ async def begin(request: web.Request) -> Interaction:
         model=model,
         messages=tuple(messages),
         history_truncated=truncated,
-        owner_recorded=owner_recorded,
+        new_owner=new_owner,
     )
 
 
@@ -189,7 +187,7 @@ async def record(request: web.Request, it: Interaction, answer: str, *, cut_shor
             conversation_id=it.conversation_id,
             turn=turn,
             transcript=transcript,
-            owner=it.owner_recorded,
+            owner=it.new_owner,
         )
     )
 

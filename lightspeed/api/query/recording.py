@@ -1,9 +1,10 @@
 """Storing what a query produced, before the answer is complete: answered means stored.
 
 A query's records are the conversation's owner (for a new conversation), its history turn
-and, when ``transcripts_enabled``, a transcript. :func:`store_answer` stores them and
-returns only when the store has them at its ``durability`` level; the handler sends the
-answer (``/v1/query``'s body, a stream's ``end`` event) only after that. When a record
+and, when ``transcripts_enabled``, a transcript. :func:`store_answer` hands all three to
+the store in one call and returns only when the store has them at its ``durability``
+level; the handler sends the answer (``/v1/query``'s body, a stream's ``end`` event) only
+after that. When a record
 cannot be stored, the request fails with the Lightspeed Core Stack's 500 body
 (:class:`RecordsNotStored`), so a client never holds a ``conversation_id`` that cannot be
 used or an answer that was not collected.
@@ -24,7 +25,7 @@ from typing import Any, Final, TypeVar
 from lightspeed.api.errors import ApiError
 from lightspeed.metrics import QueryStats
 from lightspeed.records import ConversationTurn, Transcript
-from lightspeed.storage import StorageBackend
+from lightspeed.storage import InteractionNotStored, StorageBackend
 
 __all__ = [
     "HISTORY_NOT_STORED",
@@ -32,7 +33,6 @@ __all__ = [
     "PendingStores",
     "RecordsNotStored",
     "store_answer",
-    "store_owner",
 ]
 
 log = logging.getLogger("lightspeed.api.query")
@@ -88,16 +88,6 @@ class PendingStores:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def store_owner(storage: StorageBackend, stats: QueryStats, conversation_id: str, owner: str) -> None:
-    """Record the owner of a new conversation; :class:`RecordsNotStored` when that fails."""
-    try:
-        await storage.set_conversation_owner(conversation_id, owner=owner)
-    except Exception as exc:
-        stats.history_failures += 1
-        log.error("cannot record the owner of new conversation %s: %s", conversation_id, exc)
-        raise RecordsNotStored(HISTORY_NOT_STORED) from exc
-
-
 async def store_answer(
     storage: StorageBackend,
     stats: QueryStats,
@@ -105,53 +95,36 @@ async def store_answer(
     conversation_id: str,
     turn: ConversationTurn,
     transcript: Transcript | None,
-    owner: asyncio.Future[None] | None = None,
+    owner: str | None = None,
 ) -> None:
-    """Store the turn and the transcript (side by side, so a batching store takes both in
-    one write), after the conversation's ``owner`` write when one is under way.
+    """Store the owner of a new conversation (``owner``), the turn and the transcript, in
+    one call of the store (:meth:`~lightspeed.storage.StorageBackend.store_interaction`: one
+    job of the filesystem store's writer, in one batch with other requests').
 
-    Both are attempted even when one fails; then :class:`RecordsNotStored` names the
-    failure the client sees (a history failure first: without it the conversation cannot
-    go on). Failures are logged and counted in ``stats``.
+    Raises :class:`RecordsNotStored` with the body the client sees: a history failure (the
+    owner or the turn) first, as without it the conversation cannot go on. Failures are
+    logged and counted in ``stats``.
     """
-    if owner is not None:
-        await owner  # raises RecordsNotStored: the conversation does not exist, store nothing
-    if transcript is None:
-        turn_error = await _append_turn(storage, stats, conversation_id, turn)
-        transcript_error = None
-    else:
-        turn_error, transcript_error = await asyncio.gather(
-            _append_turn(storage, stats, conversation_id, turn), _put_transcript(storage, stats, transcript)
-        )
-    if turn_error is not None:
-        raise RecordsNotStored(HISTORY_NOT_STORED) from turn_error
-    if transcript_error is not None:
-        raise RecordsNotStored(TRANSCRIPT_NOT_STORED) from transcript_error
-
-
-async def _append_turn(
-    storage: StorageBackend, stats: QueryStats, conversation_id: str, turn: ConversationTurn
-) -> Exception | None:
     try:
-        await storage.append_turn(conversation_id, turn=turn)
-    except Exception as exc:  # noqa: BLE001 - returned to store_answer, which raises it
+        await storage.store_interaction(conversation_id, turn=turn, transcript=transcript, owner=owner)
+    except InteractionNotStored as exc:
+        if exc.history is not None:
+            stats.history_failures += 1
+            log.error("cannot store a turn of conversation %s: %s", conversation_id, exc.history)
+        if exc.transcript is not None and transcript is not None:
+            stats.transcript_failures += 1
+            log.error(
+                "cannot store the transcript %s of conversation %s: %s",
+                transcript.record_id,
+                conversation_id,
+                exc.transcript,
+            )
+        elif transcript is not None:
+            stats.transcripts_stored += 1
+        raise RecordsNotStored(HISTORY_NOT_STORED if exc.history is not None else TRANSCRIPT_NOT_STORED) from exc
+    except Exception as exc:  # a backend that raised outside the contract: count it as the history's
         stats.history_failures += 1
         log.error("cannot store a turn of conversation %s: %s", conversation_id, exc)
-        return exc
-    return None
-
-
-async def _put_transcript(storage: StorageBackend, stats: QueryStats, transcript: Transcript) -> Exception | None:
-    try:
-        await storage.put_transcript(transcript)
-    except Exception as exc:  # noqa: BLE001 - returned to store_answer, which raises it
-        stats.transcript_failures += 1
-        log.error(
-            "cannot store the transcript %s of conversation %s: %s",
-            transcript.record_id,
-            transcript.conversation_id,
-            exc,
-        )
-        return exc
-    stats.transcripts_stored += 1
-    return None
+        raise RecordsNotStored(HISTORY_NOT_STORED) from exc
+    if transcript is not None:
+        stats.transcripts_stored += 1

@@ -25,24 +25,32 @@ database, its schema, the import of the file layout that came before it), :mod:`
 (finding records), :mod:`.claims` (claims, leases, acks), :mod:`.conversations` (metadata,
 deletions, streams), :mod:`.backend` (the class and the record, owner and flag operations).
 
-Threads: the **writer** lane (one thread, the only connection that writes; jobs taken in
-batches of up to 512: reads and record files first, then the database writes in one
-transaction; one ``COMMIT`` and one fsync per directory per batch, then every request of the
-batch released: group commit), the **pool** lane (4 threads, a reading
-connection each; one job at a time) and the **unlink** lane (16 threads that only delete
-files after an upload). The event loop never blocks.
+Threads: the **writer** lane (one thread, the only connection that writes; the jobs the
+loop submits during one iteration are handed over together; jobs taken in batches of up to
+512: reads and record files first, then the database writes in one transaction; one
+``COMMIT`` and one fsync per directory per batch, then every request of the batch released:
+group commit), the **pool** lane (4 threads, a reading connection each; one job at a time)
+and the **unlink** lane (16 threads that only delete files after an upload). The reads of the
+query path (an owner, a history) join the writer's batches with ``durability: rename`` and
+go to the pool with ``fsync`` (decision ``store-01``). The event loop never blocks.
 
 =============================  ======  ==========================  ==========================================
 operation                      thread  lock                        what a crash at any point leaves behind
 =============================  ======  ==========================  ==========================================
 put_feedback / put_transcript  writer  none (unique temp name)     the record whole, or nothing (a stale
                                                                    ``.tmp`` at most, removed after an hour)
+store_interaction              writer  none (the transcript, early the transcript whole or nothing; then the
+                                       pass), then SQLite write    owner and the turn committed together, or
+                                       lock (batch)                neither (a transcript without its turn: the
+                                                                   query was never answered)
 set_conversation_owner         writer  SQLite write lock (batch)   the owner committed, or no owner
 append_turn                    writer  SQLite write lock (batch)   the turn committed, or no turn
 set_flag                       writer  SQLite write lock (batch)   the new value, or the old one
 get_flag                       writer  none (a read)               nothing
-get_conversation_owner,        pool    none (WAL snapshot)         nothing
-get_turns
+get_conversation_owner,        writer  none (WAL snapshot; early   nothing
+get_turns                      (pool   pass, before the batch's
+                               with    transaction)
+                               fsync)
 claim                          pool    none (the scan), then       the claim and its records held, or no
                                writer  SQLite write lock           claim; an unacked claim expires
 renew                          writer  SQLite write lock           the old lease or the new one

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
@@ -29,7 +30,7 @@ from lightspeed.storage.common import (
     parse_record_name,
     stored_record,
 )
-from lightspeed.storage.errors import RecordNotFound, StorageUnavailable
+from lightspeed.storage.errors import InteractionNotStored, RecordNotFound, StorageUnavailable
 from lightspeed.storage.filesystem import claims, conversations, files, statedb
 from lightspeed.storage.filesystem.lanes import Lane
 from lightspeed.storage.filesystem.options import FilesystemOptions, default_state_path, overlap_problems
@@ -37,6 +38,8 @@ from lightspeed.storage.filesystem.scanning import Backlog, Roots, scan, scan_ba
 from lightspeed.storage.filesystem.statedb import DB_NAME, DbFile, ReaderContext, WriterContext
 
 __all__ = ["FilesystemOptions", "FilesystemStorage"]
+
+T = TypeVar("T")
 
 #: Owners remembered per process, each for a short while: an owner never changes, but another
 #: worker process may delete the conversation, and this one must not use it for longer than
@@ -74,6 +77,8 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
         self.file_mode = int(self.options.file_mode)
         self.dir_mode = int(self.options.dir_mode)
         self._stamp = files.Stamp()
+        #: Whether created files and folders need their mode checked (the umask may narrow it).
+        self._check_mode = True
         self._writer: Lane[WriterContext] | None = None
         self._pool: Lane[ReaderContext] | None = None
         self._unlinker: Lane[ReaderContext] | None = None
@@ -136,6 +141,8 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
         unlinker.start(loop)
 
         def prepare(_: ReaderContext) -> None:
+            umask = files.process_umask()
+            self._check_mode = umask is None or bool(umask & (self.file_mode | self.dir_mode))
             for root in self._active_roots():
                 files.ensure_dir(root, self.dir_mode)
             if self.collection.feedback_enabled and self.feedback_root:
@@ -200,21 +207,35 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
             return self._roots.transcripts + name[len("transcripts") :]
         raise ValueError(f"not a record name of this store: {name!r}")
 
-    async def _put(self, record: FeedbackRecord | Transcript, root: Path | None, what: str) -> StoredRecord:
+    def _record_writer(
+        self, record: FeedbackRecord | Transcript, root: Path | None, what: str, *, new_dir: bool = False
+    ) -> tuple[StoredRecord, Callable[[WriterContext], None]]:
+        """The record's reference, and the writer-lane job that writes its file (atomically,
+        its folder fsync'd with the batch under ``durability: fsync``)."""
         if root is None:
             raise StorageUnavailable(f"{what} is not configured")
         data = record.to_json()
         ref = stored_record(record, data)
-        path = Path(self._record_file(ref.name))
-        writer, _ = self._lanes()
+        path = self._record_file(ref.name)
 
         def write(ctx: WriterContext) -> None:
-            stamp = self._stamp.next()
             files.write_atomic(
-                path, data, mode=self.file_mode, dir_mode=self.dir_mode, fsync=self.fsync, stamp_ns=stamp
+                path,
+                data,
+                mode=self.file_mode,
+                dir_mode=self.dir_mode,
+                fsync=self.fsync,
+                stamp_ns=self._stamp.next(),
+                new_dir=new_dir,
+                check_mode=self._check_mode,
             )
-            ctx.sync_dir(os.fspath(path.parent))
+            ctx.sync_dir(os.path.dirname(path))
 
+        return ref, write
+
+    async def _put(self, record: FeedbackRecord | Transcript, root: Path | None, what: str) -> StoredRecord:
+        ref, write = self._record_writer(record, root, what)
+        writer, _ = self._lanes()
         await writer.run(write, early=True)
         return ref
 
@@ -256,8 +277,7 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
         known = self._known_owner(conversation_id)
         if known is not None:
             return known
-        _, pool = self._lanes()
-        owner = await pool.run(lambda ctx: statedb.get_owner(ctx.conn, conversation_id))
+        owner = await self._query_read(lambda conn: statedb.get_owner(conn, conversation_id))
         return None if owner is None else self._remember_owner(conversation_id, owner)
 
     async def append_turn(self, conversation_id: str, *, turn: ConversationTurn) -> None:
@@ -266,12 +286,70 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
         writer, _ = self._lanes()
         await writer.run(lambda ctx: statedb.append_turn(ctx, conversation_id, text))
 
+    async def store_interaction(
+        self,
+        conversation_id: str,
+        *,
+        turn: ConversationTurn,
+        transcript: Transcript | None = None,
+        owner: str | None = None,
+    ) -> None:
+        # One job of the writer lane: the transcript's file in the batch's early pass, then the
+        # owner and the turn in one savepoint of the batch's transaction (decision store-01).
+        check_conversation_id(conversation_id)
+        if owner is not None:
+            check_user_hash(owner)
+            if self._known_owner(conversation_id) is not None:
+                owner = None  # recorded already (a retry)
+        text = json.dumps(turn.to_dict(), ensure_ascii=False)
+        write: Callable[[WriterContext], None] | None = None
+        transcript_error: BaseException | None = None
+        if transcript is not None:
+            try:
+                # A new conversation's folder is new too: made first, not after a failed attempt.
+                _, write = self._record_writer(
+                    transcript, self.transcripts_root, "transcripts_storage", new_dir=owner is not None
+                )
+            except (StorageUnavailable, ValueError) as exc:
+                transcript_error = exc
+        writer, _ = self._lanes()
+
+        def first(ctx: WriterContext) -> BaseException | None:
+            if write is None:
+                return transcript_error
+            try:
+                write(ctx)
+            except Exception as exc:  # noqa: BLE001 - reported with the turn's outcome
+                return self._translate(exc)
+            return None
+
+        def then(ctx: WriterContext, file_error: BaseException | None) -> tuple[str | None, BaseException | None]:
+            return statedb.store_turn(ctx, conversation_id, owner, text), file_error
+
+        try:
+            recorded, transcript_error = await writer.run_phased(first, then)
+        except StorageUnavailable as exc:  # the owner or the turn (or the batch's commit)
+            raise InteractionNotStored(history=exc) from exc
+        if recorded is not None:
+            self._remember_owner(conversation_id, recorded)
+        if transcript_error is not None:
+            raise InteractionNotStored(transcript=transcript_error) from transcript_error
+
     async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
         check_conversation_id(conversation_id)
         if limit <= 0:
             return []
-        _, pool = self._lanes()
-        return await pool.run(lambda ctx: statedb.get_turns(ctx.conn, conversation_id, limit))
+        return await self._query_read(lambda conn: statedb.get_turns(conn, conversation_id, limit))
+
+    async def _query_read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """A read of the query path (an owner, a history). With ``durability: rename`` it joins
+        the writer's next batch, answered in its early pass: it shares the batch's hand-over
+        with the writes of the same moment, and no other thread takes the GIL for it
+        (decision store-01). With ``fsync``, on the pool, so as not to wait for a batch's fsyncs."""
+        writer, pool = self._lanes()
+        if self.fsync:
+            return await pool.run(lambda ctx: read(ctx.conn))
+        return await writer.run(lambda ctx: read(ctx.conn), durable=False, early=True)
 
     # ------------------------------------------------------------------ flags
 

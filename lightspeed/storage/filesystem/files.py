@@ -26,6 +26,8 @@ __all__ = [
     "ensure_dir",
     "fsync_dir",
     "in_directory_order",
+    "make_dir",
+    "process_umask",
     "read_fd",
     "read_records",
     "remove_empty_parents",
@@ -40,6 +42,29 @@ __all__ = [
 STALE_TEMP_SECONDS: Final = 3600.0
 
 _counter = itertools.count()
+#: This process's id, for temporary names (``os.getpid`` is a system call each time).
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid  # the one process-wide value, renewed in a forked child
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def process_umask() -> int | None:
+    """The process's umask, read from ``/proc`` (``os.umask`` can only read it by changing
+    it, for every thread at once); ``None`` where ``/proc`` does not say."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def describe(exc: OSError) -> str:
@@ -76,9 +101,27 @@ def ensure_dir(path: Path, mode: int) -> None:
     raise FileNotFoundError(errno.ENOENT, "directory keeps being removed while it is created", str(path))
 
 
-def create(path: Path | str, flags: int, mode: int) -> int:
-    """``os.open`` with ``O_CREAT`` and ``mode``, which the umask may not narrow."""
+def make_dir(path: str, mode: int, *, check_mode: bool = True) -> None:
+    """Create the folder ``path`` (its parent exists, usually) with ``mode``: one ``mkdir``
+    where :func:`ensure_dir` first looks at each level; fine when it exists already. Without
+    ``check_mode`` (the umask cannot narrow ``mode``) the new folder's mode is not checked."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        ensure_dir(Path(path), mode)
+        return
+    if check_mode and os.stat(path).st_mode & 0o777 != mode:
+        os.chmod(path, mode)
+
+
+def create(path: Path | str, flags: int, mode: int, *, check_mode: bool = True) -> int:
+    """``os.open`` with ``O_CREAT`` and ``mode``, which the umask may not narrow (without
+    ``check_mode``, the caller knows it cannot, and the mode is not checked)."""
     fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, mode)
+    if not check_mode:
+        return fd
     try:
         if os.fstat(fd).st_mode & 0o777 != mode:
             os.fchmod(fd, mode)
@@ -119,23 +162,38 @@ class Stamp:
 
 
 def write_atomic(
-    path: Path, data: bytes, *, mode: int, dir_mode: int, fsync: bool, stamp_ns: int | None = None
+    path: Path | str,
+    data: bytes,
+    *,
+    mode: int,
+    dir_mode: int,
+    fsync: bool,
+    stamp_ns: int | None = None,
+    new_dir: bool = False,
+    check_mode: bool = True,
 ) -> None:
     """Write ``path`` atomically: a temporary dot file in the same directory, renamed into place.
 
-    Missing directories are created (with ``dir_mode``), also when removed while we write.
-    On any failure the temporary file is removed and ``path`` is untouched. The directory
-    itself is not fsync'd here (see :func:`fsync_dir`: a batch shares that).
+    Missing directories are created (with ``dir_mode``), also when removed while we write;
+    ``new_dir`` says the folder is probably new (a new conversation's): it is made first,
+    rather than after a failed attempt. ``check_mode`` false: the caller knows the umask
+    cannot narrow the modes (see :func:`create`). On any failure the temporary file is
+    removed and ``path`` is untouched. The directory itself is not fsync'd here (see
+    :func:`fsync_dir`: a batch shares that).
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_counter)}.tmp")
+    path = os.fspath(path)
+    directory, name = os.path.split(path)
+    tmp = f"{directory}/.{name}.{_pid}.{next(_counter)}.tmp"
+    if new_dir:
+        make_dir(directory, dir_mode, check_mode=check_mode)
     for attempt in range(10):
         try:
-            fd = create(tmp, os.O_WRONLY | os.O_EXCL, mode)
+            fd = create(tmp, os.O_WRONLY | os.O_EXCL, mode, check_mode=check_mode)
             break
         except FileNotFoundError:
             if attempt == 9:
                 raise
-            ensure_dir(path.parent, dir_mode)
+            ensure_dir(Path(directory), dir_mode)
     try:
         write_and_close(fd, data, fsync=fsync, stamp_ns=stamp_ns)
         os.replace(tmp, path)

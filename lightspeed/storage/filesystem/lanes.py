@@ -6,7 +6,13 @@ ends the batch through its context (for the writer: one SQLite commit and the di
 fsyncs for the whole batch, the *group commit*) and settles the batch's futures with one
 wake-up of the loop. The store has two lanes: the writer (one thread, one SQLite
 connection, batches of up to 512 jobs) and the pool (several threads, a reading connection
-each, one job at a time: reads, scans, deletions).
+each, one job at a time: scans, deletions, reads outside the query path).
+
+Every hand-over between the loop and a thread costs both of them the GIL, so a batching lane
+hands over as little as it can, both ways (decision ``store-01``): the jobs the loop submits
+during one iteration of the event loop go to the thread together (one ``queue.put``, one
+wake-up), and a batch's results come back with one ``call_soon_threadsafe`` (two when the
+batch answered reads before its commit).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from lightspeed.storage.errors import StorageUnavailable
 __all__ = ["Context", "Lane"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 C = TypeVar("C", bound="Context")
 
 #: Jobs one writer batch takes at most.
@@ -30,7 +37,10 @@ BATCH_MAX: Final = 512
 
 _Result = tuple["asyncio.Future[Any]", BaseException | None, Any]
 _Pending = tuple["asyncio.Future[Any]", BaseException | None, Any, bool]
-_Item = tuple[Callable[[C], Any], "asyncio.Future[Any]", bool, bool]
+#: (first, then, future, durable): ``first`` runs in the batch's early pass (reads, record
+#: files), ``then`` in its ordered pass, given the context and (when there is a ``first``)
+#: what ``first`` returned; either may be None.
+_Item = tuple[Callable[[C], Any] | None, Callable[..., Any] | None, "asyncio.Future[Any]", bool]
 
 
 class Context(Protocol):
@@ -47,7 +57,12 @@ class Context(Protocol):
 
 
 class Lane(Generic[C]):
-    """A queue served by ``threads`` threads, each with a context made by ``make_context``."""
+    """A queue served by ``threads`` threads, each with a context made by ``make_context``.
+
+    With ``batch_max`` above 1 (one thread taking batches), the jobs submitted during one
+    iteration of the event loop are queued together; with ``batch_max`` 1 (a pool of threads
+    taking one job each), each job is queued at once, for the next free thread.
+    """
 
     def __init__(
         self,
@@ -63,8 +78,9 @@ class Lane(Generic[C]):
         self._translate = translate
         self._threads_wanted = threads
         self._batch_max = batch_max
-        # (job, future, durable, early); None tells one thread to stop.
-        self._queue: queue.SimpleQueue[_Item[C] | None] = queue.SimpleQueue()
+        # Lists of items, each list one iteration's submissions; None tells one thread to stop.
+        self._queue: queue.SimpleQueue[list[_Item[C]] | None] = queue.SimpleQueue()
+        self._submitted: list[_Item[C]] = []  # this iteration's, not queued yet (loop thread only)
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -88,18 +104,47 @@ class Lane(Generic[C]):
         not wait for (nor hold) the database's write lock that the batch's first database
         write takes until its commit.
         """
-        if self._loop is None or not self._threads:  # closed while the caller was under way
+        return self._submit((job, None, None, durable) if early else (None, job, None, durable))
+
+    def submit_phased(self, first: Callable[[C], T], then: Callable[[C, T], U]) -> asyncio.Future[U]:
+        """Queue a durable job in two parts: ``first`` runs in the batch's early pass (with the
+        record files), ``then(context, what first returned)`` in its ordered pass (with the
+        database writes); the future settles with ``then``'s result once the batch ended. When
+        ``first`` raises, ``then`` does not run and the future gets the error."""
+        return self._submit((first, then, None, True))
+
+    def _submit(self, item: tuple[Any, Any, None, bool]) -> asyncio.Future[Any]:
+        loop = self._loop
+        if loop is None or not self._threads:  # closed while the caller was under way
             raise StorageUnavailable("the filesystem store is not open")
-        fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((job, fut, durable, early))
+        fut = loop.create_future()
+        queued: _Item[C] = (item[0], item[1], fut, item[3])
+        if self._batch_max == 1:
+            self._queue.put([queued])
+            return fut
+        submitted = self._submitted
+        submitted.append(queued)
+        if len(submitted) == 1:  # the first of this iteration: hand them all over at its end
+            loop.call_soon(self._hand_over)
         return fut
 
+    def _hand_over(self) -> None:
+        items, self._submitted = self._submitted, []
+        if items:
+            self._queue.put(items)
+
     async def run(self, job: Callable[[C], T], *, durable: bool = True, early: bool = False) -> T:
-        """Submit ``job`` and await it; a cancelled caller does not cancel the job."""
-        return await asyncio.shield(self.submit(job, durable=durable, early=early))
+        """Submit ``job`` and await it. A cancelled caller does not cancel the job: it runs
+        (the thread then drops its result)."""
+        return await self.submit(job, durable=durable, early=early)
+
+    async def run_phased(self, first: Callable[[C], T], then: Callable[[C, T], U]) -> U:
+        """:meth:`submit_phased` and await it; a cancelled caller does not cancel the job."""
+        return await self.submit_phased(first, then)
 
     async def stop(self) -> None:
         """Finish every job queued before this call, then end the threads."""
+        self._hand_over()
         threads, self._threads = self._threads, []
         for _ in threads:
             self._queue.put(None)
@@ -113,45 +158,68 @@ class Lane(Generic[C]):
             context = self._make_context()
         except BaseException as exc:  # noqa: BLE001 - every job of this thread gets the error
             error = self._translate(exc)
-            while (item := self._queue.get()) is not None:
-                self._settle([(item[1], error, None)])
+            while (items := self._queue.get()) is not None:
+                self._settle([(item[2], error, None) for item in items])
             return
         try:
             stopping = False
             while not stopping:
-                item = self._queue.get()
-                if item is None:
+                items = self._queue.get()
+                if items is None:
                     break
-                batch = [item]
+                batch = items
                 while len(batch) < self._batch_max:
                     try:
-                        nxt = self._queue.get_nowait()
+                        more = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt is None:
+                    if more is None:
                         stopping = True
                         break
-                    batch.append(nxt)
+                    batch += more
                 self._run_batch(context, batch)
         finally:
             with contextlib.suppress(Exception):
                 context.close()
 
     def _run_batch(self, context: C, batch: list[_Item[C]]) -> None:
-        early: list[_Result] = []
+        # 1. Early reads, answered at once: they wait neither for the batch's files nor its commit.
+        reads = [(first, fut) for first, _, fut, durable in batch if first is not None and not durable]
+        if reads:
+            self._settle([(fut, *self._call(first, context)) for first, fut in reads])
+            context.joined()
+        # 2. Early writes (record files) and the first parts of phased jobs.
         durable: list[_Pending] = []
-        for job, fut, is_durable, _ in [i for i in batch if i[3]] + [i for i in batch if not i[3]]:
-            try:
-                value, error = job(context), None
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
-                value, error = None, self._translate(exc)
+        firsts: dict[int, Any] = {}
+        for i, (first, then, fut, is_durable) in enumerate(batch):
+            if first is None or not is_durable:
+                continue
+            error, value = self._call(first, context)
             joined = context.joined()
+            if then is not None and error is None:
+                firsts[i] = (value, joined)
+            else:
+                durable.append((fut, error, value, joined))
+        # 3. Everything else, in the order it was submitted (the database writes).
+        late_reads: list[_Result] = []
+        for i, (first, then, fut, is_durable) in enumerate(batch):
+            if then is None:
+                continue
+            if first is None:
+                error, value = self._call(then, context)
+                joined = context.joined()
+            elif i in firsts:
+                before, joined = firsts[i]
+                error, value = self._call(then, context, before)
+                joined = context.joined() or joined
+            else:
+                continue  # its first part failed: settled with that error
             if is_durable:
                 durable.append((fut, error, value, joined))
             else:
-                early.append((fut, error, value))
-        if early:  # reads: answered before the batch's writes are made durable
-            self._settle(early)
+                late_reads.append((fut, error, value))
+        if late_reads:  # reads in order: answered before the batch's writes are made durable
+            self._settle(late_reads)
         try:
             failure = context.end_batch()
         except BaseException as exc:  # noqa: BLE001 - the thread must outlive any failure
@@ -162,6 +230,13 @@ class Lane(Generic[C]):
             else:  # the commit (or a directory fsync) failed: so did every job that joined it
                 error = self._translate(failure)
                 self._settle([(fut, exc or (error if j else None), value) for fut, exc, value, j in durable])
+
+    def _call(self, job: Callable[..., Any], *args: Any) -> tuple[BaseException | None, Any]:
+        """Run one job: (None, its value), or (the error a waiting request gets, None)."""
+        try:
+            return None, job(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+            return self._translate(exc), None
 
     def _settle(self, results: list[_Result]) -> None:
         assert self._loop is not None

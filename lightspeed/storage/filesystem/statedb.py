@@ -252,14 +252,19 @@ class ReaderContext:
 # ---------------------------------------------------------------------- owners, history, flags
 
 
+def _insert_owner(conn: sqlite3.Connection, conversation_id: str, owner: str) -> str:
+    """Insert-if-absent; the owner now recorded."""
+    conn.execute(
+        "INSERT OR IGNORE INTO owners (conversation_id, owner, created_at) VALUES (?, ?, ?)",
+        (conversation_id, owner, utc_timestamp()),
+    )
+    (recorded,) = conn.execute("SELECT owner FROM owners WHERE conversation_id = ?", (conversation_id,)).fetchone()
+    return str(recorded)
+
+
 def insert_owner(ctx: WriterContext, conversation_id: str, owner: str) -> str:
     with ctx.transaction() as conn:
-        conn.execute(
-            "INSERT OR IGNORE INTO owners (conversation_id, owner, created_at) VALUES (?, ?, ?)",
-            (conversation_id, owner, utc_timestamp()),
-        )
-        (recorded,) = conn.execute("SELECT owner FROM owners WHERE conversation_id = ?", (conversation_id,)).fetchone()
-    return str(recorded)
+        return _insert_owner(conn, conversation_id, owner)
 
 
 def get_owner(conn: sqlite3.Connection, conversation_id: str) -> str | None:
@@ -270,6 +275,15 @@ def get_owner(conn: sqlite3.Connection, conversation_id: str) -> str | None:
 def append_turn(ctx: WriterContext, conversation_id: str, text: str) -> None:
     with ctx.transaction() as conn:
         conn.execute("INSERT INTO turns (conversation_id, turn) VALUES (?, ?)", (conversation_id, text))
+
+
+def store_turn(ctx: WriterContext, conversation_id: str, owner: str | None, text: str) -> str | None:
+    """A query's rows in one savepoint: the owner of a new conversation (insert-if-absent),
+    then its turn; returns the owner recorded (``None`` when ``owner`` was not given)."""
+    with ctx.transaction() as conn:
+        recorded = None if owner is None else _insert_owner(conn, conversation_id, owner)
+        conn.execute("INSERT INTO turns (conversation_id, turn) VALUES (?, ?)", (conversation_id, text))
+    return recorded
 
 
 def get_turns(conn: sqlite3.Connection, conversation_id: str, limit: int) -> list[ConversationTurn]:
