@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from typing import Any
 
@@ -132,6 +133,18 @@ async def test_a_failure_after_the_stream_began_is_an_error_event_and_a_truncate
     [stored] = await transcripts(client)
     assert stored["truncated"] is True
     assert stored["llm_response"] == llm_response
+
+
+async def test_a_plain_text_stream_ends_a_failure_with_the_upstream_status_line(query_client: Any):
+    client = await query_client()
+    body = {"query": "q r s", "provider": "fake", "model": "drop", "media_type": "text/plain"}
+    resp, text = await stream(client, body)
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    # the tokens sent so far, then the upstream's line: "Status: {status} - {response} - {cause}"
+    assert re.fullmatch(r"You asked: q Status: 503 - Unable to connect to the LLM provider - [^\n]+", text), text
+    [stored] = await transcripts(client)
+    assert stored["truncated"] is True
 
 
 async def test_a_client_that_goes_away_mid_stream_leaves_a_truncated_transcript(query_client: Any, fake_llm: FakeLLM):

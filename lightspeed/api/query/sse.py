@@ -76,7 +76,8 @@ class EventSink:
 
     @staticmethod
     def _text_error(exc: HttpError) -> bytes:
-        return f"\n\n{exc.response}: {exc.cause}\n".encode()
+        # The upstream's plain-text error line, written right after the tokens sent so far.
+        return f"Status: {exc.status} - {exc.response} - {exc.cause}".encode()
 
     @staticmethod
     def _error_frame(exc: HttpError) -> bytes:
