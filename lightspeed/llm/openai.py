@@ -48,6 +48,8 @@ _KEY_RECHECK_SECONDS: Final = 1.0
 _MAX_ERROR_CHARS: Final = 500
 _LARGE_BODY_BYTES: Final = 512 * 1024
 _MASK_WINDOW: Final = 64 * 1024
+#: How the upstream recognises a provider's "prompt over the context window" refusal: by its text.
+_CONTEXT_LENGTH: Final = re.compile(r"context[ _]length", re.IGNORECASE)
 
 
 def join_url(base: str, *segments: str) -> URL:
@@ -165,16 +167,19 @@ class OpenAIProvider(LLMProvider):
     def _refused(self, status: int, text: str, headers: Mapping[str, str], model: str) -> LLMError:
         self._log_upstream(f"answered {status} to model {model!r}", text.strip() or "(empty body)")
         said = f"Provider {self.name!r} answered {status}"
+        if 400 <= status < 500 and _CONTEXT_LENGTH.search(text):
+            # The upstream's answer to a prompt over the model's context window (its own test of the text).
+            return LLMError(413, "Prompt is too long", f"The input exceeds the context window size of model '{model}'.")
         if status == 429:
             retry = headers.get("Retry-After", "")
             # Only a number of seconds or an HTTP date goes back to the client, never other text.
             ok = retry.isdigit() or bool(re.fullmatch(r"[A-Za-z]{3}, \d\d [A-Za-z]{3} \d{4} \d\d:\d\d:\d\d GMT", retry))
-            return LLMError(
-                429,
-                "The LLM provider is rate limiting requests",
-                f"{said} (rate limited)",
-                headers={"Retry-After": retry} if ok else None,
+            response, cause = (
+                ("The model quota has been exceeded", f"The token quota for model {model} has been exceeded.")
+                if model
+                else ("The quota has been exceeded", f"{said} (rate limited)")
             )
+            return LLMError(429, response, cause, headers={"Retry-After": retry} if ok else None)
         if status in (401, 403):
             return LLMError(
                 502,

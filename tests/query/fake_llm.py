@@ -52,6 +52,7 @@ MODELS = (
     "broken",
     "malformed",
     "reject",
+    "badrequest",
     "denied",
     "gone",
     "leak401",
@@ -158,6 +159,8 @@ class FakeLLM:
             return web.json_response(
                 {"error": {"message": "This model's maximum context length is 8 tokens"}}, status=400
             )
+        if model == "badrequest":
+            return web.json_response({"error": {"message": "Invalid value for 'top_p'"}}, status=400)
         if model == "denied":
             return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
         if model == "gone":

@@ -396,9 +396,10 @@ async def test_unknown_provider_or_model_is_404(query_client: Any, body: dict[st
 @pytest.mark.parametrize(
     ("model", "status", "response", "cause_part", "logged"),
     [
-        ("ratelimit", 429, "The LLM provider is rate limiting requests", "answered 429 (rate limited)", "Rate limit"),
+        ("ratelimit", 429, "The model quota has been exceeded", "quota for model ratelimit has been", "Rate limit"),
         ("broken", 503, "Unable to connect to the LLM provider", "answered 500: a server error", "internal failure"),
-        ("reject", 400, "The LLM provider rejected the request", "answered 400: the request was rejected", "context"),
+        ("reject", 413, "Prompt is too long", "the context window size of model 'reject'.", "maximum context"),
+        ("badrequest", 400, "The LLM provider rejected the request", "answered 400: the request was rejected", "top_p"),
         ("denied", 502, "The LLM provider refused the service's credentials", "answered 401", "Incorrect API key"),
         ("gone", 404, "Model not found", "Model with ID gone does not exist", "The model `gone`"),
         ("malformed", 502, "The LLM provider sent an invalid answer", "not a chat completion", "{not json"),

@@ -156,9 +156,9 @@ async def test_a_client_that_goes_away_mid_stream_leaves_a_truncated_transcript(
         seen += await resp.content.readany()
     resp.close()  # drop the connection with the answer half sent
 
-    for _ in range(200):
-        stored = await transcripts(client)
-        if stored:
+    deadline = asyncio.get_running_loop().time() + 30  # generous: the suite runs on busy 2-core machines
+    for _ in range(1200):
+        if (stored := await transcripts(client)) or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.025)
     [stored] = stored
@@ -196,7 +196,7 @@ async def test_errors_before_the_stream_begins_are_plain_json(query_client: Any,
     resp, text = await stream(client, {"query": "q", "provider": "fake", "model": "ratelimit"})
     assert resp.status == 429
     assert resp.headers["Retry-After"] == "7"
-    assert json.loads(text)["detail"]["response"] == "The LLM provider is rate limiting requests"
+    assert json.loads(text)["detail"]["response"] == "The model quota has been exceeded"
     resp, text = await stream(client, {"query": "q", "provider": "local", "model": "nope"})
     assert resp.status == 404
     assert json.loads(text)["detail"]["response"] == "Model not found"
