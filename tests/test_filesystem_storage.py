@@ -252,6 +252,7 @@ async def test_removed_directories_are_recreated(store: FilesystemStorage, tmp_p
 SIDECAR = """
 import contextlib, pathlib, sys, time
 stop, roots = pathlib.Path(sys.argv[1]), [pathlib.Path(a) for a in sys.argv[2:]]
+print("ready", flush=True)
 while not stop.exists():
     for root in roots:
         for path in sorted(root.rglob("*.json"), reverse=True):
@@ -281,13 +282,18 @@ async def test_writes_survive_a_sidecar_that_keeps_removing_folders(store: Files
         stdout=asyncio.subprocess.PIPE,
     )
     try:
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), 60) == b"ready\n"  # slow to start on a busy machine
         cid = str(uuid.uuid4())
-        refs = await asyncio.gather(
-            *(
-                store.put_feedback(feedback(cid)) if i % 2 else store.put_transcript(transcript(cid=cid))
-                for i in range(400)
+        refs = []
+        for _ in range(8):  # in waves, the sidecar at work between and during them
+            refs += await asyncio.gather(
+                *(
+                    store.put_feedback(feedback(cid)) if i % 2 else store.put_transcript(transcript(cid=cid))
+                    for i in range(50)
+                )
             )
-        )
+            await asyncio.sleep(0.02)
     finally:
         stop.touch()
         out, _ = await proc.communicate()
