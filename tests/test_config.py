@@ -179,7 +179,7 @@ def test_typos_in_a_file_all_listed(tmp_path: Path) -> None:
 
 def test_semantic_problems_all_reported() -> None:
     data = {
-        "service": {"port": 70000, "workers": 0, "max_request_body_bytes": 10},
+        "service": {"port": 70000, "workers": 0, "max_request_body_bytes": 10, "max_image_attachment_bytes": -1},
         "user_data_collection": {
             "data_collector": {"collection_interval": 0, "connection_timeout_seconds": -1, "compression_level": 0},
         },
@@ -190,12 +190,33 @@ def test_semantic_problems_all_reported() -> None:
         "service.port: must be between 1 and 65535, got 70000",
         "service.workers: must be at least 1, got 0",
         "service.max_request_body_bytes: must be at least 1024, got 10",
+        "service.max_image_attachment_bytes: must be 0 or more, got -1",
         "user_data_collection.data_collector.collection_interval: must be greater than 0, got 0",
         "user_data_collection.data_collector.connection_timeout_seconds: must be greater than 0, got -1",
         "user_data_collection.data_collector.compression_level: must be a gzip level from 1 (fastest) to 9"
         " (smallest), got 0",
         "authentication.module: must be one of noop, noop-with-token, k8s, jwk-token, api-key-token, rh-identity,"
         " trusted-proxy, got 'oauth'",
+    ]
+
+
+def test_image_keys_are_ours_beside_the_upstreams() -> None:
+    """``transcripts_include_images`` and ``max_image_attachment_bytes`` are lightspeed's keys, in
+    sections the upstream shares: honoured, never warned about as the upstream's, typos still errors."""
+    warnings: list[str] = []
+    data = {
+        "service": {"max_image_attachment_bytes": 2048, "color_log": True},
+        "user_data_collection": {"transcripts_include_images": True},
+    }
+    config = parse_config(data, env={}, warnings=warnings)
+    assert config.service.max_image_attachment_bytes == 2048
+    assert config.user_data_collection.transcripts_include_images is True
+    assert [w.split(":")[0] for w in warnings] == ["service.color_log"]
+    defaults = parse_config({}, env={})
+    assert defaults.service.max_image_attachment_bytes == 100 * 1024 * 1024
+    assert defaults.user_data_collection.transcripts_include_images is False
+    assert problems({"user_data_collection": {"transcript_include_images": True}}) == [
+        "user_data_collection.transcript_include_images: unknown key"
     ]
 
 

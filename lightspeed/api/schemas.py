@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from lightspeed.api.attachments import ATTACHMENT_CONTENT_TYPES, ATTACHMENT_TYPES, IMAGE_CONTENT_TYPES
+
 __all__ = ["COMPONENTS", "ref"]
 
 
@@ -28,6 +30,8 @@ def _obj(properties: dict[str, Any], *, required: tuple[str, ...] = (), closed: 
     return out
 
 
+#: The smallest PNG: one transparent pixel.
+_PNG_1X1: Final = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 _STR: Final = {"type": "string"}
 _INT: Final = {"type": "integer"}
 _BOOL: Final = {"type": "boolean"}
@@ -36,25 +40,6 @@ _NUM: Final = {"type": "number"}
 CONVERSATION_ID_PATTERN: Final = (
     r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|conv_[0-9a-f]{48})$"
 )
-ATTACHMENT_TYPES: Final = [
-    "alert",
-    "api object",
-    "configuration",
-    "error message",
-    "event",
-    "image",
-    "log",
-    "stack trace",
-]
-ATTACHMENT_CONTENT_TYPES: Final = [
-    "text/plain",
-    "application/json",
-    "application/yaml",
-    "application/xml",
-    "image/jpeg",
-    "image/png",
-]
-
 COMPONENTS: Final[dict[str, Any]] = {
     # ------------------------------------------------------------------ errors
     "ErrorDetail": _obj({"response": _STR, "cause": _STR}, required=("response", "cause")),
@@ -81,16 +66,28 @@ COMPONENTS: Final[dict[str, Any]] = {
     # ------------------------------------------------------------------ query
     "Attachment": _obj(
         {
-            "attachment_type": {"type": "string", "examples": ATTACHMENT_TYPES},
-            "content_type": {"type": "string", "examples": ATTACHMENT_CONTENT_TYPES},
-            "content": {"type": "string", "description": "The text; for an image, its bytes in base64"},
+            "attachment_type": {"type": "string", "examples": list(ATTACHMENT_TYPES)},
+            "content_type": {"type": "string", "examples": list(ATTACHMENT_CONTENT_TYPES)},
+            "content": {
+                "type": "string",
+                "description": "The text; for an image, its bytes in base64 (strict: no whitespace or line breaks)",
+            },
         },
         required=("attachment_type", "content_type", "content"),
         closed=True,
         description=(
             f"attachment_type one of {', '.join(ATTACHMENT_TYPES)}; content_type one of"
-            f" {', '.join(ATTACHMENT_CONTENT_TYPES)} (422 otherwise)"
+            f" {', '.join(ATTACHMENT_CONTENT_TYPES)} (422 Invalid attribute value otherwise)."
+            f" An image is attachment_type image with content_type {' or '.join(IMAGE_CONTENT_TYPES)}"
+            " (one without the other is a 422): content is the image's bytes in base64, which must"
+            " decode, start with the format's signature and be at most service.max_image_attachment_bytes"
+            " bytes decoded (104857600 by default), else a 422 in the validation list. An image goes to"
+            " the LLM as an image part of the user message, not as text."
         ),
+        examples=[
+            {"attachment_type": "log", "content_type": "text/plain", "content": "this is attachment"},
+            {"attachment_type": "image", "content_type": "image/png", "content": _PNG_1X1},
+        ],
     ),
     "QueryRequest": _obj(
         {

@@ -119,6 +119,8 @@ class UserDataCollectionConfig:
     feedback_categories: tuple[str, ...] = DEFAULT_FEEDBACK_CATEGORIES
     #: Deleting a conversation also deletes its transcripts and feedback not collected yet.
     delete_pending_with_conversation: bool = True
+    #: Transcripts keep image attachments' bytes (base64); otherwise only their type and size.
+    transcripts_include_images: bool = False
     data_collector: DataCollectorConfig = attrs.field(factory=DataCollectorConfig)
     storage: StorageConfig = attrs.field(factory=StorageConfig)
 

@@ -23,6 +23,9 @@ class ServiceConfig:
     access_log: bool = True
     #: Largest accepted request body, in bytes; larger bodies get 413.
     max_request_body_bytes: int = 1024 * 1024
+    #: Largest image attachment of a query, in bytes once decoded (the upstream's limit, 100 MiB);
+    #: a larger one is a 422. The body limit above applies first.
+    max_image_attachment_bytes: int = 100 * 1024 * 1024
     #: Open client connections at most (lowered to fit the open-files limit); beyond it the oldest
     #: idle connection is closed, or, when none is idle, the newcomer gets 503.
     max_connections: int = 10000
@@ -47,6 +50,8 @@ def service_problems(svc: ServiceConfig) -> list[str]:
         add(f"service.workers: must be at least 1, got {svc.workers}")
     if svc.max_request_body_bytes < 1024:
         add(f"service.max_request_body_bytes: must be at least 1024, got {svc.max_request_body_bytes}")
+    if svc.max_image_attachment_bytes < 0:
+        add(f"service.max_image_attachment_bytes: must be 0 or more, got {svc.max_image_attachment_bytes}")
     if not svc.host:
         add("service.host: must not be empty")
     if svc.max_connections < 1:

@@ -11,13 +11,14 @@ import aiohttp
 import attrs
 
 from lightspeed.config import Config, LLMProviderConfig
-from lightspeed.llm.base import UNAVAILABLE, Completion, LLMError, LLMProvider, Message, TokenStream, Usage
+from lightspeed.llm.base import UNAVAILABLE, Completion, Image, LLMError, LLMProvider, Message, TokenStream, Usage
 from lightspeed.llm.echo import EchoProvider
 from lightspeed.llm.openai import ListedModel, OpenAIProvider
 
 __all__ = [
     "Completion",
     "EchoProvider",
+    "Image",
     "LLMError",
     "LLMProvider",
     "LLMRegistry",

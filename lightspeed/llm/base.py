@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncGenerator, Sequence
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
@@ -20,6 +20,7 @@ from lightspeed.health import ProviderHealth
 
 __all__ = [
     "Completion",
+    "Image",
     "LLMError",
     "LLMProvider",
     "Message",
@@ -33,14 +34,35 @@ UNAVAILABLE: Final = "Unable to connect to the LLM provider"
 
 
 @attrs.frozen(kw_only=True)
+class Image:
+    """An image sent with a user message: its content type, its bytes in base64 and their number."""
+
+    content_type: str
+    data: str = attrs.field(repr=False)
+    size: int
+
+    @property
+    def data_url(self) -> str:
+        return f"data:{self.content_type};base64,{self.data}"
+
+
+@attrs.frozen(kw_only=True)
 class Message:
-    """One chat message: ``role`` is ``system``, ``user`` or ``assistant``."""
+    """One chat message: ``role`` is ``system``, ``user`` or ``assistant``; a user message may
+    carry images besides its text."""
 
     role: str
     content: str
+    images: tuple[Image, ...] = ()
 
-    def to_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def to_dict(self) -> dict[str, Any]:
+        """The message as the OpenAI chat completions API takes it: the text alone, or with
+        images, a list of content parts (the text, then one ``image_url`` part per image)."""
+        if not self.images:
+            return {"role": self.role, "content": self.content}
+        parts: list[dict[str, Any]] = [{"type": "text", "text": self.content}]
+        parts.extend({"type": "image_url", "image_url": {"url": image.data_url}} for image in self.images)
+        return {"role": self.role, "content": parts}
 
 
 @attrs.define(kw_only=True)

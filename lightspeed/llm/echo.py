@@ -1,11 +1,13 @@
 """``echo``: a development provider that answers offline and deterministically.
 
 The answer is the last user message, word for word (history and system prompt are
-counted in ``input_tokens`` but not repeated). Streaming yields one word, with the
-whitespace after it, per token, so the joined tokens equal the whole answer; tokens come in
-batches of :data:`BATCH_TOKENS`, and the event loop gets a turn between batches, so a long
-answer never holds it (other requests and the probes are answered meanwhile). No network,
-no randomness: the service runs on a fresh machine and tests can be exact.
+counted in ``input_tokens`` but not repeated), followed by one line per image it carried
+(``[Image 1 received: image/png, 68 bytes]``), so a client can see that its images arrived.
+Streaming yields one word, with the whitespace after it, per token, so the joined tokens
+equal the whole answer; tokens come in batches of :data:`BATCH_TOKENS`, and the event loop
+gets a turn between batches, so a long answer never holds it (other requests and the probes
+are answered meanwhile). No network, no randomness: the service runs on a fresh machine and
+tests can be exact.
 """
 
 from __future__ import annotations
@@ -34,10 +36,13 @@ def _count(messages: Sequence[Message]) -> int:
 
 
 def echo_answer(messages: Sequence[Message]) -> str:
-    """The answer the echo provider gives: the last user message."""
+    """The answer the echo provider gives: the last user message, and a line per image in it."""
     for message in reversed(messages):
         if message.role == "user":
-            return message.content
+            lines = [
+                f"[Image {i} received: {img.content_type}, {img.size} bytes]" for i, img in enumerate(message.images, 1)
+            ]
+            return "\n\n".join([message.content, *lines]) if lines else message.content
     return ""
 
 

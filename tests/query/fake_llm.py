@@ -3,7 +3,9 @@
 The model named in a request picks the behaviour:
 
 ``fake-model``   answers ``You asked: <last user message>``, whole or streamed word by word,
-                 with token usage;
+                 with token usage; a message of content parts is its text parts, then
+                 ``(image: <media type>, <bytes> bytes)`` for each ``image_url`` part (a
+                 data URL that is not base64 is a 400, as OpenAI answers);
 ``slow``         streams :attr:`FakeLLM.slow_tokens` tokens, one every :attr:`FakeLLM.slow_delay` s;
 ``hang``         says nothing for :attr:`FakeLLM.hang_seconds` s (provider timeouts);
 ``drop``         streams three tokens, then closes the connection without ending the answer
@@ -36,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import re
@@ -62,9 +66,31 @@ MODELS = (
 )
 
 
+def message_text(content: str | list[dict[str, Any]]) -> str:
+    """A message's content as text: itself, or its parts (text, and a note per image)."""
+    if isinstance(content, str):
+        return content
+    out = []
+    for part in content:
+        if part["type"] == "text":
+            out.append(part["text"])
+        else:
+            media, data = _data_url(part["image_url"]["url"])
+            out.append(f"(image: {media}, {len(data)} bytes)")
+    return " ".join(out)
+
+
+def _data_url(url: str) -> tuple[str, bytes]:
+    """The media type and bytes of a ``data:<type>;base64,<data>`` URL; ValueError otherwise."""
+    match = re.fullmatch(r"data:([\w/.+-]+);base64,([A-Za-z0-9+/]*={0,2})", url)
+    if match is None:
+        raise ValueError(f"not a base64 data URL: {url[:40]!r}")
+    return match[1], base64.b64decode(match[2], validate=True)
+
+
 def answer_for(messages: list[dict[str, Any]]) -> str:
     last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    return f"You asked: {last}"
+    return f"You asked: {message_text(last)}"
 
 
 def words(text: str) -> list[str]:
@@ -178,8 +204,11 @@ class FakeLLM:
             assert request.transport is not None
             request.transport.close()
             await asyncio.sleep(1)
-        answer = answer_for(body["messages"])
-        prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+        try:
+            answer = answer_for(body["messages"])
+        except (ValueError, binascii.Error) as exc:
+            return web.json_response({"error": {"message": f"Invalid image: {exc}"}}, status=400)
+        prompt_tokens = sum(len(message_text(m["content"]).split()) for m in body["messages"])
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(answer.split())}
         if not stream:
             if model == "malformed":

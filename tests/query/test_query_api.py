@@ -312,29 +312,6 @@ async def test_upstream_optional_fields_are_accepted(query_client: Any):
     assert status == 200, got
 
 
-@pytest.mark.parametrize(
-    ("attachment", "cause"),
-    [
-        (
-            {"attachment_type": "log", "content_type": "image/png", "content": "x"},
-            "Attachment with improper content type image/png detected",
-        ),
-        (
-            {"attachment_type": "diary", "content_type": "text/plain", "content": "x"},
-            "Attachment with improper type diary detected",
-        ),
-    ],
-)
-async def test_disallowed_attachment_is_422_unable_to_process(
-    query_client: Any, fake_llm: FakeLLM, attachment: Any, cause: str
-):
-    client = await query_client()
-    status, got = await ask(client, {"query": "q", "attachments": [attachment]})
-    assert status == 422
-    assert got == {"detail": {"response": "Unable to process this request", "cause": cause}}
-    assert fake_llm.requests == []
-
-
 @pytest.mark.parametrize("path", ["/v1/query", "/v1/streaming_query"])
 async def test_a_lone_surrogate_anywhere_is_422_and_nothing_is_stored(query_client: Any, fake_llm: FakeLLM, path: str):
     """JSON can carry "\\ud800", UTF-8 cannot: refused at validation, never a dropped record or a cut stream."""

@@ -36,6 +36,7 @@ from lightspeed.api.query.request import (
     QueryRequest,
     check_attachments,
     parse_query_request,
+    prompt_images,
     prompt_text,
 )
 from lightspeed.api.query.sse import EventSink
@@ -91,12 +92,13 @@ async def begin(request: web.Request) -> Interaction:
     user = await authenticate(request)
     config = config_from(request)
     body = await read_json_body(request, limit=config.service.max_request_body_bytes)
-    q = parse_query_request(body)
+    q = parse_query_request(body, max_image_bytes=config.service.max_image_attachment_bytes)
     require_model_override(request, provider=q.provider, model=q.model)
     check_attachments(q.attachments)
     redactor = redactor_from(request)
     redacted_query = redactor.redact(q.query)
-    attachments = tuple(attrs.evolve(a, content=redactor.redact(a.content)) for a in q.attachments)
+    # Filters are for text: an image's base64 is left whole (a replacement would corrupt it).
+    attachments = tuple(a if a.is_image else attrs.evolve(a, content=redactor.redact(a.content)) for a in q.attachments)
     provider, model = await llm_from(request).resolve_or_discover(q.provider, q.model)
 
     storage = storage_from(request)
@@ -133,7 +135,9 @@ async def begin(request: web.Request) -> Interaction:
     for turn in kept:
         messages.append(Message(role="user", content=turn.query))
         messages.append(Message(role="assistant", content=turn.response))
-    messages.append(Message(role="user", content=prompt_text(redacted_query, attachments)))
+    messages.append(
+        Message(role="user", content=prompt_text(redacted_query, attachments), images=prompt_images(attachments))
+    )
     return Interaction(
         user=user,
         request=q,
@@ -164,7 +168,8 @@ async def record(request: web.Request, it: Interaction, answer: str, *, cut_shor
         started_at=it.started_at,
     )
     transcript = None
-    if config_from(request).user_data_collection.transcripts_enabled:
+    udc = config_from(request).user_data_collection
+    if udc.transcripts_enabled:
         transcript = Transcript(
             metadata=TranscriptMetadata(
                 provider=it.provider.name,
@@ -178,7 +183,7 @@ async def record(request: web.Request, it: Interaction, answer: str, *, cut_shor
             query_is_valid=True,
             llm_response=answer,
             truncated=it.history_truncated or cut_short,
-            attachments=tuple(a.to_dict() for a in it.attachments),
+            attachments=tuple(a.to_dict(include_image=udc.transcripts_include_images) for a in it.attachments),
         )
     await pending_stores_from(request).run(
         store_answer(

@@ -1,5 +1,10 @@
 """The query request: its fields, validated as the upstream's pydantic model does, and the
-prompt text built from the query and its attachments."""
+prompt built from the query and its attachments.
+
+Attachments are text (a log, a configuration, an error message...) or images, checked as
+:mod:`lightspeed.api.attachments` says. Text attachments go into the prompt text; images go
+to the LLM as image parts of the user message, never into the text.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,14 @@ from typing import Any, Final
 
 import attrs
 
+from lightspeed.api.attachments import (
+    ATTACHMENT_CONTENT_TYPES,
+    ATTACHMENT_TYPES,
+    check_image,
+)
 from lightspeed.api.errors import ApiError
 from lightspeed.api.validation import BodyChecker
+from lightspeed.llm import Image
 from lightspeed.records import canonical_conversation_id
 
 __all__ = [
@@ -22,16 +33,14 @@ __all__ = [
     "QueryRequest",
     "check_attachments",
     "parse_query_request",
+    "prompt_images",
     "prompt_text",
 ]
 
-#: The upstream's attachment types and content types.
-ATTACHMENT_TYPES: Final = ("alert", "api object", "configuration", "error message", "event", "log", "stack trace")
-ATTACHMENT_CONTENT_TYPES: Final = ("text/plain", "application/json", "application/yaml", "application/xml")
 MEDIA_TYPE_JSON: Final = "application/json"
 MEDIA_TYPE_TEXT: Final = "text/plain"
 DEFAULT_SYSTEM_PROMPT: Final = "You are a helpful assistant"
-UNABLE_TO_PROCESS: Final = "Unable to process this request"
+INVALID_ATTRIBUTE: Final = "Invalid attribute value"
 
 _QUERY_FIELDS: Final = (
     "query",
@@ -52,13 +61,28 @@ _ATTACHMENT_FIELDS: Final = ("attachment_type", "content_type", "content")
 
 @attrs.frozen(kw_only=True)
 class Attachment:
-    """One attachment of a query: a log, a configuration, an error message..."""
+    """One attachment of a query: a log, a configuration, an error message... or an image."""
 
     attachment_type: str
     content_type: str
+    #: The text; for an image, its bytes in base64.
     content: str
+    #: For an image: its size in bytes, decoded (``None`` for text).
+    image_bytes: int | None = None
 
-    def to_dict(self) -> dict[str, str]:
+    @property
+    def is_image(self) -> bool:
+        return self.image_bytes is not None
+
+    def to_dict(self, *, include_image: bool = True) -> dict[str, Any]:
+        """The attachment as a transcript records it: the request's three fields, except that an
+        image without ``include_image`` is its type and size (``size_bytes``), not its bytes."""
+        if self.image_bytes is not None and not include_image:
+            return {
+                "attachment_type": self.attachment_type,
+                "content_type": self.content_type,
+                "size_bytes": self.image_bytes,
+            }
         return {"attachment_type": self.attachment_type, "content_type": self.content_type, "content": self.content}
 
 
@@ -75,8 +99,11 @@ class QueryRequest:
     media_type: str | None = None
 
 
-def parse_query_request(body: Any) -> QueryRequest:
-    """Validate a query body as the upstream's pydantic model does; raises ``ValidationFailed``."""
+def parse_query_request(body: Any, *, max_image_bytes: int) -> QueryRequest:
+    """Validate a query body as the upstream's pydantic model does; raises ``ValidationFailed``.
+
+    ``max_image_bytes`` is the largest image attachment accepted (decoded).
+    """
     c = BodyChecker(body, allowed=_QUERY_FIELDS)
     query = c.string("query", required=True, min_length=1)
     if query is not None and not query.strip():
@@ -98,7 +125,7 @@ def parse_query_request(body: Any) -> QueryRequest:
     solr = c.body.get("solr")
     if solr is not None and not isinstance(solr, dict):
         c.add("dict_type", ["solr"], "Input should be a valid dictionary", solr)
-    attachments = _attachments(c)
+    attachments = _attachments(c, max_image_bytes)
     if not c.errors:
         # The upstream's model validators run only when every field is valid.
         if model and not provider:
@@ -120,7 +147,7 @@ def parse_query_request(body: Any) -> QueryRequest:
     )
 
 
-def _attachments(c: BodyChecker) -> tuple[Attachment, ...]:
+def _attachments(c: BodyChecker, max_image_bytes: int) -> tuple[Attachment, ...]:
     value = c.body.get("attachments")
     if value is None:
         return ()
@@ -145,22 +172,43 @@ def _attachments(c: BodyChecker) -> tuple[Attachment, ...]:
             else:
                 fields[key] = item[key]
         if len(fields) == len(_ATTACHMENT_FIELDS):
-            out.append(Attachment(**fields))
+            # The upstream's model validator runs once the attachment's own fields are valid.
+            try:
+                image_bytes = check_image(**fields, limit=max_image_bytes)
+            except ValueError as exc:
+                c.value_error(loc, str(exc), item)
+                continue
+            out.append(Attachment(**fields, image_bytes=image_bytes))
     return tuple(out)
 
 
 def check_attachments(attachments: Sequence[Attachment]) -> None:
-    """The upstream's metadata check: a 422 ``Unable to process this request`` naming the bad value."""
+    """The upstream's metadata check, after the body's validation: a 422 ``Invalid attribute
+    value`` naming the first unknown type or content type and the allowed ones."""
     for att in attachments:
         if att.attachment_type not in ATTACHMENT_TYPES:
-            raise ApiError(422, UNABLE_TO_PROCESS, f"Attachment with improper type {att.attachment_type} detected")
+            cause = f"Invalid attachment type {att.attachment_type}: must be one of {list(ATTACHMENT_TYPES)}"
+            raise ApiError(422, INVALID_ATTRIBUTE, cause)
         if att.content_type not in ATTACHMENT_CONTENT_TYPES:
-            raise ApiError(422, UNABLE_TO_PROCESS, f"Attachment with improper content type {att.content_type} detected")
+            allowed = list(ATTACHMENT_CONTENT_TYPES)
+            cause = f"Invalid attachment content type {att.content_type}: must be one of {allowed}"
+            raise ApiError(422, INVALID_ATTRIBUTE, cause)
 
 
 def prompt_text(query: str, attachments: Sequence[Attachment]) -> str:
-    """The user message: the (redacted) query, then each attachment under a header line."""
+    """The user message's text: the (redacted) query, then each text attachment under a header
+    line naming its place among all the attachments. Images are not part of the text."""
     parts = [query]
     for i, att in enumerate(attachments, 1):
-        parts.append(f"[Attachment {i}: {att.attachment_type}, {att.content_type}]\n{att.content}")
+        if not att.is_image:
+            parts.append(f"[Attachment {i}: {att.attachment_type}, {att.content_type}]\n{att.content}")
     return "\n\n".join(parts)
+
+
+def prompt_images(attachments: Sequence[Attachment]) -> tuple[Image, ...]:
+    """The image attachments, in order, as the LLM receives them."""
+    return tuple(
+        Image(content_type=a.content_type, data=a.content, size=a.image_bytes)
+        for a in attachments
+        if a.image_bytes is not None
+    )
