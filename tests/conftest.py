@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from kube_api import KubeApiStandIn
+from service_process import NOBODY
 
 from lightspeed import create_app
 from lightspeed.config import Config, parse_config
@@ -83,6 +88,24 @@ def _http_json(method: str, url: str, body: Any = None) -> tuple[int, Any]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def unprivileged_base() -> Iterator[Path]:
+    """A directory under /tmp that ``nobody`` owns (and can reach), for a service run as nobody
+    without capabilities (``service_process.Service(..., unprivileged=True)``), so file modes
+    bind; skips unless root with setpriv. A tmpfs mounted at ``disk`` in it is unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("running the service as nobody needs root (setpriv)")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed: cannot drop root's capabilities")
+    base = Path(tempfile.mkdtemp(prefix="lightspeed-faults-"))
+    os.chown(base, NOBODY, NOBODY)
+    try:
+        yield base
+    finally:
+        subprocess.run(["umount", "-l", str(base / "disk")], check=False, capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

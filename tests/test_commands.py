@@ -336,25 +336,6 @@ def test_serve_uses_lightspeed_config(tmp_path: Path, unused_tcp_port: int, http
         assert server.stop() == 0
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_serve_unusable_storage_fails_clearly(tmp_path: Path, workers: int, unused_tcp_port: int) -> None:
-    (tmp_path / "data").write_bytes(b"")  # ./data must be a directory
-    write(
-        tmp_path / "lightspeed-stack.yaml",
-        f"""
-        service: {{host: 127.0.0.1, port: {unused_tcp_port}, workers: {workers}}}
-        user_data_collection: {{feedback_enabled: true, feedback_storage: ./data/feedback}}
-        """,
-    )
-    result = run([], tmp_path)
-    assert result.returncode == 2
-    assert f"lightspeed: error: filesystem store failed: Not a directory (ENOTDIR) ({tmp_path / 'data'})" in (
-        result.stderr
-    )
-    assert "Traceback" not in result.stderr
-    assert "restarted worker" not in result.stderr
-
-
 # ------------------------------------------------------------------ workers
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +25,6 @@ QUERY_500 = (
     {"response": "Internal server error", "cause": "An unexpected error occurred while processing the request."},
     {"response": "Database query failed", "cause": "Failed to query the database"},
 )
-
-
-@pytest.fixture
-def unprivileged_base() -> Iterator[Path]:
-    """A directory under /tmp that ``nobody`` owns (and can reach)."""
-    if os.geteuid() != 0:
-        pytest.skip("running the service as nobody needs root (setpriv)")
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is not installed: cannot drop root's capabilities")
-    base = Path(tempfile.mkdtemp(prefix="lightspeed-faults-"))
-    os.chown(base, NOBODY, NOBODY)
-    try:
-        yield base
-    finally:
-        subprocess.run(["umount", "-l", str(base / "disk")], check=False, capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _config(root: Path) -> dict[str, Any]:
@@ -84,8 +66,11 @@ class Api:
             return resp.status, await resp.json()
 
     async def ready(self) -> int:
+        return (await self.readiness())[0]
+
+    async def readiness(self) -> tuple[int, Any]:
         async with self.http.get(f"{self.base}/readiness") as resp:
-            return resp.status
+            return resp.status, await resp.json()
 
     async def until_ready(self, expected: int, within: float = 10) -> None:
         deadline = asyncio.get_running_loop().time() + within
@@ -105,8 +90,8 @@ async def _healthy(api: Api, cid: str) -> None:
     assert await api.feedback(cid) == (200, {"response": "feedback received"})
 
 
-async def _failing(api: Api, cid: str, feedback_cause: str) -> None:
-    """Nothing is answered that was not stored, and the probes say so."""
+async def _failing(api: Api, cid: str, root: Path, cause: str) -> None:
+    """Nothing is answered that was not stored, and the probes say why."""
     status, body = await api.query()
     assert status == 500 and body["detail"] in QUERY_500, body
     status, body = await api.query(cid)
@@ -115,9 +100,11 @@ async def _failing(api: Api, cid: str, feedback_cause: str) -> None:
     assert [e["event"] for e in events].count("end") == 0
     assert events[-1]["event"] == "error" and events[-1]["data"]["status_code"] == 500
     status, body = await api.feedback(cid)
-    assert (status, body["detail"]["response"]) == (500, "Failed to store feedback"), body
-    assert feedback_cause in body["detail"]["cause"]
-    assert await api.ready() == 503
+    cause_500 = f"Failed to store feedback at directory: {root / 'feedback'}"  # the upstream's words
+    assert (status, body["detail"]) == (500, {"response": "Failed to store feedback", "cause": cause_500}), body
+    status, body = await api.readiness()
+    assert (status, body["ready"], body["overall_status"]) == (503, False, "unhealthy"), body
+    assert cause in body["reason"] and "feedback_storage" in body["reason"], body
 
 
 async def _with_service(base: Path, root: Path, scenario: Callable[[Api], Awaitable[None]]) -> None:
@@ -153,7 +140,7 @@ async def test_a_full_disk_fails_requests_clearly_and_heals_without_a_restart(
         cid = body["conversation_id"]
         await _healthy(api, cid)
         filler = fill(disk)
-        await _failing(api, cid, "No space left on device")
+        await _failing(api, cid, disk, "No space left on device")
         filler.unlink()
         await _healthy(api, cid)
 
@@ -172,7 +159,7 @@ async def test_unwritable_record_directories_fail_requests_clearly_and_heal(unpr
         assert {p.name for p in folders} >= {"feedback", "transcripts"}
         for folder in folders:
             folder.chmod(0o500)
-        await _failing(api, cid, "Permission denied")
+        await _failing(api, cid, root, "Permission denied")
         for folder in folders:
             folder.chmod(0o700)
         await _healthy(api, cid)

@@ -32,6 +32,7 @@ from lightspeed.records import (
 from lightspeed.storage import (
     FEEDBACK_ENABLED_FLAG,
     StorageConfigError,
+    StorageRootUnavailable,
     StorageUnavailable,
 )
 from lightspeed.storage.filesystem import FilesystemStorage
@@ -330,12 +331,27 @@ async def test_unwritable_directory_is_a_clear_error(store: FilesystemStorage, t
     assert [p.suffix for p in fdir.iterdir()] == [".json"]
 
 
-async def test_unopenable_root_fails_open(make_config: MakeConfig, tmp_path: Path) -> None:
-    (tmp_path / "feedback").write_bytes(b"")
+async def test_a_root_that_cannot_be_created_opens_and_fails_its_writes_until_fixed(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "feedback"
+    blocker.write_bytes(b"")
     s = backend(make_config())
-    with pytest.raises(StorageUnavailable):
-        await s.open()
-    await s.aclose()
+    await s.open()
+    try:
+        with pytest.raises(StorageRootUnavailable) as info:
+            await s.put_feedback(feedback())
+        assert info.value.root == str(blocker)
+        assert "feedback_storage" in str(info.value) and "Not a directory" in str(info.value)
+        with pytest.raises(StorageUnavailable, match="feedback_storage"):
+            await s.ping()
+        await s.put_transcript(transcript())  # the other root works meanwhile
+        blocker.unlink()
+        await s.ping()
+        await s.put_feedback(feedback())
+        assert [p.suffix for p in blocker.iterdir()] == [".json"]
+    finally:
+        await s.aclose()
     with pytest.raises(StorageUnavailable):
         await s.put_feedback(feedback())
 

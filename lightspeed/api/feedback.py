@@ -21,7 +21,7 @@ from lightspeed.records import (
     utc_timestamp,
 )
 from lightspeed.state import config_from, storage_from
-from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
+from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageRootUnavailable, StorageUnavailable
 
 __all__ = ["add_routes"]
 
@@ -97,6 +97,10 @@ async def post_feedback(request: web.Request) -> web.Response:
         stored = await storage_from(request).put_feedback(record)
     except StorageUnavailable as exc:
         log.error("failed to store feedback for conversation %s: %s", conversation_id, exc)
+        if isinstance(exc, StorageRootUnavailable):  # the upstream's body: its directory, not the cause
+            raise ApiError(
+                500, "Failed to store feedback", f"Failed to store feedback at directory: {exc.root}"
+            ) from exc
         raise storage_failure(exc, "Failed to store feedback") from exc
     log.debug("stored feedback %s (%d bytes)", stored.name, stored.size)
     return json_response({"response": "feedback received"})

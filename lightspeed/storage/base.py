@@ -257,7 +257,12 @@ class StorageBackend(abc.ABC):
         """Connect, create what is missing (directories, schema), start helpers.
 
         Raises ``StorageUnavailable`` when the store cannot be reached; the instance can
-        then be opened again later. Calling any other method before ``open`` is an error.
+        then be opened again later. A backend may instead open while part of its store cannot
+        be used yet (the filesystem backend does, for a directory that cannot be created or
+        written, so that one bad volume does not stop the service): then :meth:`ping` and the
+        operations that need that part raise ``StorageUnavailable`` until it can be used, and
+        the same instance recovers by itself. Calling any other method before ``open`` is an
+        error.
         """
 
     @abc.abstractmethod
@@ -284,8 +289,9 @@ class StorageBackend(abc.ABC):
         Atomic: a reader (a collector, or a tool globbing ``*.json`` on the filesystem)
         sees either the complete record or nothing, never part of it. The record is
         pending until a collector acks it. Raises ``StorageUnavailable`` when the store
-        cannot take it; then nothing is visible. Retrying with the same record is safe:
-        the record id makes the write idempotent.
+        cannot take it (``StorageRootUnavailable``, naming the directory as configured, when
+        the directory records are written into is at fault); then nothing is visible.
+        Retrying with the same record is safe: the record id makes the write idempotent.
         """
 
     @abc.abstractmethod

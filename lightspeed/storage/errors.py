@@ -13,6 +13,7 @@ __all__ = [
     "RecordNotFound",
     "StorageConfigError",
     "StorageError",
+    "StorageRootUnavailable",
     "StorageUnavailable",
     "StorageUnreachable",
     "StorageUnsupported",
@@ -46,6 +47,18 @@ class InteractionNotStored(StorageUnavailable):
         self.transcript = transcript
         parts = [f"history: {history}" if history else "", f"transcript: {transcript}" if transcript else ""]
         super().__init__("; ".join(p for p in parts if p) or "not stored")
+
+
+class StorageRootUnavailable(StorageUnavailable):
+    """A directory that records are written into (``feedback_storage``, ``transcripts_storage``)
+    cannot be created or written: a file stands in its path, it is read-only, the disk is full.
+    ``root`` is the directory as configured; the HTTP API names it in the upstream's 500 body
+    (``Failed to store feedback at directory: {root}``). Nothing was stored; a retry is safe,
+    and succeeds once the directory can be written again (no reopening needed)."""
+
+    def __init__(self, message: str, *, root: str) -> None:
+        super().__init__(message)
+        self.root = root
 
 
 class StorageUnsupported(StorageError):

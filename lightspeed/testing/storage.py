@@ -162,6 +162,12 @@ class _Kit:
         nobody listens for, a directory where a file stands); ``None`` skips that test."""
         return None
 
+    async def make_reachable(self, tmp_path: Path) -> bool:
+        """Optionally make the store of :meth:`make_unreachable_backend` reachable again (remove
+        the file, start the server) and return ``True``; ``False`` (the default) skips the test
+        that the same instance then works without a restart."""
+        return False
+
     def require(self, flag: str) -> None:
         """Skip the running test unless the capability flag ``flag`` is true, naming it."""
         if not getattr(self, flag):
@@ -764,15 +770,47 @@ class ErrorContractTests(_Kit):
         assert any("no_such_option" in p for p in info.value.problems)
 
     async def test_an_unreachable_store_raises_storage_unavailable(self, tmp_path: Path) -> None:
+        """``open`` raises ``StorageUnavailable``, or opens anyway (a directory that may be
+        created later) and then ``ping`` and writes raise it; a message either way."""
         unreachable = await self.make_unreachable_backend(tmp_path)
         if unreachable is None:
             pytest.skip(f"{type(self).__name__}.make_unreachable_backend returns None")
         try:
-            with pytest.raises(StorageUnavailable) as info:
+            try:
                 await unreachable.open()
+            except StorageUnavailable as exc:
+                assert str(exc), "StorageUnavailable without a message for the operator"
+                with pytest.raises(StorageError):
+                    await unreachable.put_feedback(make_feedback())
+                return
+            with pytest.raises(StorageUnavailable) as info:
+                await unreachable.ping()
             assert str(info.value), "StorageUnavailable without a message for the operator"
-            with pytest.raises(StorageError):
+            with pytest.raises(StorageUnavailable):
                 await unreachable.put_feedback(make_feedback())
+        finally:
+            await unreachable.aclose()
+
+    async def test_an_unreachable_store_works_once_reachable_without_a_restart(self, tmp_path: Path) -> None:
+        """When the store comes back, the same instance works: opened again after ``open``
+        failed, or as it is after opening anyway."""
+        unreachable = await self.make_unreachable_backend(tmp_path)
+        if unreachable is None:
+            pytest.skip(f"{type(self).__name__}.make_unreachable_backend returns None")
+        try:
+            opened = True
+            try:
+                await unreachable.open()
+            except StorageUnavailable:
+                opened = False
+            if not await self.make_reachable(tmp_path):
+                pytest.skip(f"{type(self).__name__}.make_reachable returns False")
+            if not opened:
+                await unreachable.open()
+            await unreachable.ping()
+            record = make_feedback()
+            stored = await unreachable.put_feedback(record)
+            assert await unreachable.read_record(stored) == record.to_json()
         finally:
             await unreachable.aclose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,3 +135,29 @@ async def test_collect_without_once_runs_until_sigterm_then_exits_0(tmp_path: Pa
             _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert received(store, uploads(store)) == {n: [d] for n, d in {**stored, **more}.items()}
+
+
+async def test_collect_ships_what_it_can_when_a_storage_root_cannot_be_created(tmp_path: Path) -> None:
+    store = tmp_path / "received"
+    async with ingress_process(store, "--token", "tok") as url:
+        config_file, udc = write_config(tmp_path, url)
+        stored = await fill(udc, 2)
+        shutil.rmtree(tmp_path / "data" / "feedback")
+        (tmp_path / "data" / "feedback").write_bytes(b"")  # a file where the directory belongs
+        code, out, err = await collect(config_file)
+    assert code == 0, err
+    assert "uploaded 2 record(s)" in out, out
+    assert set(received(store, uploads(store))) == {n for n in stored if n.startswith("transcripts/")}
+    assert f"feedback_storage {tmp_path / 'data' / 'feedback'} cannot be written: Not a directory" in err, err
+    assert "Traceback" not in err
+
+
+async def test_collect_with_a_state_directory_under_a_file_exits_1_clearly(tmp_path: Path) -> None:
+    config_file, udc = write_config(tmp_path, "http://127.0.0.1:9/")
+    (tmp_path / "volume").write_bytes(b"")
+    udc["storage"] = {"backend": "filesystem", "options": {"state_path": str(tmp_path / "volume" / "state")}}
+    config_file.write_text(yaml.safe_dump({"user_data_collection": udc}))
+    code, out, err = await collect(config_file)
+    assert code == 1
+    assert f"storage failed: state_path {tmp_path / 'volume' / 'state'} cannot be written: Not a directory" in out
+    assert "Traceback" not in out + err

@@ -155,3 +155,15 @@ async def test_purge_reports_and_refuses_bad_arguments(tmp_path: Path) -> None:
         assert code == 2 and "lightspeed purge: error:" in err
     code, _, err = await run_purge(config_file)
     assert code == 2 and "one of the arguments" in err
+
+
+async def test_purge_with_a_state_directory_under_a_file_says_so_and_purges_nothing(tmp_path: Path) -> None:
+    section = store_section(tmp_path, "filesystem")
+    (tmp_path / "state").write_bytes(b"")  # a regular file where the state directory belongs
+    config_file = tmp_path / "purge.yaml"
+    config_file.write_text(yaml.safe_dump({"user_data_collection": {"transcripts_enabled": True, **section}}))
+    code, out, err = await run_purge(config_file, "--user-id", "alice")
+    assert (code, out) == (1, "")
+    cause = f"state_path {tmp_path / 'state'} cannot be written: Not a directory (ENOTDIR)"
+    assert f"lightspeed purge: error: nothing was purged: {cause}" in err, err
+    assert "Traceback" not in err

@@ -20,3 +20,7 @@ class TestFilesystemStorage(StorageConformanceTests):
     async def make_unreachable_backend(self, tmp_path: Path) -> StorageBackend:
         (tmp_path / "blocked").write_text("a file where the storage directories belong")
         return await self.make_backend(tmp_path / "blocked")
+
+    async def make_reachable(self, tmp_path: Path) -> bool:
+        (tmp_path / "blocked").unlink()
+        return True

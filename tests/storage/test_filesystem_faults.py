@@ -133,7 +133,9 @@ _SCRIPT = textwrap.dedent(
         os.makedirs(f"{base}/data/.lightspeed-state")
         os.chmod(f"{base}/data/.lightspeed-state", 0o500)  # the state directory cannot be written
         store = FilesystemStorage(options={}, collection=udc)
-        await attempt("open_unwritable_state", store.open())
+        await attempt("open_unwritable_state", store.open())  # opens: the rest may work
+        await attempt("owner_unwritable_state", store.set_conversation_owner(str(uuid.uuid4()), owner=alice))
+        await attempt("ping_unwritable_state", store.ping())
         os.chmod(f"{base}/data/.lightspeed-state", 0o700)
         await attempt("open_again", store.open())  # the same instance, no restart
         await attempt("put", store.put_feedback(record()))
@@ -166,11 +168,12 @@ def test_unwritable_directories_are_clear_errors_and_heal_without_a_restart(tmp_
         )
         assert done.returncode == 0, done.stderr[-3000:]
         out = json.loads(done.stdout.strip().splitlines()[-1])
-        assert out["open_unwritable_state"].startswith("StorageUnavailable: ")
-        assert "state.sqlite3" in out["open_unwritable_state"] or "Permission denied" in out["open_unwritable_state"]
+        for name in ("owner_unwritable_state", "ping_unwritable_state"):
+            assert out[name].startswith("StorageUnavailable: state_path "), out[name]
+            assert "Permission denied" in out[name]
         assert out["put_unwritable"].startswith("StorageUnavailable: ") and "Permission denied" in out["put_unwritable"]
         assert out["ping_unwritable"].startswith("StorageUnavailable: ")
-        expected_ok = ("open_again", "put", "put_healed", "ping_healed", "owner")
+        expected_ok = ("open_unwritable_state", "open_again", "put", "put_healed", "ping_healed", "owner")
         assert {k: out[k] for k in expected_ok} == dict.fromkeys(expected_ok, "ok")
         feedback_dir = Path(base) / "data" / "feedback"
         names = sorted(p.suffix for p in feedback_dir.iterdir())

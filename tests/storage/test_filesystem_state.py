@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -129,17 +130,29 @@ async def test_claims_of_dead_collectors_do_not_pile_up(make_config: MakeConfig)
         assert claims() == []
 
 
-async def test_a_damaged_state_database_is_a_clear_error(make_config: MakeConfig, tmp_path: Path) -> None:
+async def test_a_damaged_state_database_is_a_clear_error(
+    make_config: MakeConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store opens (records can still be written), says what is wrong, fails what needs the
+    database, and works once the file is replaced, without being reopened."""
     state = tmp_path / ".lightspeed-state"
     state.mkdir()
     (state / "state.sqlite3").write_bytes(b"this is not a database" * 100)
     store = backend(make_config())
+    cid = str(uuid.uuid4())
     try:
-        await store.open()
-        raise AssertionError("a damaged state database was opened")
-    except StorageUnavailable as exc:
-        assert "state.sqlite3" in str(exc)
-    await store.aclose()
+        with caplog.at_level(logging.ERROR, logger="lightspeed.storage.filesystem"):
+            await store.open()
+        assert [r.getMessage() for r in caplog.records if "state.sqlite3" in r.getMessage()], caplog.text
+        for failing in (store.ping(), store.set_conversation_owner(cid, owner=ALICE)):
+            with pytest.raises(StorageUnavailable, match=r"state\.sqlite3"):
+                await failing
+        await store.put_feedback(feedback())  # the records' directory is fine
+        (state / "state.sqlite3").unlink()
+        await store.ping()
+        assert await store.set_conversation_owner(cid, owner=ALICE) == ALICE
+    finally:
+        await store.aclose()
 
 
 async def test_a_conversation_deleted_by_another_process_is_forgotten_here_too(

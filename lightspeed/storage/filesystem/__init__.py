@@ -77,6 +77,12 @@ purge_user                     writer  then SQLite write lock      conversation 
                                                                    finishes it
 =============================  ======  ==========================  ==========================================
 
+A directory that cannot be created or written (a file in its path, a read-only volume, a full
+disk) does not make :meth:`~.FilesystemStorage.open` fail: it logs one error line per such
+directory, and what needs it raises ``StorageUnavailable`` (``StorageRootUnavailable`` for a
+record directory) until it can be used; each write and each ``ping`` tries it again (the
+writer lane's database connection is opened on first use, and again after that failed).
+
 A state directory written by an earlier version (owner files ``conversations/*.json``,
 ``flags/``, ``claims/``, ``exported.log``) is imported into the database on first open and
 then removed; see :func:`.statedb.import_old_layout`.

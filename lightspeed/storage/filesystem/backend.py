@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -30,7 +31,7 @@ from lightspeed.storage.common import (
     parse_record_name,
     stored_record,
 )
-from lightspeed.storage.errors import InteractionNotStored, RecordNotFound, StorageUnavailable
+from lightspeed.storage.errors import InteractionNotStored, RecordNotFound, StorageRootUnavailable, StorageUnavailable
 from lightspeed.storage.filesystem import claims, conversations, files, statedb
 from lightspeed.storage.filesystem.lanes import Lane
 from lightspeed.storage.filesystem.options import FilesystemOptions, default_state_path, overlap_problems
@@ -40,6 +41,8 @@ from lightspeed.storage.filesystem.statedb import DB_NAME, DbFile, ReaderContext
 __all__ = ["FilesystemOptions", "FilesystemStorage"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("lightspeed.storage.filesystem")
 
 #: Owners remembered per process, each for a short while: an owner never changes, but another
 #: worker process may delete the conversation, and this one must not use it for longer than
@@ -52,6 +55,12 @@ _POOL_THREADS: Final = 4
 _UNLINK_THREADS: Final = claims.UNLINK_THREADS
 #: Bytes the readiness probe writes in each directory: a full disk refuses them.
 _PROBE: Final = b"lightspeed readiness probe\n" * 160
+#: What fails while each directory cannot be written (said by the start-up log).
+_FAILS: Final = {
+    "state_path": "queries, feedback and conversations (they need the state database)",
+    "feedback_storage": "feedback writes",
+    "transcripts_storage": "queries (their transcripts are stored before they answer)",
+}
 
 
 class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageBackend):
@@ -108,13 +117,34 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
             raise StorageUnavailable("the filesystem store is not open")
         return self._writer, self._pool
 
-    def _active_roots(self) -> list[Path]:
-        roots = [self.state_root]
+    def _active_roots(self) -> list[tuple[str, Path]]:
+        """The directories in use, each with the setting that names it."""
+        roots = [("state_path", self.state_root)]
         if self.collection.feedback_enabled and self.feedback_root:
-            roots.append(self.feedback_root)
+            roots.append(("feedback_storage", self.feedback_root))
         if self.collection.transcripts_enabled and self.transcripts_root:
-            roots.append(self.transcripts_root)
+            roots.append(("transcripts_storage", self.transcripts_root))
         return roots
+
+    def _root_problems(self) -> list[tuple[str, str]]:
+        """(setting, problem) for each directory in use that cannot be created or written: each
+        is made if missing (again after an operator removed it) and a probe file is written
+        there, so a full disk or a read-only directory shows too. Blocking: run in a lane."""
+        problems = []
+        for setting, root in self._active_roots():
+            path = root / f".ping.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+            try:
+                files.ensure_dir(root, self.dir_mode)
+                try:
+                    files.write_and_close(
+                        files.create(path, os.O_WRONLY | os.O_EXCL, self.file_mode), _PROBE, fsync=False
+                    )
+                finally:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            except OSError as exc:
+                problems.append((setting, files.unusable(setting, root, exc)))
+        return problems
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,34 +170,42 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
         )
         unlinker.start(loop)
 
-        def prepare(_: ReaderContext) -> None:
+        def prepare(_: ReaderContext) -> list[tuple[str, str]]:
             umask = files.process_umask()
             self._check_mode = umask is None or bool(umask & (self.file_mode | self.dir_mode))
-            for root in self._active_roots():
-                files.ensure_dir(root, self.dir_mode)
+            problems = self._root_problems()
             if self.collection.feedback_enabled and self.feedback_root:
                 files.remove_stale_temp_files(self.feedback_root)
+            return problems
 
-        def make_writer() -> WriterContext:
-            ctx = WriterContext(db)
-            try:
-                statedb.import_old_layout(ctx, self.state_root)
-            except BaseException:
-                ctx.close()
-                raise
-            return ctx
+        def import_old_layout(ctx: WriterContext) -> None:
+            statedb.import_old_layout(ctx, self.state_root)
 
-        writer: Lane[WriterContext] = Lane("lightspeed-fs-writer", make_context=make_writer, translate=self._translate)
+        writer: Lane[WriterContext] = Lane(
+            "lightspeed-fs-writer",
+            make_context=lambda: WriterContext(db, on_connect=import_old_layout),
+            translate=self._translate,
+        )
         try:
-            await pool.run(prepare)
+            problems = await pool.run(prepare)
             writer.start(loop)
-            await writer.run(lambda ctx: None)  # the database opened and is migrated
+            if not any(setting == "state_path" for setting, _ in problems):
+                try:
+                    await writer.run(lambda ctx: ctx.conn)  # the database opened and is migrated
+                except StorageUnavailable as exc:
+                    problems.append(("state_path", str(exc)))
         except BaseException:
             await writer.stop()
             await pool.stop()
             await unlinker.stop()
             raise
         self._writer, self._pool, self._unlinker = writer, pool, unlinker
+        # A directory that cannot be used does not stop the service (one bad volume must not
+        # take the rest of the API down): what needs it fails, and works once it can be used.
+        for setting, problem in problems:
+            log.error(
+                "%s; %s fail until this is fixed (tried again on each use, no restart needed)", problem, _FAILS[setting]
+            )
 
     async def aclose(self) -> None:
         writer, pool, unlinker = self._writer, self._pool, self._unlinker
@@ -180,21 +218,21 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
 
     async def ping(self) -> None:
         writer, pool = self._lanes()
-
-        def probe(_: ReaderContext) -> None:
-            for root in self._active_roots():
-                files.ensure_dir(root, self.dir_mode)  # removed by an operator: made again
-                path = root / f".ping.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-                try:
-                    files.write_and_close(
-                        files.create(path, os.O_WRONLY | os.O_EXCL, self.file_mode), _PROBE, fsync=False
-                    )
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-
         stamp = str(time.time())
-        await asyncio.gather(pool.run(probe), writer.run(lambda ctx: statedb.ping(ctx, stamp)))
+        found, database = await asyncio.gather(
+            pool.run(lambda _: self._root_problems()),
+            writer.run(lambda ctx: statedb.ping(ctx, stamp)),
+            return_exceptions=True,
+        )
+        if isinstance(found, BaseException):
+            raise found
+        problems = [problem for _, problem in found]
+        if isinstance(database, BaseException) and not any(setting == "state_path" for setting, _ in found):
+            if not isinstance(database, StorageUnavailable):
+                raise database
+            problems.append(str(database))
+        if problems:
+            raise StorageUnavailable("; ".join(problems))
 
     # ------------------------------------------------------------------ records
 
@@ -208,33 +246,38 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
         raise ValueError(f"not a record name of this store: {name!r}")
 
     def _record_writer(
-        self, record: FeedbackRecord | Transcript, root: Path | None, what: str, *, new_dir: bool = False
+        self, record: FeedbackRecord | Transcript, root: Path | None, setting: str, *, new_dir: bool = False
     ) -> tuple[StoredRecord, Callable[[WriterContext], None]]:
         """The record's reference, and the writer-lane job that writes its file (atomically,
-        its folder fsync'd with the batch under ``durability: fsync``)."""
+        its folder fsync'd with the batch under ``durability: fsync``); the job raises
+        ``StorageRootUnavailable`` naming ``setting`` when the directory cannot be written."""
         if root is None:
-            raise StorageUnavailable(f"{what} is not configured")
+            raise StorageUnavailable(f"{setting} is not configured")
         data = record.to_json()
         ref = stored_record(record, data)
         path = self._record_file(ref.name)
 
         def write(ctx: WriterContext) -> None:
-            files.write_atomic(
-                path,
-                data,
-                mode=self.file_mode,
-                dir_mode=self.dir_mode,
-                fsync=self.fsync,
-                stamp_ns=self._stamp.next(),
-                new_dir=new_dir,
-                check_mode=self._check_mode,
-            )
+            try:
+                files.write_atomic(
+                    path,
+                    data,
+                    mode=self.file_mode,
+                    dir_mode=self.dir_mode,
+                    fsync=self.fsync,
+                    stamp_ns=self._stamp.next(),
+                    new_dir=new_dir,
+                    check_mode=self._check_mode,
+                )
+            except OSError as exc:  # the directory's fault: name it as configured
+                configured = os.fspath(Path(getattr(self.collection, setting)))
+                raise StorageRootUnavailable(files.unusable(setting, root, exc), root=configured) from exc
             ctx.sync_dir(os.path.dirname(path))
 
         return ref, write
 
-    async def _put(self, record: FeedbackRecord | Transcript, root: Path | None, what: str) -> StoredRecord:
-        ref, write = self._record_writer(record, root, what)
+    async def _put(self, record: FeedbackRecord | Transcript, root: Path | None, setting: str) -> StoredRecord:
+        ref, write = self._record_writer(record, root, setting)
         writer, _ = self._lanes()
         await writer.run(write, early=True)
         return ref

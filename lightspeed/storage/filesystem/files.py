@@ -34,6 +34,7 @@ __all__ = [
     "remove_if_stale",
     "remove_stale_temp_files",
     "unlink_quietly",
+    "unusable",
     "write_and_close",
     "write_atomic",
 ]
@@ -70,6 +71,16 @@ def process_umask() -> int | None:
 def describe(exc: OSError) -> str:
     """``No space left on device (ENOSPC)``: what an operator can act on."""
     return f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+
+
+def unusable(setting: str, root: Path, exc: OSError) -> str:
+    """``feedback_storage /data/feedback cannot be written: Not a directory (ENOTDIR) (/data)``: the
+    setting, its directory, the cause, and the path that failed when it is another one."""
+    failed = os.fspath(exc.filename) if exc.filename else ""
+    if failed.endswith(".tmp"):  # a temporary file of ours: its directory is what matters
+        failed = os.path.dirname(failed)
+    where = f" ({failed})" if failed and failed != os.fspath(root) else ""
+    return f"{setting} {root} cannot be written: {describe(exc)}{where}"
 
 
 def ensure_dir(path: Path, mode: int) -> None:

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -23,7 +23,7 @@ import attrs
 
 from lightspeed.records import ConversationTurn, is_valid_conversation_id, utc_timestamp
 from lightspeed.storage.errors import StorageUnavailable
-from lightspeed.storage.filesystem.files import create, describe, ensure_dir, fsync_dir
+from lightspeed.storage.filesystem.files import create, describe, ensure_dir, fsync_dir, unusable
 
 __all__ = ["DB_NAME", "DbFile", "ReaderContext", "WriterContext", "import_old_layout", "migrate"]
 
@@ -95,9 +95,12 @@ class DbFile:
         ``synchronous`` FULL with ``durability: fsync``, NORMAL otherwise (a commit survives the
         process being killed; the last ones may be lost on power failure); with the file's
         identity, to notice when it is removed or replaced under us."""
-        ensure_dir(self.path.parent, self.dir_mode)
-        with contextlib.suppress(FileExistsError):  # SQLite gives -wal and -shm the same mode
-            os.close(create(self.path, os.O_RDWR | os.O_EXCL, self.file_mode))
+        try:
+            ensure_dir(self.path.parent, self.dir_mode)
+            with contextlib.suppress(FileExistsError):  # SQLite gives -wal and -shm the same mode
+                os.close(create(self.path, os.O_RDWR | os.O_EXCL, self.file_mode))
+        except OSError as exc:
+            raise StorageUnavailable(unusable("state_path", self.path.parent, exc)) from exc
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -148,11 +151,18 @@ class WriterContext:
     job that fails leaves nothing while the others of its batch commit. Record files written
     with ``durability: fsync`` name their directory in :attr:`dirs`; the batch fsyncs each
     once, after the commit.
+
+    The connection is opened on first use, and again by the next job after opening failed (a
+    state directory that cannot be created or written yet): record files, which need no
+    connection, are written meanwhile, and the database works once its directory does, without
+    a restart. ``on_connect`` runs after each successful opening (the import of the old layout).
     """
 
-    def __init__(self, db: DbFile) -> None:
+    def __init__(self, db: DbFile, *, on_connect: Callable[[WriterContext], object] | None = None) -> None:
         self.db = db
-        self._conn, self._identity = db.connect()
+        self._on_connect = on_connect
+        self._conn: sqlite3.Connection | None = None
+        self._identity = (0, 0)
         self.fsync = db.fsync
         self.dirs: set[str] = set()
         self._in_txn = False
@@ -161,14 +171,30 @@ class WriterContext:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        """The connection; opened anew (once per batch at most) if the file was removed."""
-        if not self._checked and not self._in_txn:
+        """The connection; opened on first use, and anew (once per batch at most) if the file was removed."""
+        if self._conn is not None and not self._checked and not self._in_txn:
             self._checked = True
             if self.db.replaced(self._identity):
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.close()
-                self._conn, self._identity = self.db.connect()
+                self._conn = None
+        if self._conn is None:
+            self._connect()
+        assert self._conn is not None
         return self._conn
+
+    def _connect(self) -> None:
+        self._conn, self._identity = self.db.connect()
+        self._checked = True
+        if self._on_connect is None:
+            return
+        try:
+            self._on_connect(self)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+            raise
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -201,6 +227,7 @@ class WriterContext:
         self._checked = False
         if self._in_txn:
             self._in_txn = False
+            assert self._conn is not None  # a transaction began on it
             try:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -216,7 +243,8 @@ class WriterContext:
         return failure
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
 
 class ReaderContext:

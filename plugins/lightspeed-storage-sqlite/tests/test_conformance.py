@@ -21,3 +21,7 @@ class TestSqliteStorage(StorageConformanceTests):
         (tmp_path / "blocked").write_text("a file where the database's directory belongs")
         options = {"path": str(tmp_path / "blocked" / "lightspeed.sqlite3")}
         return SqliteStorage(options=options, collection=collection_config(tmp_path, backend="sqlite"))
+
+    async def make_reachable(self, tmp_path: Path) -> bool:
+        (tmp_path / "blocked").unlink()
+        return True
