@@ -82,7 +82,10 @@ async def test_a_feedback_root_under_a_file_starts_the_service_and_heals(tmp_pat
             assert (status, body["ready"], body["overall_status"]) == (503, False, "unhealthy"), body
             cause = f"feedback_storage {feedback} cannot be written: Not a directory (ENOTDIR) ({blocker})"
             assert cause in body["reason"], body
-            assert body["impacts"] == [{"component": "storage", "status": "unhealthy", "reason": body["reason"]}]
+            assert body["impacts"] == [body["reason"]]
+            assert [(c["component"], c["status"], c["reason"]) for c in body["checks"]] == [
+                ("storage", "unhealthy", body["reason"])
+            ]
 
             status, body = await api.query()  # transcripts and the state database are fine
             assert status == 200, body
