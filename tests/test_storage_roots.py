@@ -134,7 +134,6 @@ async def test_a_state_directory_under_a_file_fails_what_needs_it_and_heals(tmp_
             assert (await api.call("GET", "/v1/conversations"))[0] >= 500
             for path in ("/liveness", "/v1/info", "/v1/models", "/v1/config", "/metrics"):
                 assert (await api.call("GET", path))[0] == 200, path
-            assert not list((tmp_path / "transcripts").rglob("*.json")), "a transcript of an unanswered query"
 
             blocker.unlink()
             assert (await api.call("GET", "/readiness"))[0] == 200
