@@ -8,15 +8,28 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lightspeed.actions import Action
 from lightspeed.config import Config
 from lightspeed.records import FeedbackRecord, Transcript, hash_user_id, new_record_id
 from lightspeed.storage import create_backend
 from lightspeed.storage.filesystem import FilesystemStorage
 from lightspeed.testing import make_feedback, make_transcript
 
-__all__ = ["ALICE", "feedback", "fs_backend", "transcript"]
+__all__ = ["ALICE", "OWNERS_ONLY", "feedback", "fill", "fs_backend", "transcript"]
 
 ALICE = hash_user_id("alice")
+
+#: An ``authorization`` section granting every caller every action but ``admin`` and the
+#: ``*_other_conversations`` ones: each conversation stays its owner's. (Without the section every
+#: caller may use everyone's, the Lightspeed Core Stack's default.)
+OWNERS_ONLY: dict[str, Any] = {
+    "access_rules": [
+        {
+            "role": "*",
+            "actions": sorted(a.value for a in Action if a is not Action.ADMIN and "_other_" not in a.value),
+        }
+    ]
+}
 
 
 def feedback(cid: str | None = None, **fields: Any) -> FeedbackRecord:

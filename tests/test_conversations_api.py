@@ -1,6 +1,8 @@
 """``/v1/conversations`` and ``/v2/conversations`` against the real app, on every backend that
 implements conversation listing: shapes, status codes and texts as the Lightspeed Core Stack
-words them, other users' conversations, paging, and deletion with the pending records."""
+words them, other users' conversations (reachable on v1 with no access rules, as upstream; owner-only
+under rules without the ``*_other_conversations`` actions, and on v2 always), paging, and deletion
+with the pending records."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from fakes import OWNERS_ONLY
 
 from lightspeed.records import RecordKind, hash_user_id
 from lightspeed.state import storage_from
@@ -32,14 +35,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def client_for(make_client: Any, backend: str, tmp_path: Path) -> Any:
-    async def make(**udc: Any) -> Client:
+    async def make(authorization: dict[str, Any] | None = None, **udc: Any) -> Client:
+        """``authorization``: the section, if any (without it every caller may use others' conversations)."""
         options = {
             "filesystem": {},
             "sqlite": {"path": str(tmp_path / "store.sqlite3")},
             "memory": {"store": str(tmp_path)},
         }[backend]
+        sections: dict[str, Any] = dict(ECHO) if authorization is None else {**ECHO, "authorization": authorization}
         client: Client = await make_client(
-            user_data_collection={"storage": {"backend": backend, "options": options}, **udc}, **ECHO
+            user_data_collection={"storage": {"backend": backend, "options": options}, **udc}, **sections
         )
         return client
 
@@ -62,7 +67,7 @@ async def call(client: Client, method: str, path: str, user: str = ALICE, **kw: 
 
 
 async def test_lists_have_the_upstream_item_shapes(client_for: Any) -> None:
-    client = await client_for()
+    client = await client_for(authorization=OWNERS_ONLY)
     first = await ask(client, ALICE, "one")
     await ask(client, ALICE, "two", first)
     second = await ask(client, ALICE, "three")
@@ -152,7 +157,7 @@ async def test_get_returns_the_chat_history_in_the_upstream_shape(client_for: An
 
 @pytest.mark.parametrize("method", ["GET", "PUT"])
 async def test_another_users_conversation_is_403_on_v1_and_404_on_v2(client_for: Any, method: str) -> None:
-    client = await client_for()
+    client = await client_for(authorization=OWNERS_ONLY)
     cid = await ask(client, BOB)
     body = {"topic_summary": "mine now"} if method == "PUT" else None
     verb = "read" if method == "GET" else "update"
@@ -173,6 +178,41 @@ async def test_another_users_conversation_is_403_on_v1_and_404_on_v2(client_for:
     )
     info = await storage_from(client.app).get_conversation(cid)
     assert info is not None and info.topic_summary is None
+
+
+async def test_without_access_rules_anyone_may_use_anyones_conversation_on_v1(client_for: Any) -> None:
+    """The Lightspeed Core Stack's default: with no authorization section every caller has the
+    ``*_other_conversations`` actions, so on v1 Bob lists, reads, continues, renames and deletes
+    Alice's conversation. v2 keeps to the caller's own, as the upstream's v2 does."""
+    client = await client_for()
+    cid = await ask(client, ALICE, "alice's question")
+    await ask(client, ALICE, "alice's own other conversation")
+
+    status, body = await call(client, "GET", "/v1/conversations", user=BOB)
+    assert status == 200 and cid in [c["conversation_id"] for c in body["conversations"]]
+    assert len(body["conversations"]) == 2
+    status, body = await call(client, "GET", f"/v1/conversations/{cid}", user=BOB)
+    assert status == 200
+    assert body["chat_history"][0]["messages"][0]["content"] == "alice's question"
+    assert await ask(client, BOB, "bob carries on", cid) == cid
+    status, body = await call(client, "PUT", f"/v1/conversations/{cid}", user=BOB, json={"topic_summary": "Bob's"})
+    assert status == 200 and body["success"] is True
+    info = await storage_from(client.app).get_conversation(cid)
+    assert info is not None and info.topic_summary == "Bob's" and info.owner == hash_user_id(ALICE)
+    _, body = await call(client, "GET", f"/v1/conversations/{cid}")
+    assert [t["messages"][0]["content"] for t in body["chat_history"]] == ["alice's question", "bob carries on"]
+
+    status, body = await call(client, "GET", "/v2/conversations", user=BOB)
+    assert (status, body) == (200, {"conversations": []})
+    for method, json_body in (("GET", None), ("PUT", {"topic_summary": "v2"})):
+        status, body = await call(client, method, f"/v2/conversations/{cid}", user=BOB, json=json_body)
+        assert (status, body["detail"]["response"]) == (404, "Conversation not found")
+    status, body = await call(client, "DELETE", f"/v2/conversations/{cid}", user=BOB)
+    assert (status, body["deleted"]) == (200, False)
+
+    status, body = await call(client, "DELETE", f"/v1/conversations/{cid}", user=BOB)
+    assert (status, body["deleted"]) == (200, True)
+    assert await storage_from(client.app).get_conversation(cid) is None
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT"])
@@ -250,7 +290,7 @@ async def test_delete_can_keep_the_pending_records(client_for: Any) -> None:
 
 
 async def test_deleting_another_users_conversation(client_for: Any) -> None:
-    client = await client_for()
+    client = await client_for(authorization=OWNERS_ONLY)
     cid = await ask(client, BOB)
     status, body = await call(client, "DELETE", f"/v1/conversations/{cid}")
     assert (status, body["detail"]["cause"]) == (

@@ -174,6 +174,8 @@ async def test_unknown_conversation_is_404(make_client: MakeClient) -> None:
 
 
 async def test_someone_elses_conversation_is_403(make_client: MakeClient, new_conversation: NewConversation) -> None:
+    # No authorization section, so every caller has the *_other_conversations actions; feedback
+    # stays the owner's all the same, as upstream (its feedback endpoint checks ownership, not actions).
     client = await make_client()
     cid = await new_conversation(client.app, "alice")
     status, answer = await post(client, body_for(cid), path="/v1/feedback?user_id=mallory")

@@ -15,9 +15,9 @@ from aiohttp import web
 from lightspeed.actions import Action
 from lightspeed.auth import AuthError, AuthModule
 from lightspeed.auth.authorization import (
+    ALL_ACTIONS,
     METRICS_PATHS,
     PROBE_PATHS,
-    UNRESTRICTED_ACTIONS,
     Authorizer,
     forbidden,
     model_override_forbidden,
@@ -34,9 +34,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def authorized_actions_from(request: web.Request) -> frozenset[Action]:
-    """The actions the caller may perform (all but the ``*_other_conversations`` ones without rules)."""
+    """The actions the caller may perform (every one when no access rules are configured)."""
     actions = granted_actions_from(request)
-    return UNRESTRICTED_ACTIONS if actions is None else actions
+    return ALL_ACTIONS if actions is None else actions
 
 
 def require_model_override(request: web.Request, *, provider: str | None, model: str | None) -> None:

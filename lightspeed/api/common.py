@@ -33,7 +33,8 @@ async def check_conversation_access(
 ) -> None:
     """404 when the conversation is unknown, 403 when it belongs to someone else.
 
-    A caller granted ``others_action`` (``query_other_conversations``, ...) may use anyone's.
+    A caller granted ``others_action`` (``query_other_conversations``, ...) may use anyone's: every caller
+    when no access rules are configured, as upstream. Without ``others_action`` (feedback) only the owner may.
     """
     try:
         owner = await storage_from(request).get_conversation_owner(conversation_id)

@@ -5,8 +5,11 @@ error texts. Both versions read the same store; they differ where the upstream's
 
 * list items: v1 has the conversation's metadata, v2 ``conversation_id``,
   ``topic_summary`` and ``last_message_timestamp`` (Unix seconds);
-* another user's conversation: v1 answers 403 (unless the caller may act on others'
-  conversations), v2 answers as if it did not exist (404; ``DELETE``: ``deleted: false``).
+* another user's conversation: v1 answers 403 unless the caller was granted the matching
+  ``*_other_conversations`` action (every caller is when no access rules are configured, as
+  upstream); v2 keeps to the caller's own, whatever the grants, as the upstream's v2 (its
+  conversation cache is keyed by user): another user's answers as if it did not exist (404;
+  ``DELETE``: ``deleted: false``), and the list holds only the caller's.
 
 Lightspeed adds paging to the lists (``limit``, ``offset``; without them the whole list,
 as the upstream; ``X-Total-Count`` gives the length of the whole list) and, for the user's
@@ -76,12 +79,13 @@ def conversation_id_from_path(request: web.Request) -> str:
     raise ApiError(400, "Invalid conversation ID format", f"The conversation ID {raw} has invalid format.")
 
 
-def _granted(request: web.Request, action: str) -> bool:
-    """Whether the caller was granted ``action`` (one of the ``*_other_conversations``).
+def _granted(request: web.Request, action: Action, version: int) -> bool:
+    """Whether the caller may use others' conversations on this version: ``action`` (one of the
+    ``*_other_conversations``) on v1; never on v2, as upstream.
 
-    Without authorization rules nobody is: a caller sees only its own conversations.
+    Without access rules every caller has ``action``, as upstream; with them, only a rule naming it (or ``admin``).
     """
-    return action in {str(a) for a in authorized_actions_from(request)}
+    return version == 1 and action in authorized_actions_from(request)
 
 
 def _storage_error(exc: StorageError) -> ApiError:
@@ -112,14 +116,14 @@ async def _find(request: web.Request, conversation_id: str) -> ConversationInfo 
 
 
 async def _accessible(
-    request: web.Request, user: AuthResult, conversation_id: str, *, version: int, verb: str, others: str
+    request: web.Request, user: AuthResult, conversation_id: str, *, version: int, verb: str, others: Action
 ) -> ConversationInfo:
     """The conversation when the caller may ``verb`` it: 404 when unknown; another user's is
     403 on v1 (unless the caller was granted ``others``) and 404 on v2."""
     info = await _find(request, conversation_id)
     if info is None:
         raise _not_found(conversation_id)
-    if info.owner != hash_user_id(user.user_id) and not _granted(request, others):
+    if info.owner != hash_user_id(user.user_id) and not _granted(request, others, version):
         if version == 1:
             raise _forbidden(user, verb, conversation_id)
         raise _not_found(conversation_id)
@@ -245,7 +249,7 @@ def _chat_turn(turn: ConversationTurn) -> dict[str, Any]:
 async def _list(request: web.Request, version: int) -> web.Response:
     user = await authenticate(request)
     limit, offset = _page_params(request)
-    owner = None if _granted(request, "list_other_conversations") and version == 1 else hash_user_id(user.user_id)
+    owner = None if _granted(request, Action.LIST_OTHERS_CONVERSATIONS, version) else hash_user_id(user.user_id)
     try:
         page = await storage_from(request).list_conversations(owner, limit=limit, offset=offset)
     except StorageError as exc:
@@ -259,7 +263,9 @@ async def _list(request: web.Request, version: int) -> web.Response:
 async def _get(request: web.Request, version: int) -> web.Response:
     user = await authenticate(request)
     conversation_id = conversation_id_from_path(request)
-    await _accessible(request, user, conversation_id, version=version, verb="read", others="read_other_conversations")
+    await _accessible(
+        request, user, conversation_id, version=version, verb="read", others=Action.READ_OTHERS_CONVERSATIONS
+    )
     try:
         turns = await storage_from(request).get_turns(conversation_id, limit=_ALL_TURNS)
     except StorageError as exc:
@@ -289,7 +295,7 @@ async def _delete(request: web.Request, version: int) -> web.Response:
     info = await _find(request, conversation_id)
     if info is None:
         return json_response(_deleted_body(conversation_id, False, None))
-    if info.owner != hash_user_id(user.user_id) and not _granted(request, "delete_other_conversations"):
+    if info.owner != hash_user_id(user.user_id) and not _granted(request, Action.DELETE_OTHERS_CONVERSATIONS, version):
         if version == 1:
             raise _forbidden(user, "delete", conversation_id)
         return json_response(_deleted_body(conversation_id, False, None))
@@ -320,7 +326,7 @@ async def _update(request: web.Request, version: int) -> web.Response:
     assert topic_summary is not None
     conversation_id = conversation_id_from_path(request)
     await _accessible(
-        request, user, conversation_id, version=version, verb="update", others="query_other_conversations"
+        request, user, conversation_id, version=version, verb="update", others=Action.QUERY_OTHERS_CONVERSATIONS
     )
     try:
         found = await storage_from(request).set_topic_summary(conversation_id, topic_summary=topic_summary)

@@ -6,9 +6,9 @@ Every route declares the action it needs (:mod:`lightspeed.auth.routes`);
 Roles: every caller has ``*``, plus ``group:<name>`` for each group its module reports
 (``k8s``, ``trusted-proxy``), plus the roles of the JWT role rules that match its verified
 claims (``jwk-token``). ``authorization.access_rules`` grant actions to roles; ``admin``
-grants every action. Without rules every caller may do everything, ``admin`` included (the
-upstream's default, with a start-up warning), except use other users' conversations (the
-``*_other_conversations`` actions), which the upstream grants too and lightspeed does not.
+grants every action. Without rules every caller may do everything, ``admin`` and the
+``*_other_conversations`` actions included: the upstream's default (its ``NoopAccessResolver``),
+kept for compatibility and announced by a start-up warning (:func:`authorization_warnings`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from lightspeed.config import AuthorizationConfig, Config, JwtRoleRule, authoriz
 __all__ = [
     "ALL_ACTIONS",
     "METRICS_PATHS",
-    "OTHERS_ACTIONS",
     "PROBE_PATHS",
-    "UNRESTRICTED_ACTIONS",
     "Authorizer",
     "authorization_warnings",
     "forbidden",
@@ -40,17 +38,6 @@ log = logging.getLogger("lightspeed.auth.authorization")
 PROBE_PATHS: Final = frozenset({"/readiness", "/liveness", "/v1/readiness", "/v1/liveness"})
 METRICS_PATHS: Final = frozenset({"/metrics"})
 ALL_ACTIONS: Final = frozenset(Action)
-#: Using other users' conversations: never granted implicitly, only by an access rule (or ``admin``).
-OTHERS_ACTIONS: Final = frozenset(
-    {
-        Action.LIST_OTHERS_CONVERSATIONS,
-        Action.READ_OTHERS_CONVERSATIONS,
-        Action.QUERY_OTHERS_CONVERSATIONS,
-        Action.DELETE_OTHERS_CONVERSATIONS,
-    }
-)
-#: What every caller may do when no access rules are configured (the upstream grants the others' actions too).
-UNRESTRICTED_ACTIONS: Final = ALL_ACTIONS - OTHERS_ACTIONS
 
 
 def forbidden(user_id: str) -> AuthError:
@@ -132,7 +119,7 @@ class Authorizer:
 
     def allowed_actions(self, roles: Iterable[str]) -> frozenset[Action]:
         if not self.enforcing:
-            return UNRESTRICTED_ACTIONS
+            return ALL_ACTIONS
         granted: set[Action] = set()
         for role in roles:
             granted |= self._grants.get(role, frozenset())

@@ -66,10 +66,9 @@ def test_roles_and_actions() -> None:
     assert authorizer.allowed_actions(authorizer.roles(dev)) == {Action.INFO, Action.QUERY, Action.FEEDBACK}
     admin = AuthResult(user_id="a", username="a", groups=("admins",))
     assert authorizer.allowed_actions(authorizer.roles(admin)) == frozenset(Action)
-    open_authorizer = Authorizer(None)
-    everyone = open_authorizer.allowed_actions({"*"})
-    assert Action.ADMIN in everyone and Action.MODEL_OVERRIDE in everyone
-    assert Action.READ_OTHERS_CONVERSATIONS not in everyone  # a deliberate difference from the upstream
+    # No rules: the upstream's default, every action to everyone, admin and others' conversations included.
+    assert Authorizer(None).allowed_actions({"*"}) == frozenset(Action)
+    assert Authorizer(AuthorizationConfig(access_rules=())).allowed_actions({"*"}) == frozenset(Action)
 
 
 @pytest.mark.parametrize(
@@ -127,11 +126,33 @@ def test_role_rule_problems() -> None:
         )
 
 
+def assert_says_everything_is_allowed(warning: str) -> None:
+    """The start-up warning without rules: what anyone may do, and how to restrict it."""
+    assert warning.startswith("no authorization.access_rules are configured, so every caller may perform every action")
+    for said in (
+        "list, read, continue, rename and delete other users' conversations (the *_other_conversations actions)",
+        "and admin (PUT /v1/feedback/status turns feedback collection off for everyone)",
+        'to restrict it, grant actions to roles, for instance authorization: {access_rules: [{role: "*", actions:',
+        "see docs/authentication.md",
+    ):
+        assert said in warning, said
+    example = warning.split("for instance ", 1)[1].split(" (see docs", 1)[0]
+    section = yaml.safe_load(example)["authorization"]
+    granted = set(section["access_rules"][0]["actions"])
+    assert Action.QUERY in granted and not any("_other_" in a for a in granted)
+    parse_config({"authorization": section}, env={})  # the example is a valid configuration
+
+
 async def test_start_up_warning_without_rules(make_client: Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="lightspeed"):
         await make_client()
     warnings = [r.getMessage() for r in caplog.records if "access_rules" in r.getMessage()]
-    assert len(warnings) == 1 and "every caller may perform every action, admin included" in warnings[0]
+    assert len(warnings) == 1
+    assert_says_everything_is_allowed(warnings[0])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightspeed"):
+        await make_client(authorization={"access_rules": []})
+    assert len([r for r in caplog.records if "access_rules" in r.getMessage()]) == 1
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lightspeed"):
         await make_client(authorization={"access_rules": [{"role": "*", "actions": ["query"]}]})
@@ -148,7 +169,9 @@ def test_check_config_shows_the_warning(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 0
-    assert "warning: no authorization.access_rules are configured" in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "access_rules" in line]
+    assert len(lines) == 1 and lines[0].startswith("lightspeed: warning: no authorization.access_rules")
+    assert_says_everything_is_allowed(lines[0].removeprefix("lightspeed: warning: "))
 
 
 async def test_model_override_needs_its_action(make_client: Any) -> None:
@@ -169,16 +192,22 @@ async def test_model_override_needs_its_action(make_client: Any) -> None:
     assert (await allowed.post("/v1/query", json=body)).status == 200
 
 
-async def test_other_users_conversations_need_the_others_action(make_client: Any) -> None:
-    providers = [{"name": "echo", "type": "echo", "models": ["echo"]}]
-    rules = [{"role": "*", "actions": ["query", "query_other_conversations"]}]
-    client = await make_client(llm_providers=providers, authorization={"access_rules": rules})
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        ({"access_rules": [{"role": "*", "actions": ["query"]}]}, 403),
+        ({"access_rules": [{"role": "*", "actions": ["query", "query_other_conversations"]}]}, 200),
+        (None, 200),  # no rules: the upstream's default, everyone may continue anyone's conversation
+    ],
+)
+async def test_other_users_conversations_need_the_others_action(
+    make_client: Any, authorization: dict[str, Any] | None, status: int
+) -> None:
+    sections: dict[str, Any] = {"llm_providers": [{"name": "echo", "type": "echo", "models": ["echo"]}]}
+    if authorization is not None:
+        sections["authorization"] = authorization
+    client = await make_client(**sections)
     resp = await client.post("/v1/query?user_id=alice", json={"query": "hi"})
     cid = (await resp.json())["conversation_id"]
     resp = await client.post("/v1/query?user_id=bob", json={"query": "again", "conversation_id": cid})
-    assert resp.status == 200
-    strict = await make_client(llm_providers=providers)  # no rules: conversations stay their owner's
-    resp = await strict.post("/v1/query?user_id=alice", json={"query": "hi"})
-    cid = (await resp.json())["conversation_id"]
-    resp = await strict.post("/v1/query?user_id=bob", json={"query": "again", "conversation_id": cid})
-    assert resp.status == 403
+    assert resp.status == status

@@ -82,6 +82,8 @@ async def test_the_owner_interrupts_its_stream(query_client: Any) -> None:
 
 
 async def test_another_users_unknown_and_improper_request_ids(query_client: Any) -> None:
+    # No authorization section, so every caller has the *_other_conversations actions; a stream
+    # stays its owner's all the same, as upstream (its interrupt checks ownership, not actions).
     client = await query_client()
     resp, rid, _ = await start_stream(client, user="bob")
     assert await interrupt(client, rid, user="alice") == (

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from fake_llm import FakeLLM
+from fakes import OWNERS_ONLY
 from query_support import (
     Client,
     all_files,
@@ -139,7 +140,7 @@ async def test_history_is_sent_up_to_the_limit_and_truncation_is_reported(query_
 
 
 async def test_someone_elses_conversation_is_403_and_an_unknown_one_404(query_client: Any, fake_llm: FakeLLM):
-    client = await query_client()
+    client = await query_client(authorization=OWNERS_ONLY)  # without rules anyone may continue it, as upstream
     _, alice = await ask(client, {"query": "mine"}, params={"user_id": "alice"})
     cid = alice["conversation_id"]
 
