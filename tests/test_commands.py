@@ -265,6 +265,23 @@ def test_serve_with_a_bad_config_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
 
 
+@pytest.mark.parametrize("module", ["k8s", "trusted-proxy"])
+def test_serve_without_kubernetes_credentials_fails_in_one_line(tmp_path: Path, module: str) -> None:
+    """No k8s_cluster_api, no pod service account, no kubeconfig: one error line saying what to set."""
+    write(tmp_path / "lightspeed-stack.yaml", f"authentication: {{module: {module}}}\n")
+    env = {k: v for k, v in env_without_config().items() if not k.startswith("KUBERNETES_SERVICE_")}
+    env.update(HOME=str(tmp_path), KUBECONFIG=str(tmp_path / "absent-kubeconfig"))
+    result = run([], tmp_path, env)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"lightspeed: error: authentication.module {module}: no Kubernetes credentials: ")
+    for named in ("KUBERNETES_SERVICE_HOST", "absent-kubeconfig", "a pod with a service account", "$KUBECONFIG"):
+        assert named in errors[0], named
+    assert "authentication.k8s_cluster_api and k8s_ca_cert_path" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
 def test_version_and_help(tmp_path: Path) -> None:
     result = run(["--version"], tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("lightspeed ")

@@ -49,16 +49,21 @@ def create_auth(config: AuthenticationConfig) -> AuthModule:
 
         return NoopWithTokenAuth()
     if module in ("k8s", "trusted-proxy"):
-        from lightspeed.kube import KubeClient, KubeCredentials
+        from lightspeed.kube import KubeClient, KubeConfigError, KubeCredentials
 
-        client = KubeClient(
-            KubeCredentials.discover(
+        try:
+            credentials = KubeCredentials.discover(
                 server=config.k8s_cluster_api,
                 ca_file=config.k8s_ca_cert_path,
                 verify=not config.skip_tls_verification,
-            ),
-            timeout=config.k8s_timeout_seconds,
-        )
+            )
+        except KubeConfigError as exc:
+            raise KubeConfigError(
+                f"authentication.module {module}: {exc}; run lightspeed in a pod with a service account, or point"
+                " $KUBECONFIG at a kubeconfig whose user may create TokenReviews and SubjectAccessReviews"
+                " (authentication.k8s_cluster_api and k8s_ca_cert_path then select the API server and its CA)"
+            ) from None
+        client = KubeClient(credentials, timeout=config.k8s_timeout_seconds)
         ttl, entries = config.k8s_cache_ttl_seconds, config.k8s_cache_max_entries
         if module == "k8s":
             from lightspeed.auth.k8s import K8sAuth
