@@ -52,3 +52,21 @@ async def test_two_service_instances_share_one_database(tmp_path: Path) -> None:
 
         stats = await storage_from(second.app).pending_stats()
         assert stats.records[RecordKind.FEEDBACK] == 3
+
+
+async def test_a_database_under_a_file_starts_the_service_and_heals(tmp_path: Path) -> None:
+    blocker = tmp_path / "volume"
+    blocker.write_bytes(b"")  # a regular file where the database's directory belongs
+    store = {"backend": "sqlite", "options": {"path": str(blocker / "store.db")}}
+    config = parse_config({"user_data_collection": {"feedback_enabled": True, "storage": store}}, env={})
+    async with TestClient(TestServer(create_app(config))) as client:
+        resp = await client.get("/readiness")
+        body = await resp.json()
+        assert resp.status == 503 and f"cannot create the directory of {blocker / 'store.db'}" in body["reason"], body
+        assert (await client.get("/v1/info")).status == 200
+        resp = await client.get("/v1/feedback/status")
+        assert resp.status == 500  # the flag lives in the database
+
+        blocker.unlink()  # the volume is fixed: no restart
+        assert (await client.get("/readiness")).status == 200
+        assert (await (await client.get("/v1/feedback/status")).json())["status"]["enabled"] is True

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import time
 import uuid
@@ -167,6 +168,9 @@ class SqliteOptions:
     busy_timeout_seconds: float = 30
 
 
+log = logging.getLogger("lightspeed_storage_sqlite")
+
+
 class SqliteStorage(StorageBackend):
     """One SQLite database file (WAL mode) shared by the worker processes of one host."""
 
@@ -180,6 +184,8 @@ class SqliteStorage(StorageBackend):
         self.synchronous: str = self.options.synchronous
         self.busy_timeout = self.options.busy_timeout_seconds
         self._conn: aiosqlite.Connection | None = None
+        # Opened (until aclose): the connection is made on first use when open could not make it.
+        self._open = False
         # One connection runs one statement at a time, and a transaction spans several awaits:
         # the lock keeps another coroutine's statements out of it.
         self._lock = asyncio.Lock()
@@ -205,9 +211,11 @@ class SqliteStorage(StorageBackend):
         SQLite errors become ``StorageUnavailable``; any exception rolls the transaction back.
         """
         async with self._lock:
-            conn = self._conn
-            if conn is None:
+            if not self._open:
                 raise StorageUnavailable(f"the SQLite store {self.path} is not open")
+            if self._conn is None:  # it could not be opened yet: try again now
+                self._conn = await self._connect()
+            conn = self._conn
             try:
                 if not write:
                     yield conn
@@ -223,8 +231,19 @@ class SqliteStorage(StorageBackend):
                 raise StorageUnavailable(f"SQLite store {self.path} failed: {exc}") from exc
 
     async def open(self) -> None:
-        if self._conn is not None:
-            return
+        """Open the database; when it cannot be opened (its directory cannot be created, the
+        file is not a database), say so in one error line and open anyway: each operation tries
+        again, so a bad volume does not stop the service and it heals without a restart."""
+        async with self._lock:
+            if self._open:
+                return
+            self._open = True
+            try:
+                self._conn = await self._connect()
+            except StorageUnavailable as exc:
+                log.error("%s; every operation of the store fails until this is fixed (tried again on each use)", exc)
+
+    async def _connect(self) -> aiosqlite.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -244,7 +263,7 @@ class SqliteStorage(StorageBackend):
         except BaseException:
             await conn.close()
             raise
-        self._conn = conn
+        return conn
 
     @staticmethod
     async def _migrate(conn: aiosqlite.Connection) -> None:
@@ -269,6 +288,7 @@ class SqliteStorage(StorageBackend):
 
     async def aclose(self) -> None:
         async with self._lock:  # writes already waiting for the lock go first
+            self._open = False
             conn, self._conn = self._conn, None
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
