@@ -28,13 +28,16 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -111,94 +114,161 @@ def generate(root: Path, n: int, rnd: random.Random) -> int:
     return total
 
 
-def run_child(cmd: list[str], **kw: object) -> tuple[float, float, int]:
-    """Run cmd; return (wall seconds, peak RSS in MB, exit status)."""
+@dataclass
+class Run:
+    """One whole process: wall and CPU seconds (user + system, its threads included), peak RSS."""
+
+    wall: float
+    cpu: float
+    rss_mb: float
+
+
+def run_child(cmd: list[str], **kw: Any) -> tuple[Run, int]:
+    """Run cmd; return its figures and exit status."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, **kw)  # type: ignore[call-overload]
+    proc = subprocess.Popen(cmd, **kw)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode
+    wall = time.perf_counter() - started
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024), proc.returncode
 
 
-def bench(n: int, base: str | None, level: int | None) -> dict[str, float]:
+@dataclass
+class Result:
+    tar: Run
+    ours: Run
+    cycle_s: float
+    archives: int
+    archive_mb: float
+    tar_mb: float
+    load: float
+
+
+def collect_once(python: str, root: Path, data: Path, n: int, level: int | None) -> Result:
+    """``tar czf`` over ``data``, then ``python -m lightspeed collect --once`` against a local
+    ingress; checks that every record arrived exactly once and the roots are empty."""
+    load = os.getloadavg()[0]
+    tar, code = run_child(["tar", "czf", str(root / "tar.tar.gz"), "-C", str(data), "feedback", "transcripts"])
+    assert code == 0
+    tar_size = (root / "tar.tar.gz").stat().st_size
+    (root / "tar.tar.gz").unlink()
+
+    store = root / "ingress"
+    ingress = subprocess.Popen(
+        [sys.executable, "-m", "lightspeed.ingress", "--port", "0", "--store", str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert ingress.stdout is not None
+        url = re.search(r"http://\S+", ingress.stdout.readline())
+        assert url
+        config = {
+            "service": {"log_level": "warning"},
+            "user_data_collection": {
+                "feedback_enabled": True,
+                "feedback_storage": str(data / "feedback"),
+                "transcripts_enabled": True,
+                "transcripts_storage": str(data / "transcripts"),
+                "data_collector": {
+                    "ingress_server_url": url.group(0),
+                    "ingress_server_auth_token": "bench",
+                    "ingress_content_service_name": "lightspeed-bench",
+                    **({} if level is None else {"compression_level": level}),
+                },
+            },
+        }
+        cfg = root / "config.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+        out_path = root / "collect.out"
+        with out_path.open("w") as out:
+            # From a neutral folder: ``-m`` puts the working directory first on sys.path, and the
+            # interpreter must import its own checkout's lightspeed.
+            command = [python, "-m", "lightspeed", "collect", "--once", "-c", str(cfg)]
+            ours, code = run_child(command, stdout=out, cwd=root)
+        summary = out_path.read_text()
+        assert code == 0, f"collect exited {code}: {summary}"
+        took = re.search(r"took (\d+\.\d+) s", summary)
+        assert took, summary
+    finally:
+        ingress.send_signal(signal.SIGINT)
+        ingress.wait(30)
+
+    uploads = [json.loads(line) for line in (store / "uploads.jsonl").read_text().splitlines()]
+    names: list[str] = []
+    for entry in uploads:
+        with tarfile.open(store / entry["file"], "r:gz") as tar_file:
+            names += tar_file.getnames()
+    assert len(names) == len(set(names)) == n, (len(names), len(set(names)), n)
+    left = [p for p in data.rglob("*") if ".lightspeed-state" not in p.parts]
+    assert sorted(str(p.relative_to(data)) for p in left) == ["feedback", "transcripts"], left[:5]
+    ours_size = sum(int(u["size"]) for u in uploads)
+    shutil.rmtree(store)
+    return Result(tar, ours, float(took.group(1)), len(uploads), ours_size / 1e6, tar_size / 1e6, load)
+
+
+def show(label: str, r: Result) -> None:
+    print(
+        f"  {label}: load {r.load:4.1f}; tar czf {r.tar.wall:6.2f} s (cpu {r.tar.cpu:5.2f} s, {r.tar.rss_mb:.1f} MB);"
+        f" collect {r.ours.wall:6.2f} s (cpu {r.ours.cpu:5.2f} s, {r.ours.rss_mb:5.1f} MB), cycle {r.cycle_s:6.2f} s,"
+        f" {r.archives} archive(s) {r.archive_mb:.1f} MB; rate vs tar {r.tar.wall / r.ours.wall:4.0%}"
+        f" (cycle {r.tar.wall / r.cycle_s:4.0%})",
+        flush=True,
+    )
+
+
+def summarize(label: str, n: int, mb: float, results: list[Result]) -> None:
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    ours = med([r.ours.wall for r in results])
+    print(
+        f"  {label} median of {len(results)}: tar czf {med([r.tar.wall for r in results]):.2f} s;"
+        f" collect {ours:.2f} s, {n / ours:.0f} rec/s, {mb / ours:.1f} MB/s,"
+        f" cpu {med([r.ours.cpu for r in results]):.2f} s (tar {med([r.tar.cpu for r in results]):.2f} s),"
+        f" peak RSS {max(r.ours.rss_mb for r in results):.1f} MB (largest);"
+        f" rate vs tar czf {med([r.tar.wall / r.ours.wall for r in results]):.0%} whole process"
+        f" (min {min(r.tar.wall / r.ours.wall for r in results):.0%}),"
+        f" {med([r.tar.wall / r.cycle_s for r in results]):.0%} cycle",
+        flush=True,
+    )
+
+
+def bench(n: int, base: str | None, level: int | None, rounds: int, variants: list[tuple[str, str]]) -> None:
     rnd = random.Random(n)
     with tempfile.TemporaryDirectory(prefix="lightspeed-bench-", dir=base) as tmp:
         root = Path(tmp)
-        data = root / "data"
+        pristine = root / "pristine"
         t0 = time.perf_counter()
-        raw = generate(data, n, rnd)
-        os.sync()  # write the data set back now, so neither measurement pays for it
-        print(f"\n{n} records, {raw / 1e6:.1f} MB, generated in {time.perf_counter() - t0:.1f} s", flush=True)
-
-        tar_s, tar_rss, code = run_child(
-            ["tar", "czf", str(root / "tar.tar.gz"), "-C", str(data), "feedback", "transcripts"]
-        )
-        assert code == 0
-        tar_size = (root / "tar.tar.gz").stat().st_size
-        (root / "tar.tar.gz").unlink()
-
-        store = root / "ingress"
-        ingress = subprocess.Popen(
-            [sys.executable, "-m", "lightspeed.ingress", "--port", "0", "--store", str(store)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            assert ingress.stdout is not None
-            url = re.search(r"http://\S+", ingress.stdout.readline())
-            assert url
-            config = {
-                "service": {"log_level": "warning"},
-                "user_data_collection": {
-                    "feedback_enabled": True,
-                    "feedback_storage": str(data / "feedback"),
-                    "transcripts_enabled": True,
-                    "transcripts_storage": str(data / "transcripts"),
-                    "data_collector": {
-                        "ingress_server_url": url.group(0),
-                        "ingress_server_auth_token": "bench",
-                        "ingress_content_service_name": "lightspeed-bench",
-                        **({} if level is None else {"compression_level": level}),
-                    },
-                },
-            }
-            cfg = root / "config.yaml"
-            cfg.write_text(yaml.safe_dump(config))
-            out_path = root / "collect.out"
-            with out_path.open("w") as out:
-                ours_s, ours_rss, code = run_child(
-                    [sys.executable, "-m", "lightspeed", "collect", "--once", "-c", str(cfg)], stdout=out
+        raw = generate(pristine, n, rnd)
+        mb = raw / 1e6
+        print(f"\n{n} records, {mb:.1f} MB, generated in {time.perf_counter() - t0:.1f} s", flush=True)
+        results: dict[str, list[Result]] = {label: [] for label, _ in variants}
+        for i in range(rounds):
+            # Taking turns, each round starting with the next variant: a machine that slows down
+            # part-way hurts them alike.
+            for label, python in variants[i % len(variants) :] + variants[: i % len(variants)]:
+                data = root / "data"
+                # A real copy of the data set (not hard links, whose unlinking would free nothing).
+                subprocess.run(["cp", "-a", str(pristine), str(data)], check=True)
+                os.sync()  # write the copy back now, so neither measurement pays for it
+                result = collect_once(python, root, data, n, level)
+                shutil.rmtree(data)
+                results[label].append(result)
+                show(f"round {i + 1} {label}", result)
+        for label, _ in variants:
+            summarize(label, n, mb, results[label])
+        if len(variants) > 1:
+            first, *others = variants
+            for label, _ in others:
+                pairs = [a.ours.wall / b.ours.wall for a, b in zip(results[first[0]], results[label], strict=True)]
+                cpus = [a.ours.cpu / b.ours.cpu for a, b in zip(results[first[0]], results[label], strict=True)]
+                print(
+                    f"  {first[0]} / {label}, round by round: wall {statistics.median(pairs):.2f}"
+                    f" ({', '.join(f'{x:.2f}' for x in pairs)}), cpu {statistics.median(cpus):.2f}",
+                    flush=True,
                 )
-            summary = out_path.read_text()
-            assert code == 0, f"collect exited {code}: {summary}"
-            took = re.search(r"took (\d+\.\d+) s", summary)
-            assert took, summary
-            cycle_s = float(took.group(1))
-        finally:
-            ingress.send_signal(signal.SIGINT)
-            ingress.wait(30)
-
-        uploads = [json.loads(line) for line in (store / "uploads.jsonl").read_text().splitlines()]
-        names: list[str] = []
-        for entry in uploads:
-            with tarfile.open(store / entry["file"], "r:gz") as tar:
-                names += tar.getnames()
-        assert len(names) == len(set(names)) == n, (len(names), len(set(names)), n)
-        left = [p for p in data.rglob("*") if p.name != "lightspeed-state" and ".lightspeed-state" not in p.parts]
-        assert sorted(str(p.relative_to(data)) for p in left) == ["feedback", "transcripts"], left[:5]
-        ours_size = sum(int(u["size"]) for u in uploads)
-        shutil.rmtree(data)
-
-    mb = raw / 1e6
-    print(f"  tar czf : {tar_s:6.2f} s  {n / tar_s:8.0f} rec/s  {mb / tar_s:6.1f} MB/s  peak RSS {tar_rss:6.1f} MB"
-          f"  archive {tar_size / 1e6:.1f} MB")  # fmt: skip
-    print(f"  collect : {ours_s:6.2f} s  {n / ours_s:8.0f} rec/s  {mb / ours_s:6.1f} MB/s  peak RSS {ours_rss:6.1f} MB"
-          f"  {len(uploads)} archive(s) {ours_size / 1e6:.1f} MB, upload + ack + deletion included")  # fmt: skip
-    print(f"  cycle   : {cycle_s:6.2f} s  {n / cycle_s:8.0f} rec/s  {mb / cycle_s:6.1f} MB/s"
-          "  (the collector's own timing: the process less interpreter start-up, imports and exit)")  # fmt: skip
-    print(f"  collect / tar czf rate: {tar_s / ours_s:.0%} (whole process), {tar_s / cycle_s:.0%} (cycle)", flush=True)
-    return {"n": n, "tar_s": tar_s, "ours_s": ours_s, "cycle_s": cycle_s, "ours_rss": ours_rss}
 
 
 def main() -> int:
@@ -206,10 +276,21 @@ def main() -> int:
     p.add_argument("--records", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--dir", help="where to make the temporary data set (default: the system temp dir)")
     p.add_argument("--compression-level", type=int, help="data_collector.compression_level (default: the service's)")
+    p.add_argument("--rounds", type=int, default=1, help="runs of each variant per size (medians are quoted)")
+    p.add_argument(
+        "--vs",
+        metavar="PYTHON",
+        action="append",
+        default=[],
+        help="also run the collector of another checkout (the python of its venv) on the same data, taking turns",
+    )
     args = p.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    variants = [("this", sys.executable)] + [(f"vs{i + 1}", python) for i, python in enumerate(args.vs)]
+    for label, python in variants[1:]:
+        print(f"  {label}: {python}")
     for n in args.records:
-        bench(n, args.dir, args.compression_level)
+        bench(n, args.dir, args.compression_level, args.rounds, variants)
     return 0
 
 
