@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,8 @@ from fakes import fs_backend as backend
 
 from lightspeed.config import Config
 from lightspeed.records import ConversationTurn, RecordKind, hash_user_id
-from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
+from lightspeed.storage import FEEDBACK_ENABLED_FLAG, Claim, StorageUnavailable
+from lightspeed.storage.filesystem.statedb import _MIGRATIONS
 
 MakeConfig = Callable[..., Config]
 BIG = 10**9
@@ -128,6 +130,37 @@ async def test_claims_of_dead_collectors_do_not_pile_up(make_config: MakeConfig)
         assert claims() == ["dead"]
         await claim("next")
         assert claims() == []
+
+
+async def test_a_claim_taken_before_the_claims_schema_changed_still_holds_its_records(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """Schema 3 kept a row per claimed record (``members``); a claim taken then keeps its
+    records from every other collector after the upgrade, and its owner can still ack them."""
+    async with backend(make_config()) as store:
+        held, free = await store.put_feedback(feedback()), await store.put_feedback(feedback())
+    db = tmp_path / ".lightspeed-state" / "state.sqlite3"
+    for path in db.parent.glob("state.sqlite3*"):  # a database of schema 3 instead
+        path.unlink()
+    with sqlite3.connect(db) as conn:
+        for script in _MIGRATIONS[:3]:
+            for statement in filter(str.strip, script.split(";")) if isinstance(script, str) else script:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version=3")
+        conn.execute("INSERT INTO claims (claim_id, owner, expires_at) VALUES ('old', 'o', ?)", (time.time() + 60,))
+        conn.execute("INSERT INTO members (claim_id, name) VALUES ('old', ?)", (held.name,))
+    async with backend(make_config()) as store:
+        claim = await store.claim(
+            owner="n", kinds=[RecordKind.FEEDBACK], max_records=10, max_bytes=BIG, lease_seconds=60
+        )
+        assert [r.name for r in claim.records] == [free.name]
+        old = Claim(claim_id="old", owner="o", expires_at=time.time() + 60, records=(held,))
+        await store.ack(old, delete=True)
+        assert await store.read_many([held, free]) == [None, feedback_bytes(tmp_path, free.name)]
+
+
+def feedback_bytes(root: Path, name: str) -> bytes:
+    return (root / name).read_bytes()
 
 
 async def test_a_damaged_state_database_is_a_clear_error(

@@ -8,7 +8,7 @@ a trigger keeps them in step with ``turns``). A deletion runs in two steps:
    and their set-aside copies);
 2. as one writer-lane job, inside the write transaction that every claim (of any process)
    also needs: forget the rows, look again at whatever appeared since step 1, delete the
-   files, and note which of them a claim lists (``members``).
+   files, and note which of them a claim lists.
 
 A claim that took a record before step 2 lists it: the record is reported in flight. A
 claim after step 2 may still name it from an older scan, but the file is gone: the collector
@@ -32,6 +32,7 @@ import attrs
 from lightspeed.records import RecordKind, is_valid_record_id, is_valid_user_hash
 from lightspeed.storage.base import ConversationInfo, ConversationPage, Deletion, StreamInterrupt
 from lightspeed.storage.common import check_conversation_id, check_user_hash
+from lightspeed.storage.filesystem import claims
 from lightspeed.storage.filesystem.files import remove_empty_parents
 from lightspeed.storage.filesystem.lanes import Lane
 from lightspeed.storage.filesystem.scanning import Backlog, Roots
@@ -241,12 +242,10 @@ def delete_files(
             removed_transcripts.append(path)
     # Every folder of these conversations that is empty now goes, with its user's when emptied.
     remove_empty_parents(removed_transcripts + [os.path.join(d, "-") for d in sorted(dirs)])
-    held: set[str] = set()
+    held = claims.listed(conn) if names else set()
     for i in range(0, len(names), _CHUNK):
         part = names[i : i + _CHUNK]
-        marks = ",".join("?" * len(part))
-        held.update(row[0] for row in conn.execute(f"SELECT name FROM members WHERE name IN ({marks})", part))
-        conn.execute(f"DELETE FROM exported WHERE name IN ({marks})", part)
+        conn.execute(f"DELETE FROM exported WHERE name IN ({','.join('?' * len(part))})", part)
     return Deletion(
         transcripts=counts[RecordKind.TRANSCRIPT],
         feedback=counts[RecordKind.FEEDBACK],

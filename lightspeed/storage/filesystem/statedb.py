@@ -77,6 +77,13 @@ _MIGRATIONS: Final[tuple[str | tuple[str, ...], ...]] = (
     # 3: every stream registration forgets the expired entries; without an index that scanned
     # the whole registry (some 20,000 rows at 35 streams/s) and CPU per request grew with it.
     "CREATE INDEX streams_by_expiry ON streams (expires_at)",
+    # 4: a claim's records in one value of its row (claims.py), not a row each.
+    (
+        "ALTER TABLE claims ADD COLUMN names TEXT NOT NULL DEFAULT ''",
+        "UPDATE claims SET names = coalesce((SELECT group_concat(name, char(10)) FROM members m"
+        " WHERE m.claim_id = claims.claim_id), '')",
+        "DROP TABLE members",
+    ),
 )
 
 
