@@ -121,6 +121,8 @@ class Result:
     requests: int
     errors: int
     files: int
+    #: CPU milliseconds (user + system, every thread) of the server process per request.
+    cpu_ms: float
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -145,6 +147,12 @@ def parse_wrk(output: str) -> tuple[float, float, float, int, int]:
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
         errors += sum(int(g) for g in m.groups())
     return rps, p50, p99, requests, errors
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads so far (workers not included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -190,6 +198,8 @@ class Bench:
         self.script = workdir / "post_feedback.lua"
         self.script.write_text(lua_script(bodies))
         self.postgres: Any = None  # a TemporaryCluster, started on first use
+        #: ``lightspeed-vsN``: the service of another checkout (the python of its venv).
+        self.others = {f"lightspeed-vs{i + 1}": python for i, python in enumerate(args.vs)}
 
     def storage_section(self, backend: str, root: Path) -> dict[str, Any]:
         if backend == "sqlite":
@@ -252,10 +262,15 @@ class Bench:
     def start(self, server: str, root: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
         port = free_port()
         log = open(root / "server.log", "wb")  # noqa: SIM115 - closed with the process
-        if server in BACKENDS:
-            config = self.lightspeed_config(port, root, BACKENDS[server])
-            cmd = [sys.executable, "-m", "lightspeed", "serve", "-c", str(config)]
+        cwd = None
+        if server in BACKENDS or server in self.others:
+            config = self.lightspeed_config(port, root, BACKENDS.get(server, "filesystem"))
+            python = self.others.get(server, sys.executable)
+            cmd = [python, "-m", "lightspeed", "serve", "-c", str(config)]
             ready, records = f"http://127.0.0.1:{port}/readiness", root / "feedback"
+            # Another checkout's interpreter runs from a neutral folder: ``-m`` puts the working
+            # directory first on sys.path, and it must import its own checkout's lightspeed.
+            cwd = root if server in self.others else None
         else:
             mode = server.removeprefix("bare-")
             records = root / "feedback"
@@ -264,7 +279,7 @@ class Bench:
             ready = f"http://127.0.0.1:{port}/health"
         if self.args.server_cpu is not None:
             cmd = ["taskset", "-c", self.args.server_cpu, *cmd]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         log.close()
         try:
             wait_ready(ready, proc)
@@ -291,11 +306,13 @@ class Bench:
         try:
             if self.args.warmup > 0:
                 self.wrk(url, self.args.warmup)
+            cpu = cpu_seconds(proc.pid)
             out = self.wrk(url, self.args.duration)
+            cpu = cpu_seconds(proc.pid) - cpu
         finally:
             stop(proc)
         rps, p50, p99, requests, errors = parse_wrk(out)
-        if server in BACKENDS:
+        if server in BACKENDS or server in self.others:
             files = self.stored_records(server, root)
         else:
             files = sum(1 for name in os.listdir(records) if name.endswith(".json"))
@@ -303,15 +320,19 @@ class Bench:
         # only at the end: deleting tens of thousands of files makes the filesystem work for seconds
         # afterwards (journal, and discards on a disk mounted with `discard`), which the next run would pay.
         os.sync()
-        return Result(server, round_no, rps, p50, p99, requests, errors, files)
+        return Result(server, round_no, rps, p50, p99, requests, errors, files, 1000 * cpu / max(requests, 1))
 
 
 def report(results: list[Result], servers: list[str], args: argparse.Namespace) -> bool:
     print()
-    print(f"{'round':>5}  {'server':<14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'files':>7}")
+    print(
+        f"{'round':>5}  {'server':<14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7}"
+        f" {'errors':>7} {'files':>7}"
+    )
     for r in results:
         print(
-            f"{r.round:>5}  {r.server:<14} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7} {r.files:>7}"
+            f"{r.round:>5}  {r.server:<14} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.cpu_ms:>7.3f}"
+            f" {r.errors:>7} {r.files:>7}"
         )
     by = {s: [r for r in results if r.server == s] for s in servers}
     med = {s: statistics.median(r.rps for r in rs) for s, rs in by.items()}
@@ -321,13 +342,14 @@ def report(results: list[Result], servers: list[str], args: argparse.Namespace) 
         f"wrk -t{args.threads}, lightspeed workers={args.workers}, access log {'on' if args.access_log else 'off'}:"
     )
     ref = med.get(REFERENCE)
-    print(f"  {'server':<14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7}   (min-max req/s)")
+    print(f"  {'server':<14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7} {'ratio':>7}   (min-max req/s)")
     for s, rs in by.items():
         ratios = [r.rps / x.rps for r, x in zip(rs, by.get(REFERENCE, []), strict=False)]
         ratio = f"{statistics.median(ratios):>7.2f}" if ratios else f"{'-':>7}"
         print(
             f"  {s:<14} {med[s]:>8.0f} {statistics.median(r.p50_ms for r in rs):>8.2f} "
-            f"{statistics.median(r.p99_ms for r in rs):>8.2f} {ratio}   "
+            f"{statistics.median(r.p99_ms for r in rs):>8.2f} {statistics.median(r.cpu_ms for r in rs):>7.3f}"
+            f" {ratio}   "
             f"({min(r.rps for r in rs):.0f}-{max(r.rps for r in rs):.0f})"
         )
     ok = True
@@ -361,9 +383,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tmpdir", help="where the records are written (default: the system temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the working directory (records, logs, configs)")
     p.add_argument("--check", action="store_true", help="exit 1 when the target is not met")
+    p.add_argument(
+        "--vs",
+        metavar="PYTHON",
+        action="append",
+        default=[],
+        help="also run lightspeed-vsN: the service of another checkout (the python of its venv), taking turns",
+    )
     args = p.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = sorted(set(servers) - set(ALL_SERVERS))
+    servers += [f"lightspeed-vs{i + 1}" for i in range(len(args.vs))]
+    unknown = sorted(set(servers) - set(ALL_SERVERS) - {f"lightspeed-vs{i + 1}" for i in range(len(args.vs))})
     if unknown:
         p.error(f"unknown server(s) {', '.join(unknown)}; choose from {', '.join(ALL_SERVERS)}")
     if shutil.which("wrk") is None:
@@ -385,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(r)
                 print(
                     f"round {round_no} {server:<14} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
+                    f"  cpu {r.cpu_ms:.3f} ms/request"
                 )
     finally:
         if bench.postgres is not None:
