@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from lightspeed.config import UserDataCollectionConfig
-from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
+from lightspeed.records import (
+    FEEDBACK_NAME_RE,
+    TRANSCRIPT_NAME_RE,
+    ConversationTurn,
+    FeedbackRecord,
+    RecordKind,
+    Transcript,
+)
 from lightspeed.storage.base import (
     Claim,
     PendingStats,
@@ -237,12 +244,18 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
     # ------------------------------------------------------------------ records
 
     def _record_file(self, name: str) -> str:
-        """The file of a record name, every component validated (a name may come from a caller)."""
-        kind = parse_record_name(name).kind
-        if kind is RecordKind.FEEDBACK and self._roots.feedback is not None:
-            return self._roots.feedback + name[len("feedback") :]
-        if kind is RecordKind.TRANSCRIPT and self._roots.transcripts is not None:
-            return self._roots.transcripts + name[len("transcripts") :]
+        """The file of a record name, every component validated (a name may come from a caller).
+
+        One regular expression per name (a collection cycle asks for every record's file twice:
+        to read it and to delete it); :func:`parse_record_name` only words the error."""
+        if FEEDBACK_NAME_RE.fullmatch(name):
+            if self._roots.feedback is not None:
+                return self._roots.feedback + name[len("feedback") :]
+        elif TRANSCRIPT_NAME_RE.fullmatch(name):
+            if self._roots.transcripts is not None:
+                return self._roots.transcripts + name[len("transcripts") :]
+        else:
+            parse_record_name(name)  # raises ValueError, saying why
         raise ValueError(f"not a record name of this store: {name!r}")
 
     def _record_writer(

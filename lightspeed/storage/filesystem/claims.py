@@ -207,8 +207,7 @@ class Settling:
         return await writer.run(lambda ctx: renew(ctx, claim, lease_seconds=lease_seconds, now=time.time()))
 
     async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
-        for r in claim.records if records is None else records:
-            self._record_file(r.name)  # ValueError for a name that is not a record's
+        files_of = {r.name: self._record_file(r.name) for r in (claim.records if records is None else records)}
         writer, pool = self._lanes()
         if not delete:
 
@@ -222,7 +221,7 @@ class Settling:
         # Deleting thousands of files takes a while: the claim (still listing these records)
         # keeps every other collector off them meanwhile, and the deletions overlap on the
         # unlink lane's threads.
-        paths = [self._record_file(r.name) for r in targets]
+        paths = [files_of[r.name] for r in targets]
         ordered = await pool.run(lambda _: files.in_directory_order(paths))
         step = max(_PARALLEL_UNLINK_MIN, -(-len(paths) // UNLINK_THREADS))
         chunks = [ordered[i : i + step] for i in range(0, len(ordered), step)]
