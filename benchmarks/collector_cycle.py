@@ -16,7 +16,14 @@ the upload over loopback and the deletion; ``tar czf`` only reads and compresses
 cycle's own time (printed by ``collect --once``) is shown too: the same work without the
 interpreter's start-up, imports and exit (about 0.2 s).
 
-Run: ``python benchmarks/collector_cycle.py [--records 10000 100000] [--dir /tmp] [--compression-level N]``
+Each run works on a fresh copy (``cp -a``) of one generated data set, with its own ``tar czf``
+beside it; ``--rounds N`` repeats that and quotes medians, and ``--vs PYTHON`` (repeatable) runs
+another checkout's collector (the python of its venv, from a neutral folder so that it imports
+its own code) on the same data, taking turns: an A/B in one run, with the CPU seconds (user +
+system) of each process, steadier than wall times on a shared machine.
+
+Run: ``python benchmarks/collector_cycle.py [--records 10000 100000] [--dir /tmp] [--compression-level N]
+[--rounds N] [--vs OTHER/.venv/bin/python]``
 """
 
 from __future__ import annotations
