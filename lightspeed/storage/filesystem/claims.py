@@ -222,9 +222,8 @@ class Settling:
         # keeps every other collector off them meanwhile, and the deletions overlap on the
         # unlink lane's threads.
         paths = [files_of[r.name] for r in targets]
-        ordered = await pool.run(lambda _: files.in_directory_order(paths))
         step = max(_PARALLEL_UNLINK_MIN, -(-len(paths) // UNLINK_THREADS))
-        chunks = [ordered[i : i + step] for i in range(0, len(ordered), step)]
+        chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
         assert self._unlinker is not None
         await asyncio.gather(*(self._unlinker.run(functools.partial(_unlink, chunk)) for chunk in chunks))
         transcripts = [p for p, r in zip(paths, targets, strict=True) if r.kind is RecordKind.TRANSCRIPT]

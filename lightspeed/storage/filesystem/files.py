@@ -25,7 +25,6 @@ __all__ = [
     "describe",
     "ensure_dir",
     "fsync_dir",
-    "in_directory_order",
     "make_dir",
     "process_umask",
     "read_fd",
@@ -250,29 +249,6 @@ def read_records(paths: Sequence[str], sizes: Sequence[int]) -> list[bytes | Non
             out.append(read_fd(fd, size))
         finally:
             os.close(fd)
-    return out
-
-
-def in_directory_order(paths: Sequence[str], *, min_group: int = 64) -> list[str]:
-    """``paths`` reordered so that the files of each large directory come in the order the
-    directory lists them (its hash order on ext4): unlinking them in that order touches each of
-    the directory's blocks once, where claim order (oldest first) jumps between them."""
-    groups: dict[str, list[str]] = {}
-    for path in paths:
-        groups.setdefault(os.path.dirname(path), []).append(path)
-    out: list[str] = []
-    for directory, members in groups.items():
-        if len(members) < min_group:
-            out += members
-            continue
-        wanted = {os.path.basename(p) for p in members}
-        try:
-            with os.scandir(directory) as it:
-                listed = [os.path.join(directory, e.name) for e in it if e.name in wanted]
-        except OSError:
-            listed = []
-        seen = set(listed)
-        out += listed + [p for p in members if p not in seen]  # gone already: unlinked quietly
     return out
 
 
