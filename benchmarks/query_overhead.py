@@ -40,10 +40,15 @@ Needs ``wrk`` on PATH. Run from the repository root::
     .venv/bin/python benchmarks/query_overhead.py --mix multi --check   # exit 1 when a target is missed
     .venv/bin/python benchmarks/query_overhead.py --store memory        # in-process store: HTTP + LLM only
     .venv/bin/python benchmarks/query_overhead.py --only query-multi,streaming_query-multi
+    .venv/bin/python benchmarks/query_overhead.py --store memory --bare  # both upper bounds
 
 ``--store memory`` runs the service on the in-process example backend
 (``examples/storage_plugin_skeleton``, installed by ``make install-test``): no disk and no
 thread hand-offs, the upper bound of what the HTTP side and the LLM call allow.
+``--bare`` also measures ``benchmarks/bare_query_server.py``, one aiohttp handler per endpoint
+that forwards the query to the fake LLM and answers (SSE token events for the stream), with no
+validation, authentication, metrics or store: what HTTP and the LLM call cost alone, in CPU
+per request of that process.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "query" / "fake_llm.py"
+BARE = ROOT / "benchmarks" / "bare_query_server.py"
 QUESTION = "What is Kubernetes and how does it schedule pods?"
 #: (throughput share of the direct call's, added p50 ms, p99 as a multiple of the direct call's)
 TARGETS = {"multi": (0.75, 3.0, 2.0), "single": (0.60, None, None)}
@@ -245,6 +251,11 @@ def main() -> int:
         help="the storage backend: filesystem (default) or memory (the in-process example backend)",
     )
     parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also measure benchmarks/bare_query_server.py (HTTP and the LLM call alone: the upper bound)",
+    )
+    parser.add_argument(
         "--only", help="comma-separated runs to make, e.g. direct,query-multi (default: every one of the mix)"
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -291,13 +302,18 @@ def main() -> int:
             for endpoint in ("query", "streaming_query"):
                 scripts[f"{endpoint}-{mix}"] = conversation_lua(QUESTION, max_turns=6 if mix == "multi" else 1)
                 urls[f"{endpoint}-{mix}"] = f"http://127.0.0.1:{ls_port}/v1/{endpoint}"
+        if args.bare:
+            bare_port = free_port()
+            for endpoint in ("query", "streaming_query"):
+                scripts[f"bare-{endpoint}"] = conversation_lua(QUESTION, max_turns=1)
+                urls[f"bare-{endpoint}"] = f"http://127.0.0.1:{bare_port}/v1/{endpoint}"
         if args.only:
             only = set(args.only.split(","))
             unknown = only - set(scripts)
             if unknown:
                 raise SystemExit(f"--only: unknown runs {sorted(unknown)} (known: {', '.join(scripts)})")
             # Each run's direct call stays: its ratios need it.
-            only |= {"direct-stream" if n.startswith("streaming") else "direct" for n in only}
+            only |= {"direct-stream" if "streaming" in n else "direct" for n in only}
             for name in [n for n in scripts if n not in only]:
                 del scripts[name]
         paths = {}
@@ -316,9 +332,18 @@ def main() -> int:
             env=env,
             stdout=subprocess.DEVNULL,
         )
+        bare = None
+        if args.bare:
+            bare = subprocess.Popen(
+                [sys.executable, str(BARE), "--port", str(bare_port), "--llm-url", llm_url],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
         try:
             wait_ready(f"{llm_url}/chat/completions", fake)
             wait_ready(f"http://127.0.0.1:{ls_port}/liveness", service)
+            if bare is not None:
+                wait_ready(f"http://127.0.0.1:{bare_port}/v1/query", bare)
             print(
                 f"fake LLM delay {args.delay_ms:g} ms, {args.connections} connections, one worker, "
                 f"transcripts {'off' if args.no_transcripts else 'on'}, {args.store} store in {work}, "
@@ -332,6 +357,8 @@ def main() -> int:
             for rnd in range(1, args.rounds + 1):
                 for name in scripts:
                     pid = None if name.startswith("direct") else service.pid
+                    if name.startswith("bare-") and bare is not None:
+                        pid = bare.pid
                     r = run_wrk(urls[name], paths[name], args, pid)
                     results[name].append(r)
                     cpu = f"  CPU {r['cpu_ms']:5.3f} ms/req" if pid is not None else ""
@@ -342,15 +369,26 @@ def main() -> int:
                     )
         finally:
             stop(service)
+            if bare is not None:
+                stop(bare)
             stop(fake)
 
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
 
     print("\nmedians over the rounds:")
+    for name in scripts:
+        if name.startswith("bare-"):
+            direct = "direct-stream" if "streaming" in name else "direct"
+            print(
+                f"{name:23s} {med(name, 'rps'):8.0f} req/s vs {med(direct, 'rps'):8.0f} direct "
+                f"({med(name, 'rps') / med(direct, 'rps'):6.1%});  p50 {med(name, 'p50'):6.2f} ms "
+                f"(added {med(name, 'p50') - med(direct, 'p50'):+.2f} ms);  p99 {med(name, 'p99'):7.2f} ms;  "
+                f"CPU {med(name, 'cpu_ms'):.3f} ms/req (the bare handler's process)"
+            )
     ok = True
     for name in scripts:
-        if name.startswith("direct"):
+        if name.startswith(("direct", "bare-")):
             continue
         endpoint, mix = name.rsplit("-", 1)
         direct = "direct-stream" if endpoint == "streaming_query" else "direct"

@@ -90,6 +90,8 @@ class _Store:
     #: conversation id -> (created_at, topic_summary)
     meta: dict[str, tuple[str, str | None]] = attrs.Factory(dict)
     streams: dict[str, _Stream] = attrs.Factory(dict)
+    #: When expired streams were last forgotten (at most once a second, not once per stream).
+    streams_swept: float = 0.0
     turns: dict[str, list[ConversationTurn]] = attrs.Factory(dict)
     flags: dict[str, bool] = attrs.Factory(dict)
     #: claim id -> names of the records still in that claim (released or settled ones leave it).
@@ -275,11 +277,15 @@ class MemoryStorage(StorageBackend):
     # ------------------------------------------------------------------ streams
 
     async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
-        streams = self._live().streams
+        store = self._live()
+        streams = store.streams
         now = time.time()
-        for rid in [rid for rid, s in streams.items() if s.expires_at <= now]:
-            del streams[rid]
-        if request_id in streams:
+        if now - store.streams_swept >= 1.0:
+            store.streams_swept = now
+            for rid in [rid for rid, s in streams.items() if s.expires_at <= now]:
+                del streams[rid]
+        held = streams.get(request_id)
+        if held is not None and held.expires_at > now:
             return False
         streams[request_id] = _Stream(owner=owner, expires_at=now + ttl_seconds)
         return True
