@@ -166,20 +166,20 @@ class LCSMetrics:
         )
         for endpoint in LLM_ENDPOINTS:
             self.llm_validation_errors.labels(endpoint)
-        self._calls: dict[tuple[str, int], Any] = {}
-        self._durations: dict[str, Any] = {}
+        # Every series' labelled children, looked up once: ``labels()`` costs more than the
+        # increment itself, and these run for every request.
+        self._calls = _Children(self.rest_api_calls)
+        self._durations = _Children(self.response_duration)
+        self._llm_calls = _Children(self.llm_calls)
+        self._llm_failures = _Children(self.llm_failures)
+        self._inference = _Children(self.inference_duration)
+        self._sent = _Children(self.tokens_sent)
+        self._received = _Children(self.tokens_received)
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         """One answered request: ``path`` is its route template (or :data:`UNMATCHED_PATH`)."""
-        key = (path, status)
-        counter = self._calls.get(key)
-        if counter is None:
-            counter = self._calls[key] = self.rest_api_calls.labels(path, str(status))
-        counter.inc()
-        histogram = self._durations.get(path)
-        if histogram is None:
-            histogram = self._durations[path] = self.response_duration.labels(path)
-        histogram.observe(seconds)
+        self._calls.get(path, str(status)).inc()
+        self._durations.get(path).observe(seconds)
 
     def observe_llm_call(
         self,
@@ -193,15 +193,29 @@ class LCSMetrics:
         output_tokens: int = 0,
     ) -> None:
         """One call to an LLM provider, as the upstream counts it (failures too)."""
-        labels = (provider, model, endpoint)
-        self.llm_calls.labels(*labels).inc()
+        self._llm_calls.get(provider, model, endpoint).inc()
         if not ok:
-            self.llm_failures.labels(*labels).inc()
-        self.inference_duration.labels(*labels, "success" if ok else "failure").observe(seconds)
+            self._llm_failures.get(provider, model, endpoint).inc()
+        self._inference.get(provider, model, endpoint, "success" if ok else "failure").observe(seconds)
         if input_tokens:
-            self.tokens_sent.labels(*labels).inc(input_tokens)
+            self._sent.get(provider, model, endpoint).inc(input_tokens)
         if output_tokens:
-            self.tokens_received.labels(*labels).inc(output_tokens)
+            self._received.get(provider, model, endpoint).inc(output_tokens)
+
+
+class _Children:
+    """The children of one labelled metric, by label values, each made once (label values
+    are bounded: route templates, statuses, configured providers and models)."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def get(self, *labels: str) -> Any:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
 
 
 class _ProviderModels(Collector):

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
@@ -63,9 +62,12 @@ class _RandomIds:
     def next(self) -> str:
         if len(self._pool) < 16:
             self._pool[:] = os.urandom(4096)
-        raw = bytes(self._pool[-16:])
+        raw = self._pool[-16:]
         del self._pool[-16:]
-        return str(uuid.UUID(bytes=raw, version=4))
+        raw[6] = raw[6] & 0x0F | 0x40  # version 4
+        raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+        h = raw.hex()  # what str(uuid.UUID(bytes=raw, version=4)) gives, at a third of its cost
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _random_ids = _RandomIds()

@@ -42,11 +42,13 @@ async def read_json_body(request: web.Request, *, limit: int) -> Any:
         request.content.feed_eof()
         raise _unreadable(exc) from None
     try:
-        text = bytes(body).decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _json_invalid(exc.start, f"request body is not valid UTF-8: {exc.reason}") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise _json_invalid(exc.pos, exc.msg) from None
     except (ValueError, RecursionError) as exc:  # NaN/Infinity, integers over 4300 digits, nesting too deep
@@ -100,6 +102,10 @@ def _unreadable(exc: web.RequestPayloadError) -> ApiError:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+#: ``json.loads(text, parse_constant=...)`` builds a decoder per call; this one is built once.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _too_large(limit: int) -> ApiError:

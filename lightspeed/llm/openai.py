@@ -50,6 +50,8 @@ _LARGE_BODY_BYTES: Final = 512 * 1024
 _MASK_WINDOW: Final = 64 * 1024
 #: How the upstream recognises a provider's "prompt over the context window" refusal: by its text.
 _CONTEXT_LENGTH: Final = re.compile(r"context[ _]length", re.IGNORECASE)
+#: ``json.dumps(..., ensure_ascii=False)`` builds an encoder per call; this one is built once.
+_encode: Final = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def join_url(base: str, *segments: str) -> URL:
@@ -202,7 +204,7 @@ class OpenAIProvider(LLMProvider):
         }
         if stream:
             body["stream_options"] = {"include_usage": True}
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        data = _encode(body).encode("utf-8")
         # aiohttp warns about (and writes in one piece) raw bodies over 1 MiB; a file object is streamed.
         return io.BytesIO(data) if len(data) > _LARGE_BODY_BYTES else data
 

@@ -39,7 +39,7 @@ from lightspeed.api.query.request import (
     prompt_images,
     prompt_text,
 )
-from lightspeed.api.query.sse import EventSink
+from lightspeed.api.query.sse import EventSink, EventStreamResponse
 from lightspeed.api.validation import read_json_body
 from lightspeed.auth import AuthResult
 from lightspeed.auth.routes import requires
@@ -309,7 +309,8 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
         raise
     rid = await registered
     text = it.request.media_type == MEDIA_TYPE_TEXT
-    response = web.StreamResponse(
+    # Text goes out as it comes, headers first; events wait to go with the start event.
+    response = (web.StreamResponse if text else EventStreamResponse)(
         headers={
             "Content-Type": "text/plain; charset=utf-8" if text else "text/event-stream",
             "Cache-Control": "no-cache",

@@ -1,22 +1,51 @@
 """The streaming answer's wire format: Server-Sent Events frames as the upstream sends them
-(``data: {"event": ..., "data": {...}}``), or raw text for ``media_type: text/plain``."""
+(``data: {"event": ..., "data": {...}}``, ``json.dumps``' default separators, non-ASCII
+text as is), or raw text for ``media_type: text/plain``.
+
+The headers go out with the ``start`` event, the tokens that arrive together in one write,
+and the closing events with the end of the response: a stream of N network reads from the
+LLM is N + 2 writes (decision ``query-02``).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from json.encoder import encode_basestring
+from typing import Any, Final
 
 from aiohttp import web
 
 from lightspeed.errors import HttpError
 from lightspeed.llm import Usage
 
-__all__ = ["EventSink", "frame"]
+__all__ = ["EventSink", "EventStreamResponse", "frame", "token_frames"]
+
+#: ``json.dumps(..., ensure_ascii=False)`` builds an encoder per call; this one is built once.
+_encode: Final = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def frame(event: str, data: dict[str, Any], **extra: Any) -> bytes:
-    return b"data: " + json.dumps({"event": event, "data": data, **extra}, ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + _encode({"event": event, "data": data, **extra}).encode() + b"\n\n"
+
+
+def token_frames(first: int, tokens: Sequence[str]) -> bytes:
+    """The ``token`` events of ``tokens``, numbered from ``first``: byte for byte what
+    :func:`frame` gives, from a template (the stream's most frequent event, a JSON encoder
+    call for each one was a tenth of a stream's CPU)."""
+    return "".join(
+        [
+            f'data: {{"event": "token", "data": {{"id": {first + i}, "token": {encode_basestring(t)}}}}}\n\n'
+            for i, t in enumerate(tokens)
+        ]
+    ).encode()
+
+
+class EventStreamResponse(web.StreamResponse):
+    """A streamed response whose headers wait for its first write (one packet with the
+    ``start`` event), where aiohttp's sends them on their own at ``prepare``."""
+
+    _send_headers_immediately = False
 
 
 class EventSink:
@@ -35,8 +64,7 @@ class EventSink:
         if self.text:
             await self.response.write("".join(tokens).encode())
         else:
-            frames = (frame("token", {"id": first + i, "token": t}) for i, t in enumerate(tokens))
-            await self.response.write(b"".join(frames))
+            await self.response.write(token_frames(first, tokens))
 
     async def complete(self, index: int, answer: str, *, truncated: bool, usage: Usage) -> None:
         """The closing events and the end of the response, in one write (one packet on loopback)."""
