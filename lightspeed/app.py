@@ -149,7 +149,12 @@ async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    session = aiohttp.ClientSession(headers={"User-Agent": f"lightspeed/{__version__}"})
+    # No cap on pooled connections (aiohttp's default is 100 for all hosts): each client
+    # connection has at most one call to the LLM under way, and service.max_connections
+    # caps those; with a cap of 100, the 101st concurrent stream waited for a free slot.
+    session = aiohttp.ClientSession(
+        headers={"User-Agent": f"lightspeed/{__version__}"}, connector=aiohttp.TCPConnector(limit=0)
+    )
     set_http(app, session)
     try:
         yield
