@@ -22,7 +22,6 @@ URL's secrets and anything that looks like a credential masked.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 import time
@@ -34,6 +33,7 @@ import aiofiles
 import aiofiles.os
 import aiohttp
 import attrs
+import orjson
 from yarl import URL
 
 from lightspeed.config import LLMProviderConfig
@@ -50,8 +50,6 @@ _LARGE_BODY_BYTES: Final = 512 * 1024
 _MASK_WINDOW: Final = 64 * 1024
 #: How the upstream recognises a provider's "prompt over the context window" refusal: by its text.
 _CONTEXT_LENGTH: Final = re.compile(r"context[ _]length", re.IGNORECASE)
-#: ``json.dumps(..., ensure_ascii=False)`` builds an encoder per call; this one is built once.
-_encode: Final = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def join_url(base: str, *segments: str) -> URL:
@@ -204,7 +202,7 @@ class OpenAIProvider(LLMProvider):
         }
         if stream:
             body["stream_options"] = {"include_usage": True}
-        data = _encode(body).encode("utf-8")
+        data = orjson.dumps(body)
         # aiohttp warns about (and writes in one piece) raw bodies over 1 MiB; a file object is streamed.
         return io.BytesIO(data) if len(data) > _LARGE_BODY_BYTES else data
 
@@ -222,7 +220,7 @@ class OpenAIProvider(LLMProvider):
         except aiohttp.ClientError as exc:
             raise self._unreachable(exc) from exc
         try:
-            answer = json.loads(raw)
+            answer = orjson.loads(raw)
             text = answer["choices"][0]["message"]["content"] or ""
             if not isinstance(text, str):
                 raise TypeError("content is not a string")
@@ -297,7 +295,7 @@ class OpenAIProvider(LLMProvider):
         if payload == b"[DONE]":
             return True
         try:
-            chunk = json.loads(payload)
+            chunk = orjson.loads(payload)
         except ValueError:
             raise self._bad_answer("a stream chunk that is not JSON", _text(payload)) from None
         if not isinstance(chunk, dict):
@@ -336,7 +334,7 @@ class OpenAIProvider(LLMProvider):
         except aiohttp.ClientError as exc:
             raise self._unreachable(exc) from exc
         try:
-            items = json.loads(raw)["data"]
+            items = orjson.loads(raw)["data"]
             if not isinstance(items, list):
                 raise TypeError("data is not a list")
         except (ValueError, KeyError, TypeError) as exc:

@@ -13,6 +13,8 @@ The model named in a request picks the behaviour:
 ``ratelimit``    429 with ``Retry-After: 7`` and an OpenAI-style error body;
 ``broken``       500;
 ``malformed``    streams one good chunk, then a chunk that is not JSON (whole answers: not JSON);
+``surrogate``    streams one good chunk, then one whose text holds a lone surrogate (``"\\ud800"``:
+                 valid JSON, not text); whole answers: that text;
 ``reject``       400 with an OpenAI-style error body (context too long);
 ``denied``       401 (a wrong API key);
 ``gone``         404 (the server does not know the model);
@@ -55,6 +57,7 @@ MODELS = (
     "ratelimit",
     "broken",
     "malformed",
+    "surrogate",
     "reject",
     "badrequest",
     "denied",
@@ -210,6 +213,8 @@ class FakeLLM:
             return web.json_response({"error": {"message": f"Invalid image: {exc}"}}, status=400)
         prompt_tokens = sum(len(message_text(m["content"]).split()) for m in body["messages"])
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(answer.split())}
+        if model == "surrogate":
+            answer = "half \ud800 a pair"
         if not stream:
             if model == "malformed":
                 return web.Response(text="{not json", content_type="application/json")
@@ -245,6 +250,9 @@ class FakeLLM:
             elif model == "malformed":
                 await response.write(_chunk("Fine "))
                 await response.write(b"data: {not json\n\n")
+            elif model == "surrogate":
+                await response.write(_chunk("Fine "))
+                await response.write(_chunk(answer))
             else:
                 await response.write(b": keep-alive comment\n\n")
                 for token in words(answer):

@@ -381,6 +381,7 @@ async def test_unknown_provider_or_model_is_404(query_client: Any, body: dict[st
         ("denied", 502, "The LLM provider refused the service's credentials", "answered 401", "Incorrect API key"),
         ("gone", 404, "Model not found", "Model with ID gone does not exist", "The model `gone`"),
         ("malformed", 502, "The LLM provider sent an invalid answer", "not a chat completion", "{not json"),
+        ("surrogate", 502, "The LLM provider sent an invalid answer", "not a chat completion", None),
         ("drop", 503, "Unable to connect to the LLM provider", "Provider 'fake' at http://127.0.0.1:", "Disconnected"),
         ("hang", 504, "The LLM provider did not answer in time", "no answer within 0.3 s", None),
     ],
@@ -398,7 +399,7 @@ async def test_provider_failures_are_explained(
     """The client gets our words for what failed; the server's own words go to the log."""
     client = await query_client(llm_timeout=0.3)
     for path in ("/v1/query", "/v1/streaming_query"):
-        if path.endswith("streaming_query") and model in ("malformed", "drop"):
+        if path.endswith("streaming_query") and model in ("malformed", "surrogate", "drop"):
             continue  # these break off after the stream began; see the streaming tests
         caplog.clear()
         resp = await client.post(path, json={"query": "q", "provider": "fake", "model": model})

@@ -113,6 +113,8 @@ async def test_a_conversation_continues_with_history(query_client: Any, fake_llm
     [
         ("drop", 503, "Unable to connect to the LLM provider", "You asked: q "),
         ("malformed", 502, "The LLM provider sent an invalid answer", "Fine "),
+        # Valid JSON, but text UTF-8 cannot hold (nothing could store it): an invalid answer.
+        ("surrogate", 502, "The LLM provider sent an invalid answer", "Fine "),
     ],
 )
 async def test_a_failure_after_the_stream_began_is_an_error_event_and_a_truncated_transcript(
