@@ -86,7 +86,9 @@ class TokenStream:
     """An answer arriving piece by piece.
 
     Iterate ``tokens``: lists of text pieces, in order, that join to the answer; each list
-    holds the pieces that arrived together, so they can be passed on together. ``usage``
+    holds the pieces that arrived together, so they can be passed on together. An empty list
+    says that nothing more has arrived and the provider now waits for the network: the
+    consumer sends on what it holds (a provider that never waits need not say it). ``usage
     is filled in as the provider reports it, at the latest when ``tokens`` is exhausted.
     Call :meth:`aclose` when stopping early, so the connection to the provider is released.
     """

@@ -251,12 +251,16 @@ class OpenAIProvider(LLMProvider):
         return TokenStream(tokens=self._tokens(resp, usage), usage=usage)
 
     async def _tokens(self, resp: aiohttp.ClientResponse, usage: Usage) -> AsyncGenerator[list[str], None]:
-        """The answer's tokens, a list per network read: tokens that arrived together go on together."""
+        """The answer's tokens, a list per network read: tokens that arrived together go on
+        together; an empty list before each wait for more."""
         done = False
         rest = b""
         try:
             while not done:
-                data = await resp.content.readany()
+                data = resp.content.read_nowait()  # what has arrived already
+                if not data and not resp.content.at_eof():
+                    yield []
+                    data = await resp.content.readany()
                 lines = (rest + data).split(b"\n")
                 rest = lines.pop() if data else b""  # at the end, the last line needs no newline
                 batch: list[str] = []

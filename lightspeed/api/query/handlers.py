@@ -323,13 +323,17 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
     sink = EventSink(response, text=text)
     try:
         await response.prepare(request)
-        await sink.start(it.conversation_id, rid)
+        sink.start(it.conversation_id, rid)
 
         async def pump() -> None:
             async for batch in stream.tokens:
-                first = len(parts)
-                parts.extend(batch)
-                await sink.tokens(first, batch)
+                if batch:
+                    first = len(parts)
+                    parts.extend(batch)
+                    await sink.tokens(first, batch)
+                else:  # the provider waits for more: what came so far goes out now
+                    await sink.flush()
+            await sink.flush()  # the whole answer is out before its records are stored
 
         if await streams.pump(rid, pump()):  # interrupted by its user
             partial = "".join(parts)
