@@ -309,7 +309,7 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
         raise
     rid = await registered
     text = it.request.media_type == MEDIA_TYPE_TEXT
-    # Text goes out as it comes, headers first; events wait to go with the start event.
+    # A text stream sends its headers at once; an event stream's wait for its first write.
     response = (web.StreamResponse if text else EventStreamResponse)(
         headers={
             "Content-Type": "text/plain; charset=utf-8" if text else "text/event-stream",
