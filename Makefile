@@ -24,9 +24,12 @@ lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The package and tests/ (pyproject's [tool.mypy]); the plugins' sources; each plugin's tests on their
+# own (every plugin has a tests/test_conformance.py, one module name per mypy run).
 typecheck: install-test
 	$(BIN)/mypy
 	$(BIN)/mypy --strict --ignore-missing-imports $(addsuffix /src,$(STORAGE_PLUGINS))
+	set -e; for p in $(STORAGE_PLUGINS); do $(BIN)/mypy --strict --ignore-missing-imports $$p/tests; done
 
 unit: install-test postgres-server
 	$(BIN)/python -m pytest

@@ -17,19 +17,17 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from kube_api import KubeApiStandIn
-from service_process import NOBODY
 
 from lightspeed import create_app
 from lightspeed.config import Config, parse_config
 from lightspeed.records import hash_user_id
 from lightspeed.state import storage_from
+from tests.fakes import MakeClient, MakeConfig
+from tests.kube_api import KubeApiStandIn
+from tests.service_process import NOBODY
 
 #: The user id the noop authentication module gives a caller that names none.
 DEFAULT_USER = "00000000-0000-0000-0000-000"
-
-MakeConfig = Callable[..., Config]
-MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
 @pytest.fixture

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from lightspeed.actions import Action
 from lightspeed.config import Config
@@ -15,7 +19,7 @@ from lightspeed.storage import create_backend
 from lightspeed.storage.filesystem import FilesystemStorage
 from lightspeed.testing import make_feedback, make_transcript
 
-__all__ = ["ALICE", "OWNERS_ONLY", "feedback", "fill", "fs_backend", "transcript"]
+__all__ = ["ALICE", "OWNERS_ONLY", "MakeClient", "MakeConfig", "feedback", "fill", "fs_backend", "transcript"]
 
 ALICE = hash_user_id("alice")
 
@@ -30,6 +34,11 @@ OWNERS_ONLY: dict[str, Any] = {
         }
     ]
 }
+
+#: The ``make_config`` fixture: ``make_config(**sections)``, a configuration on a temporary directory.
+MakeConfig = Callable[..., Config]
+#: The ``make_client`` fixture: ``await make_client(**sections)``, a client of the real app.
+MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
 def feedback(cid: str | None = None, **fields: Any) -> FeedbackRecord:

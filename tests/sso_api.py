@@ -101,8 +101,8 @@ class SSOStandIn:
             call["status"] = 400
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         call["status"] = 200
-        answer = {"access_token": self._issue(), "expires_in": self.expires_in, "token_type": "Bearer"}
-        return web.json_response({**answer, "scope": "api.console"})
+        granted = {"access_token": self._issue(), "expires_in": self.expires_in, "token_type": "Bearer"}
+        return web.json_response({**granted, "scope": "api.console"})
 
     async def exchange(self, request: web.Request) -> web.Response:
         header = request.headers.get("Authorization", "")

@@ -52,7 +52,8 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_empty_file_gives_the_seed_defaults() -> None:
-    for data in (None, {}):
+    empty: tuple[dict[str, Any] | None, ...] = (None, {})
+    for data in empty:
         config = parse_config(data, env={})
         udc = config.user_data_collection
         assert (udc.feedback_enabled, udc.feedback_storage) == (False, None)

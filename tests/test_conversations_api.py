@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from fakes import OWNERS_ONLY
 
 from lightspeed.records import RecordKind, hash_user_id
 from lightspeed.state import storage_from
+from tests.fakes import OWNERS_ONLY
 
 Client = TestClient[web.Request, web.Application]
 

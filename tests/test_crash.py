@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from service_process import ECHO, Service
 
 from lightspeed.config import parse_config
 from lightspeed.storage import create_backend
+from tests.service_process import ECHO, Service
 
 KILLS = 30
 CLIENTS = 4

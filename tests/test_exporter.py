@@ -90,10 +90,10 @@ def upstream_layout(data: Path, *, n_feedback: int = 3, n_transcripts: int = 2) 
         user = hashlib.sha256(f"raw-user-{i}".encode()).hexdigest()
         name = f"transcripts/{user}/{uuid.uuid4()}/{uuid.uuid4()}.json"
         out[name] = json.dumps({"metadata": {"user_id": user}, "redacted_query": f"q{i}", "llm_response": "a"}).encode()
-    for name, body in out.items():
+    for name, content in out.items():
         path = data / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
+        path.write_bytes(content)
         old(path)
     return out
 

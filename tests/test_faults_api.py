@@ -17,8 +17,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fakes import fill
-from service_process import ECHO, NOBODY, Service
+
+from tests.fakes import fill
+from tests.service_process import ECHO, NOBODY, Service
 
 #: The upstream's 500 bodies for a query whose records could not be stored.
 QUERY_500 = (

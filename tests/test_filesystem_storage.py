@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import ALICE, feedback, transcript
-from fakes import fs_backend as backend
 
 from lightspeed import create_app
 from lightspeed.config import Config
@@ -36,6 +34,8 @@ from lightspeed.storage import (
     StorageUnavailable,
 )
 from lightspeed.storage.filesystem import FilesystemStorage
+from tests.fakes import ALICE, feedback, transcript
+from tests.fakes import fs_backend as backend
 
 MakeConfig = Callable[..., Config]
 

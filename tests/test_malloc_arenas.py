@@ -9,7 +9,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from service_process import ECHO, Service
+
+from tests.service_process import ECHO, Service
 
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's arenas on Linux"

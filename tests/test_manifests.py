@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
-from kube_api import KubeApiStandIn
 
 from lightspeed.cli import main as lightspeed_main
 from lightspeed.config import Config, load_config
+from tests.kube_api import KubeApiStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "kubernetes"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,6 @@ import attrs
 import pytest
 
 from lightspeed import create_app
-from lightspeed.config import Config
 from lightspeed.records import FeedbackRecord, Transcript
 from lightspeed.state import storage_from
 from lightspeed.storage import (
@@ -25,8 +24,7 @@ from lightspeed.storage import (
     register_backend,
 )
 from lightspeed.storage.filesystem import FilesystemStorage
-
-MakeConfig = Callable[..., Config]
+from tests.fakes import MakeConfig
 
 
 def install_dist(site: Path, dist: str, version: str, entry_points: Mapping[str, str], module: str = "") -> None:

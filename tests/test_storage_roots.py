@@ -17,7 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from service_process import ECHO, NOBODY, Service, command
+
+from tests.service_process import ECHO, NOBODY, Service, command
 
 #: The upstream's 500 bodies for a query whose records could not be stored.
 QUERY_500 = (

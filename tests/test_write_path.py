@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import feedback
-from fakes import fs_backend as backend
 
 from lightspeed.api.errors import REQUEST_ID_HEADER
 from lightspeed.config import Config
 from lightspeed.records import new_record_id
 from lightspeed.storage import FEEDBACK_ENABLED_FLAG, StorageUnavailable
+from tests.fakes import feedback
+from tests.fakes import fs_backend as backend
 
 MakeConfig = Callable[..., Config]
 

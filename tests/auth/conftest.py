@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from auth_support import JwksServer
-from kube_api import KubeApiStandIn
 
 import lightspeed.kube
+from tests.auth.auth_support import JwksServer
+from tests.kube_api import KubeApiStandIn
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ from typing import Any
 
 import jwt
 import pytest
-from auth_support import JwksServer, SigningKey, claims, ec_key, rsa_key
 
 from lightspeed.auth.jwk import JwkTokenAuth
 from lightspeed.state import auth_from
+from tests.auth.auth_support import JwksServer, SigningKey, claims, ec_key, rsa_key
+from tests.fakes import MakeClient
 
 UNAUTHORIZED = "Missing or invalid credentials provided by client"
 
@@ -62,7 +63,7 @@ async def test_rejected_tokens(jwks: JwksServer, make_client: Any) -> None:
     good = key.sign(claims())
     header, _payload, signature = good.split(".")
     forged_payload = jwt.utils.base64url_encode(b'{"user_id":"admin","username":"admin"}').decode()
-    none_token = jwt.encode(claims(), None, algorithm="none", headers={"kid": "k1"})
+    none_token = jwt.encode(claims(), "", algorithm="none", headers={"kid": "k1"})
     cases = {
         "expired": (key.sign(claims(exp=now - 120)), "Token has expired"),
         "not yet valid": (key.sign(claims(nbf=now + 600)), "Token validation failed"),
@@ -160,7 +161,7 @@ async def test_issuer_and_audience(jwks: JwksServer, make_client: Any) -> None:
     assert status == 401 and cause(body) == "Token missing claim: aud"
 
 
-async def test_role_rules_grant_and_deny(jwks: JwksServer, make_client: Any) -> None:
+async def test_role_rules_grant_and_deny(jwks: JwksServer, make_client: MakeClient) -> None:
     key = ec_key()
     jwks.keys = [key.jwk()]
     auth = jwk_auth(

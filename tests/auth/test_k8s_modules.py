@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kube_api import KubeApiStandIn
 
 from lightspeed.auth.k8s import K8sAuth
 from lightspeed.auth.trusted_proxy import TrustedProxyAuth
 from lightspeed.state import auth_from
+from tests.kube_api import KubeApiStandIn
 
 UNAUTHORIZED = "Missing or invalid credentials provided by client"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
-from kube_api import DEFAULT_CLIENT_TOKEN, KubeApiStandIn
 
 from lightspeed.kube import (
     KubeClient,
@@ -19,6 +19,7 @@ from lightspeed.kube import (
     KubeUnavailable,
     KubeUser,
 )
+from tests.kube_api import DEFAULT_CLIENT_TOKEN, KubeApiStandIn
 
 
 async def test_token_review_and_access_review_over_tls(kube_api: KubeApiStandIn) -> None:
@@ -81,7 +82,7 @@ async def test_kubeconfig_client_certificate(tmp_path: Path) -> None:
     """A client certificate from kubeconfig data is loaded (the stand-in asks for none, so TLS still succeeds)."""
     ca = trustme.CA()
     leaf = ca.issue_cert("lightspeed")
-    doc = {
+    doc: dict[str, Any] = {
         "current-context": "c",
         "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
         "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:1"}}],

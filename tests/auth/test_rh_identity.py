@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from auth_support import rh_header, rh_user
+
+from tests.auth.auth_support import rh_header, rh_user
 
 
 def rh_auth(**config: Any) -> dict[str, Any]:

@@ -11,15 +11,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from auth_support import JwksServer, claims, ec_key, rh_header, rh_user
-from kube_api import DEFAULT_CLIENT_TOKEN, KubeApiStandIn
 
 from lightspeed import create_app
 from lightspeed.actions import Action
 from lightspeed.auth.routes import AUTHENTICATED_ONLY, PUBLIC, declared_action
-from lightspeed.config import Config
-
-MakeConfig = Callable[..., Config]
+from tests.auth.auth_support import JwksServer, claims, ec_key, rh_header, rh_user
+from tests.fakes import MakeConfig
+from tests.kube_api import DEFAULT_CLIENT_TOKEN, KubeApiStandIn
 
 #: The Lightspeed Core Stack's action for each endpoint (routes not served yet are checked once they are).
 EXPECTED: dict[tuple[str, str], Action | str] = {

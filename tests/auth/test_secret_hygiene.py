@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 import pytest
-from auth_support import JwksServer, claims, ec_key, rh_header, rh_user
-from kube_api import KubeApiStandIn
+
+from tests.auth.auth_support import JwksServer, claims, ec_key, rh_header, rh_user
+from tests.kube_api import KubeApiStandIn
 
 API_KEY = "ak-5ecret-0f-the-service-7c1e"
 K8S_TOKEN = "sha256~k8s-user-token-9f3b2a"

@@ -1,5 +1,5 @@
 """Fixtures of the collector tests (defined in collector_support.py)."""
 
-from collector_support import collector_config, harness, ingress
+from tests.collector.collector_support import collector_config, harness, ingress
 
 __all__ = ["collector_config", "harness", "ingress"]

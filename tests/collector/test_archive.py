@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from collector_support import MakeHarness, store_records, tree_files
 
 from lightspeed.collector.archive import ArchiveTooLarge, _header, _header_template, build_archive
 from lightspeed.records import RecordKind
+from tests.collector.collector_support import MakeHarness, store_records, tree_files
 
 NAMES = [
     "feedback/2f0e6bb5-3f7e-4c39-9d39-6e6a5c0bd2a7.json",

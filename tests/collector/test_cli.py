@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import yaml
-from collector_support import received, store_records, tree_files
 
 from lightspeed.config import parse_config
 from lightspeed.storage.filesystem import FilesystemStorage
+from tests.collector.collector_support import received, store_records, tree_files
 
 
 @asynccontextmanager

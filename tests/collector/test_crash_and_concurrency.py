@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from collector_support import Ingress, store_records, tree_files
 
 from lightspeed import create_app
 from lightspeed.collector import Collector, IngressClient
@@ -24,6 +23,7 @@ from lightspeed.config import parse_config
 from lightspeed.records import hash_user_id
 from lightspeed.state import storage_from
 from lightspeed.storage.filesystem import FilesystemStorage
+from tests.collector.collector_support import Ingress, store_records, tree_files
 
 WORKER = Path(__file__).with_name("collector_worker.py")
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sso_api import SSOStandIn, start_sso
 
 from lightspeed.collector.credentials import (
     CredentialProvider,
@@ -22,6 +21,7 @@ from lightspeed.collector.credentials import (
 )
 from lightspeed.config import DataCollectorConfig, parse_config
 from lightspeed.metrics import Metrics
+from tests.sso_api import SSOStandIn, start_sso
 
 
 def collector_config(auth: dict[str, Any], **dc: Any) -> DataCollectorConfig:
@@ -267,8 +267,8 @@ async def test_manual_token_file_is_read_for_every_upload(tmp_path: Path) -> Non
 def test_auth_section_is_validated() -> None:
     from lightspeed.errors import ConfigError
 
-    base = {"ingress_server_url": "http://h/u", "ingress_content_service_name": "x", "enabled": True}
-    cases = {
+    base: dict[str, Any] = {"ingress_server_url": "http://h/u", "ingress_content_service_name": "x", "enabled": True}
+    cases: dict[str, dict[str, Any]] = {
         "user_data_collection.data_collector.auth.mode: must be one of manual, openshift, sso, offline-token": {
             "auth": {"mode": "kerberos"}
         },

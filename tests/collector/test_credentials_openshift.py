@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_support import Harness, Ingress, MakeHarness, store_records, tree_files
-from kube_api import KubeApiStandIn
 
 from lightspeed.collector import Collector, IngressClient, UploadOutcome
 from lightspeed.collector.credentials import CredentialsError, OpenShiftProvider
 from lightspeed.kube import KubeClient
+from tests.collector.collector_support import Harness, Ingress, MakeHarness, store_records, tree_files
+from tests.kube_api import KubeApiStandIn
 
 CLUSTER = "5c1f7f2e-0000-4b8e-9d6a-c1a55e7e1d00"
 
@@ -172,7 +172,7 @@ async def test_an_api_that_is_down_keeps_records_pending_and_says_so(
 
 
 async def test_missing_permissions_name_the_rbac_to_grant(kube_api: KubeApiStandIn, tmp_path: Path) -> None:
-    from test_credentials import collector_config
+    from tests.collector.test_credentials import collector_config
 
     kube_api.fault = "forbid"
     kube = KubeClient(kube_api.credentials())
@@ -187,7 +187,7 @@ async def test_missing_permissions_name_the_rbac_to_grant(kube_api: KubeApiStand
 
 
 async def test_a_pull_secret_without_the_cloud_entry_is_explained(kube_api: KubeApiStandIn, tmp_path: Path) -> None:
-    from test_credentials import collector_config
+    from tests.collector.test_credentials import collector_config
 
     kube_api.set_pull_secret({"quay.io": {"auth": "x"}})
     kube = KubeClient(kube_api.credentials())
@@ -200,7 +200,7 @@ async def test_a_pull_secret_without_the_cloud_entry_is_explained(kube_api: Kube
 
 
 async def test_no_kubernetes_credentials_at_all_is_a_reported_failure(tmp_path: Path) -> None:
-    from test_credentials import collector_config
+    from tests.collector.test_credentials import collector_config
 
     provider = OpenShiftProvider(
         config=collector_config({"mode": "openshift", "kubeconfig": str(tmp_path / "no-such-kubeconfig")})

@@ -11,7 +11,9 @@ from typing import Any
 
 import attrs
 import pytest
-from collector_support import (
+
+from lightspeed.records import RecordKind, hash_user_id
+from tests.collector.collector_support import (
     Ingress,
     MakeHarness,
     feedback,
@@ -21,8 +23,6 @@ from collector_support import (
     tree_dirs,
     tree_files,
 )
-
-from lightspeed.records import RecordKind, hash_user_id
 
 
 async def test_every_record_arrives_once_byte_for_byte_and_the_files_are_gone(

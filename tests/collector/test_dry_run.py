@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from collector_support import Ingress, MakeHarness, store_records, tree_files
 
 from lightspeed.collector.run import run_dry_run
+from tests.collector.collector_support import Ingress, MakeHarness, store_records, tree_files
 
 
 def members(data: bytes) -> dict[str, bytes]:

@@ -7,7 +7,8 @@ import json
 
 import aiohttp
 import pytest
-from collector_support import Ingress
+
+from tests.collector.collector_support import Ingress
 
 GOOD_TYPE = "application/vnd.redhat.lightspeed-test.periodic+tar"
 

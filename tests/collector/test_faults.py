@@ -10,11 +10,11 @@ import socket
 
 import pytest
 from aiohttp.test_utils import TestServer
-from collector_support import Ingress, MakeHarness, store_records, tree_files
 
 from lightspeed.collector import CollectorTask, UploadOutcome, backoff_delay
 from lightspeed.collector.ingress import parse_retry_after
 from lightspeed.ingress import Fault
+from tests.collector.collector_support import Ingress, MakeHarness, store_records, tree_files
 
 
 def stored_files(h: object) -> int:

@@ -15,13 +15,13 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from collector_support import Ingress, MakeCollectorConfig, feedback, received, transcript
 from lightspeed_storage_sqlite import SqliteStorage
 
 from lightspeed.collector import Collector, IngressClient
 from lightspeed.ingress import Fault
 from lightspeed.records import ConversationTurn, hash_user_id
 from lightspeed.storage import create_backend
+from tests.collector.collector_support import Ingress, MakeCollectorConfig, feedback, received, transcript
 
 ALICE, BOB = hash_user_id("alice"), hash_user_id("bob")
 

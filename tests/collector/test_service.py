@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from collector_support import Ingress, MakeCollectorConfig, tree_files
 
 from lightspeed import create_app
 from lightspeed.ingress import Fault
 from lightspeed.records import hash_user_id
 from lightspeed.state import storage_from
+from tests.collector.collector_support import Ingress, MakeCollectorConfig, tree_files
 
 
 async def start(config: object) -> TestClient:  # type: ignore[type-arg]

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from fake_llm import FakeLLM
-from query_support import llm_sections
+
+from tests.query.fake_llm import FakeLLM
+from tests.query.query_support import llm_sections
 
 Client = TestClient[web.Request, web.Application]
 QueryClient = Callable[..., Awaitable[Client]]

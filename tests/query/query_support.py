@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from fake_llm import MODELS
 
 from lightspeed.state import config_from
+from tests.query.fake_llm import MODELS
 
 Client = TestClient[web.Request, web.Application]
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_llm import FakeLLM
-from query_support import Client, all_files, sse_events, transcripts
+
+from tests.query.fake_llm import FakeLLM
+from tests.query.query_support import Client, all_files, sse_events, transcripts
 
 #: A real 1x1 PNG (70 bytes) and the start of a JPEG (the signature, then a JFIF header).
 PNG = base64.b64decode(

@@ -16,11 +16,11 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import ClientResponse
-from fake_llm import FakeLLM
-from query_support import Client, free_port, llm_sections, sse_events, transcripts
 
 from lightspeed.records import hash_user_id
 from lightspeed.state import storage_from
+from tests.query.fake_llm import FakeLLM
+from tests.query.query_support import Client, free_port, llm_sections, sse_events, transcripts
 
 NOTE = "\n\n*Response stopped by the user.*"
 SLOW = {"query": "q", "provider": "fake", "model": "slow"}

@@ -19,12 +19,12 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from fake_llm import FakeLLM
 
 from lightspeed import create_app
 from lightspeed.config import LCS_KEY_IGNORED, Config, config_to_dict, parse_config
 from lightspeed.errors import ConfigError
-from lightspeed.lcs_keys import lcs_key_tree, lcs_keys_not_implemented
+from lightspeed.lcs_keys import LCSKeyTree, lcs_key_tree, lcs_keys_not_implemented
+from tests.query.fake_llm import FakeLLM
 
 Client = TestClient[web.Request, web.Application]
 
@@ -151,12 +151,12 @@ def test_every_key_of_the_upstream_examples_is_in_the_key_list() -> None:
         walk(data, "")
 
 
-def _node(path: str) -> Any:
-    node = lcs_key_tree()
+def _node(path: str) -> LCSKeyTree | None:
+    node: LCSKeyTree | None = lcs_key_tree()
     for part in path.split("."):
-        node = node.child(part)
         if node is None:
             return None
+        node = node.child(part)
     return node
 
 

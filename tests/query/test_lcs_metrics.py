@@ -7,8 +7,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from fake_llm import MODELS
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.query.fake_llm import MODELS
 
 Client = TestClient[web.Request, web.Application]
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from fake_llm import MODELS
+
+from tests.query.fake_llm import MODELS
 
 Client = TestClient[web.Request, web.Application]
 

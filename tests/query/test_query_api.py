@@ -13,9 +13,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from fake_llm import FakeLLM
-from fakes import OWNERS_ONLY
-from query_support import (
+
+from lightspeed import create_app
+from lightspeed.auth import DEFAULT_USER_ID
+from lightspeed.state import metrics_from, storage_from
+from tests.fakes import OWNERS_ONLY
+from tests.query.fake_llm import FakeLLM
+from tests.query.query_support import (
     Client,
     all_files,
     free_port,
@@ -24,10 +28,6 @@ from query_support import (
     transcripts,
     transcripts_root,
 )
-
-from lightspeed import create_app
-from lightspeed.auth import DEFAULT_USER_ID
-from lightspeed.state import metrics_from, storage_from
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -47,7 +47,9 @@ async def ask(client: Client, body: dict[str, Any], *, path: str = "/v1/query", 
 
 
 @pytest.mark.parametrize("path", ["/v1/query", "/query"])
-async def test_a_new_conversation_gets_the_answer_and_one_transcript(query_client: Any, fake_llm: FakeLLM, path: str):
+async def test_a_new_conversation_gets_the_answer_and_one_transcript(
+    query_client: Any, fake_llm: FakeLLM, path: str
+) -> None:
     client = await query_client()
     status, body = await ask(client, {"query": "What is Kubernetes?"}, path=path)
 
@@ -99,7 +101,7 @@ async def test_a_new_conversation_gets_the_answer_and_one_transcript(query_clien
     }
 
 
-async def test_named_provider_and_model_are_used_and_recorded(query_client: Any):
+async def test_named_provider_and_model_are_used_and_recorded(query_client: Any) -> None:
     client = await query_client()
     status, body = await ask(client, {"query": "hello there", "provider": "local", "model": "echo"})
     assert status == 200, body
@@ -113,7 +115,7 @@ async def test_named_provider_and_model_are_used_and_recorded(query_client: Any)
     )
 
 
-async def test_history_is_sent_up_to_the_limit_and_truncation_is_reported(query_client: Any, fake_llm: FakeLLM):
+async def test_history_is_sent_up_to_the_limit_and_truncation_is_reported(query_client: Any, fake_llm: FakeLLM) -> None:
     client = await query_client(
         inference={"default_provider": "fake", "default_model": "fake-model", "max_history_turns": 2}
     )
@@ -139,7 +141,7 @@ async def test_history_is_sent_up_to_the_limit_and_truncation_is_reported(query_
     assert {t["metadata"]["conversation_id"] for t in await transcripts(client)} == {cid}
 
 
-async def test_someone_elses_conversation_is_403_and_an_unknown_one_404(query_client: Any, fake_llm: FakeLLM):
+async def test_someone_elses_conversation_is_403_and_an_unknown_one_404(query_client: Any, fake_llm: FakeLLM) -> None:
     client = await query_client(authorization=OWNERS_ONLY)  # without rules anyone may continue it, as upstream
     _, alice = await ask(client, {"query": "mine"}, params={"user_id": "alice"})
     cid = alice["conversation_id"]
@@ -162,7 +164,7 @@ async def test_someone_elses_conversation_is_403_and_an_unknown_one_404(query_cl
     assert len(await transcripts(client)) == 1
 
 
-async def test_feedback_accepts_a_conversation_started_by_a_query(query_client: Any):
+async def test_feedback_accepts_a_conversation_started_by_a_query(query_client: Any) -> None:
     client = await query_client()
     _, answer = await ask(client, {"query": "What is Kubernetes?"}, params={"user_id": "alice"})
     feedback = {
@@ -286,7 +288,9 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("body", "errors"), BAD_BODIES)
-async def test_invalid_bodies_are_422_in_pydantic_shape(query_client: Any, fake_llm: FakeLLM, body: Any, errors: Any):
+async def test_invalid_bodies_are_422_in_pydantic_shape(
+    query_client: Any, fake_llm: FakeLLM, body: Any, errors: Any
+) -> None:
     client = await query_client()
     for path in ("/v1/query", "/v1/streaming_query"):
         status, got = await ask(client, body, path=path)
@@ -296,7 +300,7 @@ async def test_invalid_bodies_are_422_in_pydantic_shape(query_client: Any, fake_
     assert await transcripts(client) == []
 
 
-async def test_upstream_optional_fields_are_accepted(query_client: Any):
+async def test_upstream_optional_fields_are_accepted(query_client: Any) -> None:
     client = await query_client()
     body = {
         "query": "q",
@@ -314,7 +318,9 @@ async def test_upstream_optional_fields_are_accepted(query_client: Any):
 
 
 @pytest.mark.parametrize("path", ["/v1/query", "/v1/streaming_query"])
-async def test_a_lone_surrogate_anywhere_is_422_and_nothing_is_stored(query_client: Any, fake_llm: FakeLLM, path: str):
+async def test_a_lone_surrogate_anywhere_is_422_and_nothing_is_stored(
+    query_client: Any, fake_llm: FakeLLM, path: str
+) -> None:
     """JSON can carry "\\ud800", UTF-8 cannot: refused at validation, never a dropped record or a cut stream."""
     client = await query_client()
     attachment = {"attachment_type": "log", "content_type": "text/plain", "content": "half \ud800 a pair"}
@@ -338,7 +344,7 @@ async def test_a_lone_surrogate_anywhere_is_422_and_nothing_is_stored(query_clie
     assert [t["redacted_query"] for t in await transcripts(client)] == ["smile \U0001f600"]
 
 
-async def test_a_2mb_query_is_413_with_a_clear_message(query_client: Any, fake_llm: FakeLLM):
+async def test_a_2mb_query_is_413_with_a_clear_message(query_client: Any, fake_llm: FakeLLM) -> None:
     client = await query_client()
     for path in ("/v1/query", "/v1/streaming_query"):
         status, got = await ask(client, {"query": "x" * (2 * 1024 * 1024)}, path=path)
@@ -364,7 +370,7 @@ async def test_a_2mb_query_is_413_with_a_clear_message(query_client: Any, fake_l
         ({"provider": "local", "model": "gpt-4"}, "Model with ID gpt-4 does not exist"),
     ],
 )
-async def test_unknown_provider_or_model_is_404(query_client: Any, body: dict[str, Any], cause: str):
+async def test_unknown_provider_or_model_is_404(query_client: Any, body: dict[str, Any], cause: str) -> None:
     client = await query_client()
     status, got = await ask(client, {"query": "q", **body})
     assert status == 404
@@ -395,7 +401,7 @@ async def test_provider_failures_are_explained(
     response: str,
     cause_part: str,
     logged: str | None,
-):
+) -> None:
     """The client gets our words for what failed; the server's own words go to the log."""
     client = await query_client(llm_timeout=0.3)
     for path in ("/v1/query", "/v1/streaming_query"):
@@ -416,7 +422,7 @@ async def test_provider_failures_are_explained(
     assert await transcripts(client) == []
 
 
-async def test_an_unreachable_provider_is_503(query_client: Any):
+async def test_an_unreachable_provider_is_503(query_client: Any) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     client = await query_client(provider={"url": url})
     status, got = await ask(client, {"query": "q"})
@@ -425,7 +431,7 @@ async def test_an_unreachable_provider_is_503(query_client: Any):
     assert url in got["detail"]["cause"]
 
 
-async def test_attachments_reach_the_llm_and_the_transcript(query_client: Any, fake_llm: FakeLLM):
+async def test_attachments_reach_the_llm_and_the_transcript(query_client: Any, fake_llm: FakeLLM) -> None:
     client = await query_client()
     attachment = {"attachment_type": "configuration", "content_type": "application/yaml", "content": "kind: Pod"}
     status, _ = await ask(client, {"query": "Why?", "attachments": [attachment]})
@@ -444,7 +450,7 @@ SECRET = "hunter2-XYZZY-77"
 
 async def test_secrets_matching_a_filter_never_reach_the_llm_or_the_store(
     query_client: Any, fake_llm: FakeLLM, tmp_path: Path
-):
+) -> None:
     client = await query_client(
         query_filters=[
             {"name": "password", "pattern": r"hunter2-[A-Z]+-\d+", "replace_with": "[PASSWORD]"},
@@ -470,7 +476,7 @@ async def test_secrets_matching_a_filter_never_reach_the_llm_or_the_store(
         assert SECRET.encode() not in path.read_bytes(), path
 
 
-async def test_a_transcript_that_cannot_be_stored_is_a_500_not_an_answer(query_client: Any, caplog: Any):
+async def test_a_transcript_that_cannot_be_stored_is_a_500_not_an_answer(query_client: Any, caplog: Any) -> None:
     client = await query_client()
     root = transcripts_root(client)
     shutil.rmtree(root, ignore_errors=True)
@@ -501,7 +507,7 @@ async def test_a_transcript_that_cannot_be_stored_is_a_500_not_an_answer(query_c
     assert status == 200
 
 
-async def test_no_transcripts_when_disabled_but_history_is_kept(query_client: Any, fake_llm: FakeLLM):
+async def test_no_transcripts_when_disabled_but_history_is_kept(query_client: Any, fake_llm: FakeLLM) -> None:
     client = await query_client(user_data_collection={"transcripts_enabled": False, "transcripts_storage": None})
     _, first = await ask(client, {"query": "one"})
     status, _ = await ask(client, {"query": "two", "conversation_id": first["conversation_id"]})
@@ -512,7 +518,7 @@ async def test_no_transcripts_when_disabled_but_history_is_kept(query_client: An
 
 async def test_the_api_key_is_sent_and_a_key_file_is_reread_when_it_changes(
     query_client: Any, fake_llm: FakeLLM, tmp_path: Path
-):
+) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("first-key\n")
     client = await query_client(provider={"api_key_path": str(key_file)})
@@ -523,7 +529,9 @@ async def test_the_api_key_is_sent_and_a_key_file_is_reread_when_it_changes(
     assert fake_llm.auth_headers == ["Bearer first-key", "Bearer second-key-longer"]
 
 
-async def test_with_max_history_turns_0_no_history_is_sent_and_truncated_says_so(query_client: Any, fake_llm: FakeLLM):
+async def test_with_max_history_turns_0_no_history_is_sent_and_truncated_says_so(
+    query_client: Any, fake_llm: FakeLLM
+) -> None:
     client = await query_client(
         inference={"default_provider": "fake", "default_model": "fake-model", "max_history_turns": 0}
     )
@@ -534,7 +542,7 @@ async def test_with_max_history_turns_0_no_history_is_sent_and_truncated_says_so
     assert fake_llm.requests[1]["messages"] == [SYSTEM, {"role": "user", "content": "two"}]
 
 
-async def test_a_llama_stack_conversation_id_is_accepted(query_client: Any):
+async def test_a_llama_stack_conversation_id_is_accepted(query_client: Any) -> None:
     client = await query_client()
     cid = "conv_" + "ab" * 24
     await storage_from(client.app).set_conversation_owner(cid, owner=sha(DEFAULT_USER_ID))
@@ -545,7 +553,7 @@ async def test_a_llama_stack_conversation_id_is_accepted(query_client: Any):
     assert stored["metadata"]["conversation_id"] == cid
 
 
-async def test_answers_still_being_stored_are_stored_at_shutdown(make_config: Any, fake_llm: FakeLLM):
+async def test_answers_still_being_stored_are_stored_at_shutdown(make_config: Any, fake_llm: FakeLLM) -> None:
 
     config = make_config(**llm_sections(fake_llm.url))
     async with TestClient(TestServer(create_app(config))) as client:

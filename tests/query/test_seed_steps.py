@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from query_support import free_port
+
+from tests.query.query_support import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 

@@ -9,10 +9,10 @@ import shutil
 from typing import Any
 
 import pytest
-from fake_llm import FakeLLM
-from query_support import Client, sse_events, transcripts, transcripts_root
 
 from lightspeed.state import metrics_from
+from tests.query.fake_llm import FakeLLM
+from tests.query.query_support import Client, sse_events, transcripts, transcripts_root
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant"}
 
@@ -29,7 +29,7 @@ def token_frames(*tokens: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("path", ["/v1/streaming_query", "/streaming_query"])
 async def test_frames_in_the_upstream_order_and_a_transcript_with_attachments(
     query_client: Any, fake_llm: FakeLLM, path: str
-):
+) -> None:
     client = await query_client()
     attachment = {"attachment_type": "log", "content_type": "text/plain", "content": "E0001"}
     resp, text = await stream(client, {"query": "What is Kubernetes?", "attachments": [attachment]}, path)
@@ -71,7 +71,7 @@ async def test_frames_in_the_upstream_order_and_a_transcript_with_attachments(
     assert stored["attachments"] == [attachment]
 
 
-async def test_the_echo_provider_streams_word_by_word(query_client: Any):
+async def test_the_echo_provider_streams_word_by_word(query_client: Any) -> None:
     client = await query_client()
     _, text = await stream(client, {"query": "a b  c", "provider": "local", "model": "echo"})
     events = sse_events(text)
@@ -86,7 +86,7 @@ async def test_the_echo_provider_streams_word_by_word(query_client: Any):
     ]
 
 
-async def test_text_plain_streams_the_raw_answer(query_client: Any):
+async def test_text_plain_streams_the_raw_answer(query_client: Any) -> None:
     client = await query_client()
     resp, text = await stream(client, {"query": "What is Kubernetes?", "media_type": "text/plain"})
     assert resp.status == 200
@@ -94,7 +94,7 @@ async def test_text_plain_streams_the_raw_answer(query_client: Any):
     assert text == "You asked: What is Kubernetes?"
 
 
-async def test_a_conversation_continues_with_history(query_client: Any, fake_llm: FakeLLM):
+async def test_a_conversation_continues_with_history(query_client: Any, fake_llm: FakeLLM) -> None:
     client = await query_client()
     _, text = await stream(client, {"query": "one"})
     cid = sse_events(text)[0]["data"]["conversation_id"]
@@ -119,7 +119,7 @@ async def test_a_conversation_continues_with_history(query_client: Any, fake_llm
 )
 async def test_a_failure_after_the_stream_began_is_an_error_event_and_a_truncated_transcript(
     query_client: Any, model: str, status: int, response: str, llm_response: str
-):
+) -> None:
     client = await query_client()
     resp, text = await stream(client, {"query": "q r s", "provider": "fake", "model": model})
     assert resp.status == 200
@@ -137,7 +137,7 @@ async def test_a_failure_after_the_stream_began_is_an_error_event_and_a_truncate
     assert stored["llm_response"] == llm_response
 
 
-async def test_a_plain_text_stream_ends_a_failure_with_the_upstream_status_line(query_client: Any):
+async def test_a_plain_text_stream_ends_a_failure_with_the_upstream_status_line(query_client: Any) -> None:
     client = await query_client()
     body = {"query": "q r s", "provider": "fake", "model": "drop", "media_type": "text/plain"}
     resp, text = await stream(client, body)
@@ -149,7 +149,9 @@ async def test_a_plain_text_stream_ends_a_failure_with_the_upstream_status_line(
     assert stored["truncated"] is True
 
 
-async def test_a_client_that_goes_away_mid_stream_leaves_a_truncated_transcript(query_client: Any, fake_llm: FakeLLM):
+async def test_a_client_that_goes_away_mid_stream_leaves_a_truncated_transcript(
+    query_client: Any, fake_llm: FakeLLM
+) -> None:
     client = await query_client()
     resp = await client.post("/v1/streaming_query", json={"query": "q", "provider": "fake", "model": "slow"})
     assert resp.status == 200
@@ -173,7 +175,7 @@ async def test_a_client_that_goes_away_mid_stream_leaves_a_truncated_transcript(
     assert stats.transcripts_stored == 1
 
 
-async def test_records_that_cannot_be_stored_end_the_stream_with_an_error_event(query_client: Any):
+async def test_records_that_cannot_be_stored_end_the_stream_with_an_error_event(query_client: Any) -> None:
     client = await query_client()
     root = transcripts_root(client)
     shutil.rmtree(root, ignore_errors=True)
@@ -196,7 +198,7 @@ async def test_records_that_cannot_be_stored_end_the_stream_with_an_error_event(
     assert len(await transcripts(client)) == 1
 
 
-async def test_errors_before_the_stream_begins_are_plain_json(query_client: Any, fake_llm: FakeLLM):
+async def test_errors_before_the_stream_begins_are_plain_json(query_client: Any, fake_llm: FakeLLM) -> None:
     client = await query_client()
     resp, text = await stream(client, {"query": "q", "provider": "fake", "model": "ratelimit"})
     assert resp.status == 429

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from fake_llm import FakeLLM
-from query_support import llm_sections
-from service_process import Service
+
+from tests.query.fake_llm import FakeLLM
+from tests.query.query_support import llm_sections
+from tests.service_process import Service
 
 FOLLOW_UPS = 200
 BUSY_CLIENTS = 16

@@ -22,11 +22,11 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from fake_llm import FakeLLM
-from query_support import free_port, sse_events
 
 from lightspeed.llm.openai import join_url
 from lightspeed.masking import Masker, masked_url, public_url
+from tests.query.fake_llm import FakeLLM
+from tests.query.query_support import free_port, sse_events
 
 KEY = "sk-live-KEY0123456789abcdef"
 QUERY_KEY = "qsecret-5511aa"
@@ -71,7 +71,9 @@ def test_join_url_appends_the_path_and_keeps_the_query(base: str, expected: str)
         ("/gateway/v1/?api-version=2024-10-21&x=1", "/gateway/v1/chat/completions?api-version=2024-10-21&x=1"),
     ],
 )
-async def test_the_provider_calls_the_joined_url(query_client: Any, fake_llm: FakeLLM, suffix: str, target: str):
+async def test_the_provider_calls_the_joined_url(
+    query_client: Any, fake_llm: FakeLLM, suffix: str, target: str
+) -> None:
     origin = fake_llm.url.removesuffix("/v1")
     client = await query_client(provider={"url": origin + suffix})
     resp = await client.post("/v1/query", json={"query": "where?"})
@@ -166,7 +168,7 @@ async def _serve(config: Path, port: int, log: Path) -> AsyncIterator[str]:
         await asyncio.wait_for(proc.wait(), 30)
 
 
-async def test_no_secret_reaches_a_client_or_the_log(fake_llm: FakeLLM, tmp_path: Path):
+async def test_no_secret_reaches_a_client_or_the_log(fake_llm: FakeLLM, tmp_path: Path) -> None:
     port = free_port()
     config = _config(tmp_path, fake_llm.url, port)
     log = tmp_path / "serve.log"

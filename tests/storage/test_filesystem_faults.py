@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fakes import ALICE, feedback, fill, transcript
 
 from lightspeed.config import Config
 from lightspeed.records import ConversationTurn
 from lightspeed.storage import StorageUnavailable, create_backend
 from lightspeed.storage.filesystem import FilesystemStorage
+from tests.fakes import ALICE, feedback, fill, transcript
 
 MakeConfig = Callable[..., Config]
 

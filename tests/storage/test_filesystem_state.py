@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fakes import ALICE, feedback
-from fakes import fs_backend as backend
 
 from lightspeed.config import Config
 from lightspeed.records import ConversationTurn, RecordKind, hash_user_id
 from lightspeed.storage import FEEDBACK_ENABLED_FLAG, Claim, StorageUnavailable
 from lightspeed.storage.filesystem.statedb import _MIGRATIONS
+from tests.fakes import ALICE, feedback
+from tests.fakes import fs_backend as backend
 
 MakeConfig = Callable[..., Config]
 BIG = 10**9
