@@ -1,4 +1,5 @@
-"""The storage interface: what every backend promises.
+"""The storage interface: what every backend promises (the values its methods take and return are
+in :mod:`lightspeed.storage.values`, re-exported here).
 
 A backend stores two kinds of record (feedback and transcripts), remembers who owns each
 conversation, keeps a few shared boolean flags, and hands pending records to collectors
@@ -27,17 +28,26 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import enum
-import time
 from collections.abc import Collection, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-import attrs
-
-from lightspeed.config import UserDataCollectionConfig, structure_section
+from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
+from lightspeed.storage.common import structure_options
 from lightspeed.storage.errors import InteractionNotStored, RecordNotFound, StorageConfigError, StorageUnsupported
+from lightspeed.storage.streams import LocalStreams
+from lightspeed.storage.values import (
+    FEEDBACK_ENABLED_FLAG,
+    Claim,
+    ConversationInfo,
+    ConversationPage,
+    Deletion,
+    NoOptions,
+    PendingStats,
+    StoredRecord,
+    StreamInterrupt,
+)
 
 __all__ = [
     "Claim",
@@ -51,136 +61,6 @@ __all__ = [
     "StoredRecord",
     "StreamInterrupt",
 ]
-
-#: The flag behind ``/v1/feedback/status``.
-FEEDBACK_ENABLED_FLAG = "feedback_enabled"
-
-
-@attrs.frozen(kw_only=True)
-class NoOptions:
-    """The options of a backend that takes none."""
-
-
-@attrs.frozen(kw_only=True)
-class StoredRecord:
-    """A reference to one stored record, as a collector sees it.
-
-    ``name`` is the record's path in an upload archive, which also tells its kind:
-    ``feedback/{record_id}.json`` or ``transcripts/{user_hash}/{conversation_id}/{record_id}.json``.
-    ``size`` is the size in bytes of the record's JSON.
-    """
-
-    kind: RecordKind
-    record_id: str
-    name: str
-    size: int
-
-
-@attrs.frozen(kw_only=True)
-class Claim:
-    """A set of records leased to one collector until ``expires_at`` (Unix time, seconds).
-
-    While the lease runs, no other claim can include these records. After it expires, the
-    records can be claimed again by anyone; the old claim may still ack or release the
-    records that nobody else has taken in the meantime.
-    """
-
-    claim_id: str
-    owner: str
-    expires_at: float
-    records: tuple[StoredRecord, ...]
-
-    @property
-    def size(self) -> int:
-        return sum(r.size for r in self.records)
-
-
-@attrs.frozen(kw_only=True)
-class PendingStats:
-    """How much is waiting to be collected: records and bytes per kind (claimed or not)."""
-
-    records: Mapping[RecordKind, int]
-    bytes: Mapping[RecordKind, int]
-
-
-@attrs.frozen(kw_only=True)
-class ConversationInfo:
-    """What the store knows about one conversation (no turn contents).
-
-    Timestamps are ISO 8601 in UTC as :func:`lightspeed.records.utc_timestamp` writes them,
-    so they sort as text. ``created_at`` is when the owner was recorded; the ``last_*``
-    fields and ``message_count`` (the number of turns, one user message each) follow the
-    turns appended so far; ``topic_summary`` is what :meth:`StorageBackend.set_topic_summary`
-    set last (``None`` until then).
-    """
-
-    conversation_id: str
-    owner: str
-    created_at: str | None = None
-    last_message_at: str | None = None
-    message_count: int = 0
-    last_used_model: str | None = None
-    last_used_provider: str | None = None
-    topic_summary: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class ConversationPage:
-    """One page of a conversation list, and how many conversations the whole list has."""
-
-    conversations: tuple[ConversationInfo, ...]
-    total: int
-
-
-@attrs.frozen(kw_only=True)
-class Deletion:
-    """What a deletion or a purge removed.
-
-    ``conversations`` and ``turns`` count the conversations (owner, metadata) and history
-    turns removed; ``transcripts`` and ``feedback`` the stored records removed, whatever
-    their collection state. ``in_flight`` names (as :attr:`StoredRecord.name`) the removed
-    records that a collector held in a claim when the deletion ran: such a collector may
-    already have read them, so they may still reach the ingress once. Every other removed
-    record is never read by a claim after the deletion returned (a claim may still name it,
-    from an older look at the store; reading it gives ``None`` and the collector acks it as
-    vanished).
-    """
-
-    conversations: int = 0
-    turns: int = 0
-    transcripts: int = 0
-    feedback: int = 0
-    in_flight: tuple[str, ...] = ()
-
-    def __add__(self, other: Deletion) -> Deletion:
-        return Deletion(
-            conversations=self.conversations + other.conversations,
-            turns=self.turns + other.turns,
-            transcripts=self.transcripts + other.transcripts,
-            feedback=self.feedback + other.feedback,
-            in_flight=self.in_flight + other.in_flight,
-        )
-
-
-class StreamInterrupt(enum.StrEnum):
-    """The outcome of :meth:`StorageBackend.interrupt_stream`."""
-
-    #: The stream was running and is now marked for interruption.
-    INTERRUPTED = "interrupted"
-    #: No stream with that request id is known (or it ended too long ago).
-    NOT_FOUND = "not_found"
-    #: The stream belongs to another user; nothing changed.
-    FORBIDDEN = "forbidden"
-    #: The stream already ended (or was already interrupted); nothing changed.
-    ALREADY_DONE = "already_done"
-
-
-@attrs.define
-class _LocalStream:
-    owner: str
-    expires_at: float
-    done: bool = False
-    interrupted: bool = False
 
 
 class StorageBackend(abc.ABC):
@@ -222,17 +102,7 @@ class StorageBackend(abc.ABC):
     def _structure_options(
         cls, options: Mapping[str, Any], collection: UserDataCollectionConfig
     ) -> tuple[Any, list[str]]:
-        structured, problems = structure_section(options, cls.Options)
-        if not problems:
-            return structured, cls.validate_options(structured, collection)
-        known = ", ".join(f.name for f in attrs.fields(cls.Options)) or "none"
-        problems = [f"{p} (known: {known})" if p.endswith(": unknown key") else p for p in problems]
-        # Check the values too, with the bad keys left out, so every problem is listed at once.
-        bad = {p.split(":", 1)[0] for p in problems}
-        rest, more = structure_section({k: v for k, v in options.items() if k not in bad}, cls.Options)
-        if rest is not None and not more:
-            problems += [p for p in cls.validate_options(rest, collection) if p.split(":", 1)[0] not in bad]
-        return None, problems
+        return structure_options(cls.Options, cls.validate_options, options, collection)
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
@@ -449,9 +319,9 @@ class StorageBackend(abc.ABC):
 
     # ------------------------------------------------------------------ streams
 
-    # The defaults keep the registry in this instance's memory, which serves one process.
-    # A backend that supports several processes must override all four, so that a stream
-    # running in one worker can be interrupted from any other.
+    # The defaults keep the registry in this instance's memory (:mod:`lightspeed.storage.streams`),
+    # which serves one process. A backend that supports several processes must override all
+    # four, so that a stream running in one worker can be interrupted from any other.
 
     async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
         """Record that the stream ``request_id`` of ``owner`` (a user hash) is running.
@@ -462,17 +332,7 @@ class StorageBackend(abc.ABC):
         registered already and not forgotten yet (request ids can come from clients, and
         one stream must never take over another's entry).
         """
-        streams = self._local_streams()
-        now = time.time()
-        if now >= self.__dict__.get("_lightspeed_streams_pruned", 0.0) + 1.0:  # a full pass at most once a second
-            self.__dict__["_lightspeed_streams_pruned"] = now
-            for rid in [rid for rid, s in streams.items() if s.expires_at <= now]:
-                del streams[rid]
-        current = streams.get(request_id)
-        if current is not None and current.expires_at > now:
-            return False
-        streams[request_id] = _LocalStream(owner=owner, expires_at=now + ttl_seconds)
-        return True
+        return self._local_streams().register(request_id, owner=owner, ttl_seconds=ttl_seconds)
 
     async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
         """Mark the running stream ``request_id`` for interruption, if ``owner`` owns it.
@@ -480,33 +340,22 @@ class StorageBackend(abc.ABC):
         Atomic: of concurrent calls, at most one gets ``INTERRUPTED``; a stream that
         :meth:`finish_stream` ended first is ``ALREADY_DONE``.
         """
-        stream = self._local_streams().get(request_id)
-        if stream is None or stream.expires_at <= time.time():
-            return StreamInterrupt.NOT_FOUND
-        if stream.owner != owner:
-            return StreamInterrupt.FORBIDDEN
-        if stream.done or stream.interrupted:
-            return StreamInterrupt.ALREADY_DONE
-        stream.interrupted = True
-        return StreamInterrupt.INTERRUPTED
+        return self._local_streams().interrupt(request_id, owner=owner)
 
     async def interrupted_streams(self, request_ids: Collection[str]) -> set[str]:
         """Those of ``request_ids`` that are marked for interruption (one cheap read)."""
-        streams = self._local_streams()
-        return {rid for rid in request_ids if (s := streams.get(rid)) is not None and s.interrupted}
+        return self._local_streams().interrupted(request_ids)
 
     async def finish_stream(self, request_id: str, *, keep_seconds: float) -> None:
         """The stream ended: later interrupts answer ``ALREADY_DONE`` for ``keep_seconds``,
         then ``NOT_FOUND``. Unknown ids are ignored."""
-        stream = self._local_streams().get(request_id)
-        if stream is not None:
-            stream.done = True
-            stream.expires_at = time.time() + keep_seconds
+        self._local_streams().finish(request_id, keep_seconds=keep_seconds)
 
-    def _local_streams(self) -> dict[str, _LocalStream]:
-        streams: dict[str, _LocalStream] | None = self.__dict__.get("_lightspeed_streams")
+    def _local_streams(self) -> LocalStreams:
+        # Made on first use: a backend's __init__ need not call ours for the defaults to work.
+        streams: LocalStreams | None = self.__dict__.get("_lightspeed_streams")
         if streams is None:
-            streams = self.__dict__["_lightspeed_streams"] = {}
+            streams = self.__dict__["_lightspeed_streams"] = LocalStreams()
         return streams
 
     # ------------------------------------------------------------------ collection
