@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from lightspeed.collector.credentials.base import CredentialProvider, Credentials, CredentialsError
 from lightspeed.config import DataCollectorConfig
@@ -14,7 +14,7 @@ from lightspeed.kube import KubeClient, KubeConfigError, KubeCredentials, KubeEr
 if TYPE_CHECKING:
     from lightspeed.metrics import CollectorMetrics
 
-__all__ = ["PULL_SECRET_REGISTRY", "OpenShiftProvider", "pull_secret_token"]
+__all__ = ["PULL_SECRET_REGISTRY", "OpenShiftProvider", "pull_secret_token", "registry_auth"]
 
 #: The registry whose pull-secret entry is the ingress token.
 PULL_SECRET_REGISTRY: Final = "cloud.openshift.com"
@@ -87,12 +87,19 @@ def pull_secret_token(dockerconfigjson: bytes | None, where: str) -> str:
         config = json.loads(dockerconfigjson)
     except ValueError:
         raise CredentialsError(f"the secret {where}: .dockerconfigjson is not JSON") from None
-    auths = config.get("auths") if isinstance(config, dict) else None
-    entry = auths.get(PULL_SECRET_REGISTRY) if isinstance(auths, dict) else None
-    token = entry.get("auth") if isinstance(entry, dict) else None
-    if not isinstance(token, str) or not token:
+    token = registry_auth(config)
+    if token is None:
         raise CredentialsError(
             f"the secret {where} has no auths[{PULL_SECRET_REGISTRY!r}].auth (is the cluster registered"
             " with Red Hat, and remote health reporting on?)"
         )
     return token
+
+
+def registry_auth(config: Any) -> str | None:
+    """``auths["cloud.openshift.com"].auth`` of a pull secret's (or the access-token exchange's)
+    parsed JSON; ``None`` when it is missing or empty."""
+    auths = config.get("auths") if isinstance(config, dict) else None
+    entry = auths.get(PULL_SECRET_REGISTRY) if isinstance(auths, dict) else None
+    token = entry.get("auth") if isinstance(entry, dict) else None
+    return token if isinstance(token, str) and token else None

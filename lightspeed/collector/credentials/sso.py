@@ -16,7 +16,7 @@ import attrs
 import jwt
 
 from lightspeed.collector.credentials.base import CredentialProvider, Credentials, CredentialsError, log, secret
-from lightspeed.collector.credentials.openshift import PULL_SECRET_REGISTRY
+from lightspeed.collector.credentials.openshift import PULL_SECRET_REGISTRY, registry_auth
 from lightspeed.config import CollectorAuthConfig, DataCollectorConfig
 from lightspeed.masking import LOG_SECRETS
 
@@ -180,10 +180,8 @@ class _SSOBase(CredentialProvider):
                 else ""
             )
             raise CredentialsError(f"{what} at {_host(self.exchange_url)} answered HTTP {status}{hint}")
-        auths = answer.get("auths") if isinstance(answer, dict) else None
-        entry = auths.get(PULL_SECRET_REGISTRY) if isinstance(auths, dict) else None
-        token = entry.get("auth") if isinstance(entry, dict) else None
-        if not isinstance(token, str) or not token:
+        token = registry_auth(answer)
+        if token is None:
             raise CredentialsError(
                 f"{what} at {_host(self.exchange_url)} answered without auths[{PULL_SECRET_REGISTRY!r}].auth"
             )
