@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-import lightspeed.kube
+import lightspeed.kube.credentials
 from tests.auth.auth_support import JwksServer
 from tests.kube_api import KubeApiStandIn
 
@@ -35,5 +35,5 @@ def in_cluster(kube_api: KubeApiStandIn, tmp_path: Path, monkeypatch: pytest.Mon
     env, sa_dir = kube_api.in_cluster(tmp_path)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(lightspeed.kube, "DEFAULT_SERVICE_ACCOUNT_DIR", str(sa_dir))
+    monkeypatch.setattr(lightspeed.kube.credentials, "DEFAULT_SERVICE_ACCOUNT_DIR", str(sa_dir))
     return kube_api

@@ -182,10 +182,10 @@ async def test_unreachable_api_is_unavailable() -> None:
 
 
 async def test_token_file_is_reread(kube_api: KubeApiStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightspeed.kube
+    import lightspeed.kube.client
 
     env, sa_dir = kube_api.in_cluster(tmp_path)
-    monkeypatch.setattr(lightspeed.kube, "TOKEN_FILE_REREAD_SECONDS", 0.0)
+    monkeypatch.setattr(lightspeed.kube.client, "TOKEN_FILE_REREAD_SECONDS", 0.0)
     async with KubeClient(KubeCredentials.in_cluster_config(env=env, service_account_dir=sa_dir)) as client:
         await client.token_review("t")
         (sa_dir / "token").write_text("rotated")
