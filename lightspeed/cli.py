@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
-import multiprocessing.connection
-import os
-import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import attrs
@@ -24,26 +18,18 @@ from lightspeed.config import (
     DEFAULT_CONFIG_FILE,
     Config,
     authorization_warnings,
-    config_secrets,
     config_to_dict,
     load_config,
     resolve_config_path,
 )
 from lightspeed.errors import ConfigError, LightspeedError
+from lightspeed.workers import EXIT_CONFIG, report, run_worker, setup_logging, supervise
 
 __all__ = ["main"]
 
 log = logging.getLogger("lightspeed")
 
-EXIT_CONFIG = 2
 _SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def setup_logging(config: Config) -> None:
-    """The service's log (:mod:`lightspeed.logs`), masking every secret ``config`` holds."""
-    from lightspeed.logs import setup_logging as setup
-
-    setup(config.service.log_level, secrets=config_secrets(config))
 
 
 def _add_config_arg(p: argparse.ArgumentParser) -> None:
@@ -125,10 +111,6 @@ def _load(args: argparse.Namespace, warnings: list[str] | None = None) -> tuple[
     return load_config(path, warnings=warnings), path
 
 
-def _report(exc: LightspeedError) -> None:
-    print(f"lightspeed: error: {exc}", file=sys.stderr)
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     from lightspeed.storage import StorageError, get_backend_class
 
@@ -136,7 +118,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config, path = _load(args, warnings)
     except ConfigError as exc:
-        _report(exc)
+        report(exc)
         return 1
     for line in warnings:
         print(f"lightspeed: warning: {line}", file=sys.stderr)
@@ -148,7 +130,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except StorageError as exc:
         problems.append(f"user_data_collection.storage.backend: {exc}")
     if problems:
-        _report(ConfigError(problems, source=str(path) if path else None))
+        report(ConfigError(problems, source=str(path) if path else None))
         return 1
     for warning in authorization_warnings(config):
         print(f"lightspeed: warning: {warning}", file=sys.stderr)
@@ -162,14 +144,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config, path = _load(args, warnings)
     except ConfigError as exc:
-        _report(exc)
+        report(exc)
         return EXIT_CONFIG
     overrides: dict[str, Any] = {}
     if args.host:
         overrides["host"] = args.host
     if args.port is not None:
         if not 0 <= args.port <= 65535:
-            _report(ConfigError([f"--port: must be between 0 and 65535, got {args.port}"]))
+            report(ConfigError([f"--port: must be between 0 and 65535, got {args.port}"]))
             return EXIT_CONFIG
         overrides["port"] = args.port
     if overrides:
@@ -203,110 +185,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         create_app(config)
     except LightspeedError as exc:
-        _report(exc)
+        report(exc)
         return EXIT_CONFIG
     if config.service.workers == 1:
         try:
-            return _run_worker(config, reuse_port=False)
+            return run_worker(config, reuse_port=False)
         except OSError as exc:  # the port is taken, the address is not ours, ...
-            _report(LightspeedError(f"cannot listen on {config.service.host}:{config.service.port}: {exc}"))
+            report(LightspeedError(f"cannot listen on {config.service.host}:{config.service.port}: {exc}"))
             return EXIT_CONFIG
-    return _supervise(config)
-
-
-def _run_worker(config: Config, *, reuse_port: bool) -> int:
-    from lightspeed.access_log import AccessLogger
-    from lightspeed.app import create_app
-    from lightspeed.serving import limit_malloc_arenas, run
-
-    limit_malloc_arenas()  # in a spawned worker too, before its store starts threads
-    svc = config.service
-    try:
-        run(
-            create_app(config),
-            host=svc.host,
-            port=svc.port,
-            reuse_port=reuse_port,
-            max_connections=svc.max_connections,
-            keepalive_timeout=svc.keepalive_timeout_seconds,
-            write_timeout=svc.write_timeout_seconds,
-            write_buffer_bytes=svc.write_buffer_bytes,
-            shutdown_timeout=30,
-            access_log=logging.getLogger("aiohttp.access") if svc.access_log else None,
-            access_log_class=AccessLogger,
-        )
-    except LightspeedError as exc:  # the storage cannot be opened, ...: say so, without a traceback
-        _report(exc)
-        return EXIT_CONFIG
-    return 0
-
-
-def _worker_main(config: Config) -> None:
-    setup_logging(config)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
-    try:
-        code = _run_worker(config, reuse_port=True)
-    except OSError as exc:
-        log.error("worker cannot listen on %s:%d: %s", config.service.host, config.service.port, exc)
-        raise SystemExit(EXIT_CONFIG) from None
-    if code:
-        raise SystemExit(code)
-
-
-def _supervise(config: Config) -> int:
-    """Run ``service.workers`` processes on one port (SO_REUSEPORT); restart crashed ones;
-    on SIGTERM/SIGINT stop them all gracefully."""
-    ctx = multiprocessing.get_context("spawn")
-    n = config.service.workers
-    stopping = False
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if not stopping:
-            log.info("received %s: stopping %d worker(s)", signal.Signals(signum).name, n)
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    def start() -> multiprocessing.process.BaseProcess:
-        p = ctx.Process(target=_worker_main, args=(config,), name="lightspeed-worker", daemon=False)
-        p.start()
-        return p
-
-    workers = [start() for _ in range(n)]
-    log.info("started %d workers: pids %s", n, ", ".join(str(p.pid) for p in workers))
-    restarts: list[float] = []
-    exit_code = 0
-    while not stopping:
-        multiprocessing.connection.wait([p.sentinel for p in workers], timeout=0.5)
-        for i, p in enumerate(workers):
-            if stopping or p.is_alive():
-                continue
-            log.error("worker pid %s exited with code %s", p.pid, p.exitcode)
-            if p.exitcode == EXIT_CONFIG:
-                stopping, exit_code = True, EXIT_CONFIG
-                break
-            now = time.monotonic()
-            restarts = [t for t in restarts if now - t < 60] + [now]
-            if len(restarts) > 5 * n:
-                log.error("workers keep crashing (%d restarts in a minute): giving up", len(restarts))
-                stopping, exit_code = True, 1
-                break
-            workers[i] = start()
-            log.info("restarted worker: pid %s", workers[i].pid)
-    for p in workers:
-        if p.is_alive() and p.pid is not None:
-            os.kill(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 40
-    for p in workers:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            log.error("worker pid %s did not stop in time: killing it", p.pid)
-            p.kill()
-            p.join()
-    log.info("all workers stopped")
-    return exit_code
+    return supervise(config)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -315,7 +202,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from lightspeed.collector.run import collector_config_problems, run_collect
 
     if args.output and not args.dry_run:
-        _report(ConfigError(["--output: only with --dry-run"]))
+        report(ConfigError(["--output: only with --dry-run"]))
         return EXIT_CONFIG
     try:
         config, path = _load(args)
@@ -326,7 +213,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
         create_backend(config.user_data_collection)  # a bad backend or option fails here, clearly
     except LightspeedError as exc:
-        _report(exc)
+        report(exc)
         return EXIT_CONFIG
     setup_logging(config)
     if args.dry_run:
@@ -360,7 +247,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         config, _ = _load(args)
         create_backend(config.user_data_collection)  # a bad backend or option fails here, clearly
     except LightspeedError as exc:
-        _report(exc)
+        report(exc)
         return EXIT_CONFIG
     try:
         deletion = asyncio.run(purge(config, target))

@@ -24,10 +24,16 @@ LAYERS: list[tuple[str, ...]] = [
     ("state",),
     ("api", "access_log"),
     ("app", "exporter"),
-    ("serving", "cli", "__main__", "__init__"),
+    ("serving", "workers", "cli", "__main__", "__init__"),
 ]
 #: Never imported by these, whatever their layer.
 NO_WEB = ("errors", "config", "records", "storage", "collector")
+#: About 400 lines a module at most (issue 9): a longer one is split along its seams.
+MAX_MODULE_LINES = 420
+#: Modules allowed to be longer, each with its reason.
+LONG_MODULES = {
+    "testing/storage.py": "the conformance kit: one test per promise of the storage contract, read top to bottom",
+}
 #: Known exceptions, each with its reason.
 ALLOWED = {
     ("metrics", "lightspeed.api.openapi"): "add_routes declares the /metrics operation (a lazy import)",
@@ -92,3 +98,14 @@ def test_the_rule_catches_a_violation(tmp_path: Path) -> None:
     names = [name for name, _ in _imports(bad)]
     assert "lightspeed.api.query" in names and "aiohttp.web" in names
     assert _layer("api.query") > _layer("storage.base")
+
+
+def test_no_module_is_much_over_400_lines() -> None:
+    long = []
+    for _module, path in _modules():
+        rel = path.relative_to(PACKAGE).as_posix()
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_MODULE_LINES and rel not in LONG_MODULES:
+            long.append(f"lightspeed/{rel}: {lines} lines (split it along its seams; see docs/architecture.md)")
+    assert long == [], "\n".join(long)
+    assert all((PACKAGE / rel).is_file() for rel in LONG_MODULES), "an exempt module is gone: drop it from the list"
