@@ -228,7 +228,7 @@ def _code_calls() -> dict[str, set[str]]:
     public = {n for n in vars(KubeClient) if not n.startswith("_") and callable(getattr(KubeClient, n))}
     assert public - {"aclose", "server", "in_cluster"} <= set(KUBE_CALLS), "a new Kubernetes API call needs RBAC"
     parts = {
-        "openshift": [ROOT / "lightspeed" / "collector" / "credentials.py"],
+        "openshift": [ROOT / "lightspeed" / "collector" / "credentials" / "openshift.py"],
         "k8s": [ROOT / "lightspeed" / "auth" / "k8s.py"],
         "trusted-proxy": [ROOT / "lightspeed" / "auth" / "trusted_proxy.py"],
     }
