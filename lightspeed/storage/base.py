@@ -1,5 +1,6 @@
 """The storage interface: what every backend promises (the values its methods take and return are
-in :mod:`lightspeed.storage.values`, re-exported here).
+in :mod:`lightspeed.storage.values`, re-exported here; the stream methods are
+:class:`~lightspeed.storage.streams.StreamRegistry`'s, a base of :class:`StorageBackend`).
 
 A backend stores two kinds of record (feedback and transcripts), remembers who owns each
 conversation, keeps a few shared boolean flags, and hands pending records to collectors
@@ -36,7 +37,7 @@ from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
 from lightspeed.storage.common import structure_options
 from lightspeed.storage.errors import InteractionNotStored, RecordNotFound, StorageConfigError, StorageUnsupported
-from lightspeed.storage.streams import LocalStreams
+from lightspeed.storage.streams import StreamRegistry
 from lightspeed.storage.values import (
     FEEDBACK_ENABLED_FLAG,
     Claim,
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 
-class StorageBackend(abc.ABC):
+class StorageBackend(StreamRegistry, abc.ABC):
     """Abstract base of every storage backend.
 
     Backends are classes registered under the entry-point group ``lightspeed.storage``.
@@ -316,47 +317,6 @@ class StorageBackend(abc.ABC):
         Atomic: of two concurrent calls, each sees the other's value or the one before
         both, never a lost update. Safe to retry (setting the same value twice is a no-op).
         """
-
-    # ------------------------------------------------------------------ streams
-
-    # The defaults keep the registry in this instance's memory (:mod:`lightspeed.storage.streams`),
-    # which serves one process. A backend that supports several processes must override all
-    # four, so that a stream running in one worker can be interrupted from any other.
-
-    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
-        """Record that the stream ``request_id`` of ``owner`` (a user hash) is running.
-
-        The entry is forgotten ``ttl_seconds`` from now unless :meth:`finish_stream`
-        shortens it first (a worker that died mid-stream leaves nothing behind for ever).
-        Atomic insert-if-absent: returns ``False`` and changes nothing when the id is
-        registered already and not forgotten yet (request ids can come from clients, and
-        one stream must never take over another's entry).
-        """
-        return self._local_streams().register(request_id, owner=owner, ttl_seconds=ttl_seconds)
-
-    async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
-        """Mark the running stream ``request_id`` for interruption, if ``owner`` owns it.
-
-        Atomic: of concurrent calls, at most one gets ``INTERRUPTED``; a stream that
-        :meth:`finish_stream` ended first is ``ALREADY_DONE``.
-        """
-        return self._local_streams().interrupt(request_id, owner=owner)
-
-    async def interrupted_streams(self, request_ids: Collection[str]) -> set[str]:
-        """Those of ``request_ids`` that are marked for interruption (one cheap read)."""
-        return self._local_streams().interrupted(request_ids)
-
-    async def finish_stream(self, request_id: str, *, keep_seconds: float) -> None:
-        """The stream ended: later interrupts answer ``ALREADY_DONE`` for ``keep_seconds``,
-        then ``NOT_FOUND``. Unknown ids are ignored."""
-        self._local_streams().finish(request_id, keep_seconds=keep_seconds)
-
-    def _local_streams(self) -> LocalStreams:
-        # Made on first use: a backend's __init__ need not call ours for the defaults to work.
-        streams: LocalStreams | None = self.__dict__.get("_lightspeed_streams")
-        if streams is None:
-            streams = self.__dict__["_lightspeed_streams"] = LocalStreams()
-        return streams
 
     # ------------------------------------------------------------------ collection
 

@@ -1,6 +1,8 @@
-"""The default stream registry of :class:`~lightspeed.storage.base.StorageBackend`: in this
-instance's memory, which serves one process (a backend that supports several processes
-overrides the four stream methods with a shared registry)."""
+"""The stream part of the storage contract (:class:`StreamRegistry`, a base of
+:class:`~lightspeed.storage.base.StorageBackend`): which streams are running, so that any
+worker can interrupt one; and its default, in this instance's memory (:class:`LocalStreams`),
+which serves one process. A backend that supports several processes overrides all four
+methods with a registry its processes share."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import attrs
 
 from lightspeed.storage.values import StreamInterrupt
 
-__all__ = ["LocalStreams"]
+__all__ = ["LocalStreams", "StreamRegistry"]
 
 
 @attrs.define
@@ -63,3 +65,47 @@ class LocalStreams:
         if stream is not None:
             stream.done = True
             stream.expires_at = time.time() + keep_seconds
+
+
+class StreamRegistry:
+    """The running streams, by request id (the conventions of :mod:`lightspeed.storage.base` hold).
+
+    The defaults keep the registry in this instance's memory, which serves one process. A
+    backend that supports several processes must override all four, so that a stream running
+    in one worker can be interrupted from any other.
+    """
+
+    async def register_stream(self, request_id: str, *, owner: str, ttl_seconds: float) -> bool:
+        """Record that the stream ``request_id`` of ``owner`` (a user hash) is running.
+
+        The entry is forgotten ``ttl_seconds`` from now unless :meth:`finish_stream`
+        shortens it first (a worker that died mid-stream leaves nothing behind for ever).
+        Atomic insert-if-absent: returns ``False`` and changes nothing when the id is
+        registered already and not forgotten yet (request ids can come from clients, and
+        one stream must never take over another's entry).
+        """
+        return self._local_streams().register(request_id, owner=owner, ttl_seconds=ttl_seconds)
+
+    async def interrupt_stream(self, request_id: str, *, owner: str) -> StreamInterrupt:
+        """Mark the running stream ``request_id`` for interruption, if ``owner`` owns it.
+
+        Atomic: of concurrent calls, at most one gets ``INTERRUPTED``; a stream that
+        :meth:`finish_stream` ended first is ``ALREADY_DONE``.
+        """
+        return self._local_streams().interrupt(request_id, owner=owner)
+
+    async def interrupted_streams(self, request_ids: Collection[str]) -> set[str]:
+        """Those of ``request_ids`` that are marked for interruption (one cheap read)."""
+        return self._local_streams().interrupted(request_ids)
+
+    async def finish_stream(self, request_id: str, *, keep_seconds: float) -> None:
+        """The stream ended: later interrupts answer ``ALREADY_DONE`` for ``keep_seconds``,
+        then ``NOT_FOUND``. Unknown ids are ignored."""
+        self._local_streams().finish(request_id, keep_seconds=keep_seconds)
+
+    def _local_streams(self) -> LocalStreams:
+        # Made on first use: a backend's __init__ need not call ours for the defaults to work.
+        streams: LocalStreams | None = self.__dict__.get("_lightspeed_streams")
+        if streams is None:
+            streams = self.__dict__["_lightspeed_streams"] = LocalStreams()
+        return streams
