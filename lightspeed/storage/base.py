@@ -1,6 +1,7 @@
 """The storage interface: what every backend promises (the values its methods take and return are
-in :mod:`lightspeed.storage.values`, re-exported here; the stream methods are
-:class:`~lightspeed.storage.streams.StreamRegistry`'s, a base of :class:`StorageBackend`).
+in :mod:`lightspeed.storage.values`, re-exported here; the options and the constructor are
+:class:`~lightspeed.storage.options.Configurable`'s and the stream methods
+:class:`~lightspeed.storage.streams.StreamRegistry`'s, both bases of :class:`StorageBackend`).
 
 A backend stores two kinds of record (feedback and transcripts), remembers who owns each
 conversation, keeps a few shared boolean flags, and hands pending records to collectors
@@ -29,14 +30,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Collection, Coroutine, Mapping, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import ConversationTurn, FeedbackRecord, RecordKind, Transcript
-from lightspeed.storage.common import structure_options
-from lightspeed.storage.errors import InteractionNotStored, RecordNotFound, StorageConfigError, StorageUnsupported
+from lightspeed.storage.errors import InteractionNotStored, RecordNotFound, StorageUnsupported
+from lightspeed.storage.options import Configurable
 from lightspeed.storage.streams import StreamRegistry
 from lightspeed.storage.values import (
     FEEDBACK_ENABLED_FLAG,
@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 
-class StorageBackend(StreamRegistry, abc.ABC):
+class StorageBackend(Configurable, StreamRegistry, abc.ABC):
     """Abstract base of every storage backend.
 
     Backends are classes registered under the entry-point group ``lightspeed.storage``.
@@ -79,47 +79,6 @@ class StorageBackend(StreamRegistry, abc.ABC):
     name: ClassVar[str] = ""
     #: Whether several processes may share one store (the kit skips multi-process tests otherwise).
     supports_multiple_processes: ClassVar[bool] = True
-
-    #: The attrs class of this backend's ``options``: each field a key, its type and default
-    #: stated once. The core structures ``user_data_collection.storage.options`` into it with
-    #: the configuration's own converter (unknown keys, wrong types and missing required keys
-    #: are errors with the key's path), then calls :meth:`validate_options`.
-    Options: ClassVar[type[Any]] = NoOptions
-
-    def __init__(self, *, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> None:
-        """Structure and check ``options``; remember the settings; do no I/O here.
-
-        ``self.options`` is then an instance of :attr:`Options`. Raises
-        :class:`~lightspeed.storage.errors.StorageConfigError` listing every problem.
-        """
-        structured, problems = type(self)._structure_options(options, collection)
-        if problems:
-            raise StorageConfigError(self.name or type(self).__name__, problems)
-        self.options: Any = structured
-        self.raw_options = dict(options)
-        self.collection = collection
-
-    @classmethod
-    def _structure_options(
-        cls, options: Mapping[str, Any], collection: UserDataCollectionConfig
-    ) -> tuple[Any, list[str]]:
-        return structure_options(cls.Options, cls.validate_options, options, collection)
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any], collection: UserDataCollectionConfig) -> list[str]:
-        """Every problem with ``options``, each as ``key: message``; empty when they are valid.
-
-        Used by ``lightspeed check-config`` and by the constructor; does no I/O. Backends do
-        not override it: they declare :attr:`Options` and, for checks across keys or against
-        the rest of the configuration, :meth:`validate_options`.
-        """
-        return cls._structure_options(options, collection)[1]
-
-    @classmethod
-    def validate_options(cls, options: Any, collection: UserDataCollectionConfig) -> list[str]:
-        """Problems the types of :attr:`Options` cannot express (ranges, keys that exclude each
-        other, paths that overlap the storage roots), each as ``key: message``. No I/O."""
-        return []
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,5 +1,4 @@
-"""What every backend shares: record names, id checks, claim arguments and claim filling, and
-the structuring of its options.
+"""What every backend shares: record names, id checks, claim arguments and claim filling.
 
 Backends call these rather than writing their own, so that every backend names records
 the same way, rejects the same bad ids with the same message, and fills a claim up to
@@ -8,12 +7,11 @@ the same way, rejects the same bad ids with the same message, and fills a claim 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Iterable
+from typing import Final
 
 import attrs
 
-from lightspeed.config import UserDataCollectionConfig, structure_section
 from lightspeed.records import (
     FEEDBACK_NAME_RE,
     TRANSCRIPT_NAME_RE,
@@ -36,7 +34,6 @@ __all__ = [
     "fill_claim",
     "parse_record_name",
     "stored_record",
-    "structure_options",
 ]
 
 _FLAG_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -145,25 +142,3 @@ def fill_claim(candidates: Iterable[StoredRecord], *, max_records: int, max_byte
         if not fill.offer(record) or fill.full:
             break
     return fill.records
-
-
-def structure_options(
-    options_class: type[Any],
-    validate: Callable[[Any, UserDataCollectionConfig], list[str]],
-    options: Mapping[str, Any],
-    collection: UserDataCollectionConfig,
-) -> tuple[Any, list[str]]:
-    """A backend's ``options`` structured into its ``options_class`` with the configuration's
-    converter, then checked by ``validate``: the instance and no problems, or ``None`` and every
-    problem (an unknown key's problem names the known keys)."""
-    structured, problems = structure_section(options, options_class)
-    if not problems:
-        return structured, validate(structured, collection)
-    known = ", ".join(f.name for f in attrs.fields(options_class)) or "none"
-    problems = [f"{p} (known: {known})" if p.endswith(": unknown key") else p for p in problems]
-    # Check the values too, with the bad keys left out, so every problem is listed at once.
-    bad = {p.split(":", 1)[0] for p in problems}
-    rest, more = structure_section({k: v for k, v in options.items() if k not in bad}, options_class)
-    if rest is not None and not more:
-        problems += [p for p in validate(rest, collection) if p.split(":", 1)[0] not in bad]
-    return None, problems
