@@ -33,10 +33,6 @@ MAX_MODULE_LINES = 420
 #: Modules allowed to be longer, each with its reason.
 LONG_MODULES = {
     "testing/storage.py": "the conformance kit: one test per promise of the storage contract, read top to bottom",
-    # Temporary: under active change by the store's write-path and storage-root work; split them
-    # (the backend's owner and history operations beside conversations.py's) once that has landed.
-    "storage/filesystem/backend.py": "being reworked by the store's write-path work (issue 9)",
-    "storage/filesystem/statedb.py": "being reworked by the store's write-path work (issue 9)",
 }
 #: Known exceptions, each with its reason.
 ALLOWED = {

@@ -82,9 +82,9 @@ def make_transcript_bytes(tmp_path: Path, name: str) -> bytes:
 async def test_another_process_sees_a_deleted_conversation_gone_once_its_memory_lapses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightspeed.storage.filesystem import backend as fs_backend
+    from lightspeed.storage.filesystem import querystate as fs_querystate
 
-    monkeypatch.setattr(fs_backend, "_OWNER_CACHE_SECONDS", 0.2)
+    monkeypatch.setattr(fs_querystate, "_OWNER_CACHE_SECONDS", 0.2)
     cid = str(uuid.uuid4())
     async with store(tmp_path) as first, store(tmp_path) as second:
         await first.set_conversation_owner(cid, owner=ALICE)

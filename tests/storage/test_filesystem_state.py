@@ -193,9 +193,9 @@ async def test_a_conversation_deleted_by_another_process_is_forgotten_here_too(
 ) -> None:
     """Owners are remembered only briefly, so a worker does not go on using a conversation
     that another worker deleted (its follow-ups would store turns with no owner)."""
-    import lightspeed.storage.filesystem.backend as fs_backend
+    import lightspeed.storage.filesystem.querystate as fs_querystate
 
-    monkeypatch.setattr(fs_backend, "_OWNER_CACHE_SECONDS", 0.05)
+    monkeypatch.setattr(fs_querystate, "_OWNER_CACHE_SECONDS", 0.05)
     config = make_config()
     async with backend(config) as a, backend(config) as b:
         cid = str(uuid.uuid4())

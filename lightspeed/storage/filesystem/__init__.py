@@ -21,9 +21,11 @@ loss: files, their directories and each commit are fsync'd), ``file_mode`` / ``d
 
 Modules: :mod:`.options` (the options), :mod:`.files` (atomic writes, directories),
 :mod:`.lanes` (the one way blocking work leaves the event loop), :mod:`.statedb` (the
-database, its schema, the import of the file layout that came before it), :mod:`.scanning`
-(finding records), :mod:`.claims` (claims, leases, acks), :mod:`.conversations` (metadata,
-deletions, streams), :mod:`.backend` (the class and the record, owner and flag operations).
+database, its schema, its connections), :mod:`.oldlayout` (the import of the file layout that
+came before it), :mod:`.querystate` (owners, history and flags: the query path's state),
+:mod:`.scanning` (finding records), :mod:`.claims` (claims, leases, acks),
+:mod:`.conversations` (metadata, deletions, streams), :mod:`.backend` (the class, its
+lifecycle, record files and collection).
 
 Threads: the **writer** lane (one thread, the only connection that writes; the jobs the
 loop submits during one iteration are handed over together; jobs taken in batches of up to
@@ -85,7 +87,7 @@ writer lane's database connection is opened on first use, and again after that f
 
 A state directory written by an earlier version (owner files ``conversations/*.json``,
 ``flags/``, ``claims/``, ``exported.log``) is imported into the database on first open and
-then removed; see :func:`.statedb.import_old_layout`.
+then removed; see :func:`.oldlayout.import_old_layout`.
 """
 
 from lightspeed.storage.filesystem.backend import FilesystemOptions, FilesystemStorage

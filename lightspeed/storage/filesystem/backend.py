@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import sqlite3
 import time
 import uuid
 from collections import OrderedDict
@@ -19,7 +17,6 @@ from lightspeed.config import UserDataCollectionConfig
 from lightspeed.records import (
     FEEDBACK_NAME_RE,
     TRANSCRIPT_NAME_RE,
-    ConversationTurn,
     FeedbackRecord,
     RecordKind,
     Transcript,
@@ -32,16 +29,14 @@ from lightspeed.storage.base import (
 )
 from lightspeed.storage.common import (
     check_claim_args,
-    check_conversation_id,
-    check_flag_name,
-    check_user_hash,
     parse_record_name,
     stored_record,
 )
-from lightspeed.storage.errors import InteractionNotStored, RecordNotFound, StorageRootUnavailable, StorageUnavailable
-from lightspeed.storage.filesystem import claims, conversations, files, statedb
+from lightspeed.storage.errors import RecordNotFound, StorageRootUnavailable, StorageUnavailable
+from lightspeed.storage.filesystem import claims, conversations, files, oldlayout, statedb
 from lightspeed.storage.filesystem.lanes import Lane
 from lightspeed.storage.filesystem.options import FilesystemOptions, default_state_path, overlap_problems
+from lightspeed.storage.filesystem.querystate import QueryStateOps
 from lightspeed.storage.filesystem.scanning import Backlog, Roots, scan, scan_backlog
 from lightspeed.storage.filesystem.statedb import DB_NAME, DbFile, ReaderContext, WriterContext
 
@@ -51,11 +46,6 @@ T = TypeVar("T")
 
 log = logging.getLogger("lightspeed.storage.filesystem")
 
-#: Owners remembered per process, each for a short while: an owner never changes, but another
-#: worker process may delete the conversation, and this one must not use it for longer than
-#: that. Also bounds the memory the cache takes by the rate of new conversations.
-_OWNER_CACHE_MAX: Final = 10_000
-_OWNER_CACHE_SECONDS: Final = 2.0
 #: Threads of the pool lane: reads and scans.
 _POOL_THREADS: Final = 4
 #: Threads of the unlink lane (see :data:`.claims.UNLINK_THREADS`).
@@ -70,7 +60,7 @@ _FAILS: Final = {
 }
 
 
-class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageBackend):
+class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Settling, StorageBackend):
     """JSON files in the seed's layout and a state database; several processes on one host
     (or one shared volume with working locks) may use the same directories at once."""
 
@@ -185,12 +175,12 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
                 files.remove_stale_temp_files(self.feedback_root)
             return problems
 
-        def import_old_layout(ctx: WriterContext) -> None:
-            statedb.import_old_layout(ctx, self.state_root)
+        def import_old(ctx: WriterContext) -> None:
+            oldlayout.import_old_layout(ctx, self.state_root)
 
         writer: Lane[WriterContext] = Lane(
             "lightspeed-fs-writer",
-            make_context=lambda: WriterContext(db, on_connect=import_old_layout),
+            make_context=lambda: WriterContext(db, on_connect=import_old),
             translate=self._translate,
         )
         try:
@@ -300,126 +290,6 @@ class FilesystemStorage(conversations.ConversationOps, claims.Settling, StorageB
 
     async def put_transcript(self, record: Transcript) -> StoredRecord:
         return await self._put(record, self.transcripts_root, "transcripts_storage")
-
-    # ------------------------------------------------------------------ conversations
-
-    def _remember_owner(self, conversation_id: str, owner: str) -> str:
-        now = time.monotonic()
-        self._owners[conversation_id] = (owner, now + _OWNER_CACHE_SECONDS)
-        self._owners.move_to_end(conversation_id)
-        while self._owners and (len(self._owners) > _OWNER_CACHE_MAX or next(iter(self._owners.values()))[1] <= now):
-            self._owners.popitem(last=False)  # the oldest entries expire first
-        return owner
-
-    def _known_owner(self, conversation_id: str) -> str | None:
-        entry = self._owners.get(conversation_id)
-        if entry is None or entry[1] <= time.monotonic():
-            return None
-        return entry[0]
-
-    async def set_conversation_owner(self, conversation_id: str, *, owner: str) -> str:
-        check_conversation_id(conversation_id)
-        check_user_hash(owner)
-        known = self._known_owner(conversation_id)
-        if known is not None:
-            return known
-        writer, _ = self._lanes()
-        return self._remember_owner(
-            conversation_id, await writer.run(lambda ctx: statedb.insert_owner(ctx, conversation_id, owner))
-        )
-
-    async def get_conversation_owner(self, conversation_id: str) -> str | None:
-        check_conversation_id(conversation_id)
-        known = self._known_owner(conversation_id)
-        if known is not None:
-            return known
-        owner = await self._query_read(lambda conn: statedb.get_owner(conn, conversation_id))
-        return None if owner is None else self._remember_owner(conversation_id, owner)
-
-    async def append_turn(self, conversation_id: str, *, turn: ConversationTurn) -> None:
-        check_conversation_id(conversation_id)
-        text = json.dumps(turn.to_dict(), ensure_ascii=False)
-        writer, _ = self._lanes()
-        await writer.run(lambda ctx: statedb.append_turn(ctx, conversation_id, text))
-
-    async def store_interaction(
-        self,
-        conversation_id: str,
-        *,
-        turn: ConversationTurn,
-        transcript: Transcript | None = None,
-        owner: str | None = None,
-    ) -> None:
-        # One job of the writer lane: the transcript's file in the batch's early pass, then the
-        # owner and the turn in one savepoint of the batch's transaction (decision store-01).
-        check_conversation_id(conversation_id)
-        if owner is not None:
-            check_user_hash(owner)
-            if self._known_owner(conversation_id) is not None:
-                owner = None  # recorded already (a retry)
-        text = json.dumps(turn.to_dict(), ensure_ascii=False)
-        write: Callable[[WriterContext], None] | None = None
-        transcript_error: BaseException | None = None
-        if transcript is not None:
-            try:
-                # A new conversation's folder is new too: made first, not after a failed attempt.
-                _, write = self._record_writer(
-                    transcript, self.transcripts_root, "transcripts_storage", new_dir=owner is not None
-                )
-            except (StorageUnavailable, ValueError) as exc:
-                transcript_error = exc
-        writer, _ = self._lanes()
-
-        def first(ctx: WriterContext) -> BaseException | None:
-            if write is None:
-                return transcript_error
-            try:
-                write(ctx)
-            except Exception as exc:  # noqa: BLE001 - reported with the turn's outcome
-                return self._translate(exc)
-            return None
-
-        def then(ctx: WriterContext, file_error: BaseException | None) -> tuple[str | None, BaseException | None]:
-            return statedb.store_turn(ctx, conversation_id, owner, text), file_error
-
-        try:
-            recorded, transcript_error = await writer.run_phased(first, then)
-        except StorageUnavailable as exc:  # the owner or the turn (or the batch's commit)
-            raise InteractionNotStored(history=exc) from exc
-        if recorded is not None:
-            self._remember_owner(conversation_id, recorded)
-        if transcript_error is not None:
-            raise InteractionNotStored(transcript=transcript_error) from transcript_error
-
-    async def get_turns(self, conversation_id: str, *, limit: int) -> list[ConversationTurn]:
-        check_conversation_id(conversation_id)
-        if limit <= 0:
-            return []
-        return await self._query_read(lambda conn: statedb.get_turns(conn, conversation_id, limit))
-
-    async def _query_read(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        """A read of the query path (an owner, a history). With ``durability: rename`` it joins
-        the writer's next batch, answered in its early pass: it shares the batch's hand-over
-        with the writes of the same moment, and no other thread takes the GIL for it
-        (decision store-01). With ``fsync``, on the pool, so as not to wait for a batch's fsyncs."""
-        writer, pool = self._lanes()
-        if self.fsync:
-            return await pool.run(lambda ctx: read(ctx.conn))
-        return await writer.run(lambda ctx: read(ctx.conn), durable=False, early=True)
-
-    # ------------------------------------------------------------------ flags
-
-    async def get_flag(self, name: str) -> bool | None:
-        # On the writer lane, answered before its batch is written: POST /v1/feedback checks this
-        # flag on every request, and this shares the hand-off with the record's write.
-        check_flag_name(name)
-        writer, _ = self._lanes()
-        return await writer.run(lambda ctx: statedb.get_flag(ctx.conn, name), durable=False, early=True)
-
-    async def set_flag(self, name: str, *, value: bool) -> bool | None:
-        check_flag_name(name)
-        writer, _ = self._lanes()
-        return await writer.run(lambda ctx: statedb.set_flag(ctx, name, value))
 
     # ------------------------------------------------------------------ collection
 

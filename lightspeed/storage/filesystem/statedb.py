@@ -11,9 +11,7 @@ rather than files.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,11 +19,10 @@ from typing import Final
 
 import attrs
 
-from lightspeed.records import ConversationTurn, is_valid_conversation_id, utc_timestamp
 from lightspeed.storage.errors import StorageUnavailable
 from lightspeed.storage.filesystem.files import create, describe, ensure_dir, fsync_dir, unusable
 
-__all__ = ["DB_NAME", "DbFile", "ReaderContext", "WriterContext", "import_old_layout", "migrate"]
+__all__ = ["DB_NAME", "DbFile", "ReaderContext", "WriterContext", "migrate", "ping", "unavailable"]
 
 DB_NAME: Final = "state.sqlite3"
 
@@ -284,145 +281,10 @@ class ReaderContext:
             self._conn.close()
 
 
-# ---------------------------------------------------------------------- owners, history, flags
-
-
-def _insert_owner(conn: sqlite3.Connection, conversation_id: str, owner: str) -> str:
-    """Insert-if-absent; the owner now recorded."""
-    conn.execute(
-        "INSERT OR IGNORE INTO owners (conversation_id, owner, created_at) VALUES (?, ?, ?)",
-        (conversation_id, owner, utc_timestamp()),
-    )
-    (recorded,) = conn.execute("SELECT owner FROM owners WHERE conversation_id = ?", (conversation_id,)).fetchone()
-    return str(recorded)
-
-
-def insert_owner(ctx: WriterContext, conversation_id: str, owner: str) -> str:
-    with ctx.transaction() as conn:
-        return _insert_owner(conn, conversation_id, owner)
-
-
-def get_owner(conn: sqlite3.Connection, conversation_id: str) -> str | None:
-    row = conn.execute("SELECT owner FROM owners WHERE conversation_id = ?", (conversation_id,)).fetchone()
-    return None if row is None else str(row[0])
-
-
-def append_turn(ctx: WriterContext, conversation_id: str, text: str) -> None:
-    with ctx.transaction() as conn:
-        conn.execute("INSERT INTO turns (conversation_id, turn) VALUES (?, ?)", (conversation_id, text))
-
-
-def store_turn(ctx: WriterContext, conversation_id: str, owner: str | None, text: str) -> str | None:
-    """A query's rows in one savepoint: the owner of a new conversation (insert-if-absent),
-    then its turn; returns the owner recorded (``None`` when ``owner`` was not given)."""
-    with ctx.transaction() as conn:
-        recorded = None if owner is None else _insert_owner(conn, conversation_id, owner)
-        conn.execute("INSERT INTO turns (conversation_id, turn) VALUES (?, ?)", (conversation_id, text))
-    return recorded
-
-
-def get_turns(conn: sqlite3.Connection, conversation_id: str, limit: int) -> list[ConversationTurn]:
-    rows = conn.execute(
-        "SELECT turn FROM (SELECT id, turn FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
-        (conversation_id, limit),
-    ).fetchall()
-    return [ConversationTurn.from_dict(json.loads(row[0])) for row in rows]
-
-
-def get_flag(conn: sqlite3.Connection, name: str) -> bool | None:
-    row = conn.execute("SELECT value FROM flags WHERE name = ?", (name,)).fetchone()
-    return None if row is None else bool(row[0])
-
-
-def set_flag(ctx: WriterContext, name: str, value: bool) -> bool | None:
-    with ctx.transaction() as conn:
-        previous = get_flag(conn, name)
-        conn.execute("INSERT OR REPLACE INTO flags (name, value) VALUES (?, ?)", (name, int(value)))
-    return previous
-
-
 def ping(ctx: WriterContext, stamp: str) -> None:
     """A real write: fails when the database cannot take one (disk full, read-only)."""
     with ctx.transaction() as conn:
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('ping', ?)", (stamp,))
-
-
-# ---------------------------------------------------------------------- the layout before the database
-
-#: What the state directory held before the database (lightspeed 0.1 development versions).
-_OLD_ENTRIES: Final = ("conversations", "flags", "claims", "exported.log", "lock")
-
-
-def import_old_layout(ctx: WriterContext, state_root: Path) -> int:
-    """Import the owners, history, flags and exported names of the file layout that came
-    before the database, then remove its files (none of which may be named ``*.json`` any
-    more). Claims are not imported: their leases lapse with the restart. An owner file that is
-    empty or damaged (a write that failed half-way) is dropped: that conversation starts anew.
-    Idempotent, and safe with several processes opening at once. Returns the owners imported.
-    """
-    if not any((state_root / name).exists() for name in _OLD_ENTRIES):
-        return 0
-    imported = 0
-    with ctx.transaction() as conn:
-        done = conn.execute("SELECT 1 FROM meta WHERE key = 'imported_file_layout'").fetchone()
-        if not done:
-            imported = _import(conn, state_root)
-            conn.execute("INSERT INTO meta (key, value) VALUES ('imported_file_layout', '1')")
-    failure = ctx.end_batch()
-    if failure is not None:
-        raise failure
-    for name in _OLD_ENTRIES:  # only after the commit: a crash before this imports nothing twice
-        path = state_root / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-    aside = state_root / "aside"
-    if aside.is_dir():  # set-aside records: no longer named *.json in the state directory
-        for path in aside.rglob("*.json"):
-            with contextlib.suppress(OSError):
-                path.rename(path.with_name(path.name + ".aside"))
-    return imported
-
-
-def _import(conn: sqlite3.Connection, state_root: Path) -> int:
-    owners = 0
-    conversations = state_root / "conversations"
-    for path in sorted(conversations.glob("*/*.json")) if conversations.is_dir() else []:
-        cid = path.name[: -len(".json")]
-        try:
-            owner = str(json.loads(path.read_bytes())["owner"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # empty or damaged: the write that made it failed
-        if not is_valid_conversation_id(cid):
-            continue
-        conn.execute("INSERT OR IGNORE INTO owners (conversation_id, owner) VALUES (?, ?)", (cid, owner))
-        owners += 1
-        turns = path.with_name(f"{cid}.turns.jsonl")
-        with contextlib.suppress(FileNotFoundError):
-            for line in turns.read_bytes().split(b"\n"):
-                try:
-                    turn = ConversationTurn.from_dict(json.loads(line))
-                except (ValueError, KeyError, TypeError):
-                    continue  # blank, or a torn last line after a crash
-                text = json.dumps(turn.to_dict(), ensure_ascii=False)
-                conn.execute("INSERT INTO turns (conversation_id, turn) VALUES (?, ?)", (cid, text))
-        # Created when its first turn was (the owner file kept no time), else now.
-        conn.execute(
-            "UPDATE owners SET created_at = coalesce((SELECT json_extract(turn, '$.timestamp') FROM turns"
-            " WHERE conversation_id = ? ORDER BY id LIMIT 1), ?) WHERE conversation_id = ?",
-            (cid, utc_timestamp(), cid),
-        )
-    flags = state_root / "flags"
-    for path in sorted(flags.glob("*.json")) if flags.is_dir() else []:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            value = bool(json.loads(path.read_bytes())["value"])
-            conn.execute("INSERT OR REPLACE INTO flags (name, value) VALUES (?, ?)", (path.stem, int(value)))
-    with contextlib.suppress(FileNotFoundError):
-        names = (state_root / "exported.log").read_bytes().decode(errors="replace").splitlines()
-        conn.executemany("INSERT OR IGNORE INTO exported (name) VALUES (?)", ((n,) for n in names if n))
-    return owners
 
 
 def unavailable(exc: BaseException, where: Path) -> BaseException:
