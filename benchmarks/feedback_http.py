@@ -345,11 +345,11 @@ def report(results: list[Result], servers: list[str], args: argparse.Namespace) 
     print(f"  {'server':<14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7} {'ratio':>7}   (min-max req/s)")
     for s, rs in by.items():
         ratios = [r.rps / x.rps for r, x in zip(rs, by.get(REFERENCE, []), strict=False)]
-        ratio = f"{statistics.median(ratios):>7.2f}" if ratios else f"{'-':>7}"
+        ratio_text = f"{statistics.median(ratios):>7.2f}" if ratios else f"{'-':>7}"
         print(
             f"  {s:<14} {med[s]:>8.0f} {statistics.median(r.p50_ms for r in rs):>8.2f} "
             f"{statistics.median(r.p99_ms for r in rs):>8.2f} {statistics.median(r.cpu_ms for r in rs):>7.3f}"
-            f" {ratio}   "
+            f" {ratio_text}   "
             f"({min(r.rps for r in rs):.0f}-{max(r.rps for r in rs):.0f})"
         )
     ok = True
