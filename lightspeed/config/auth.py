@@ -265,10 +265,10 @@ def authorization_warnings(config: Config) -> list[str]:
             "no authorization.access_rules are configured, so every caller may perform every action (the"
             " Lightspeed Core Stack's default): list, read, continue, rename and delete other users'"
             " conversations (the *_other_conversations actions), and admin (PUT /v1/feedback/status turns feedback"
-            " collection off for everyone); to restrict it, grant actions to roles, for instance authorization:"
-            ' {access_rules: [{role: "*", actions: [query, streaming_query, feedback, list_conversations,'
+            " collection off for everyone); to restrict it, grant actions to roles in the authorization section,"
+            ' for instance access_rules: [{role: "*", actions: [query, streaming_query, feedback, list_conversations,'
             " get_conversation, delete_conversation, update_conversation, get_models, info]},"
-            " {role: <admin role>, actions: [admin]}]} (see docs/authentication.md, Authorization)"
+            " {role: <admin role>, actions: [admin]}] (see docs/authentication.md, Authorization)"
         )
     auth = config.authentication
     if auth.skip_tls_verification and auth.module in ("k8s", "trusted-proxy", "jwk-token"):
