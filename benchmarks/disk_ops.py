@@ -52,7 +52,7 @@ def one_round(root: Path, files: int, conversations: int) -> tuple[float, float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=20_000)
-    parser.add_argument("--conversations", type=int, default=5_700, help="folders (default: 3.5 files each)")
+    parser.add_argument("--conversations", type=int, default=5_700, help="folders, the files split evenly among them")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait after removing a round's files")
     parser.add_argument("--tmpdir", default=None)
