@@ -157,9 +157,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if overrides:
         config = attrs.evolve(config, service=attrs.evolve(config.service, **overrides))
     setup_logging(config)
-    from lightspeed.serving import limit_malloc_arenas, raise_open_files_limit
+    from lightspeed.serving import raise_open_files_limit
 
-    limit_malloc_arenas()  # before anything starts a thread
     before, now = raise_open_files_limit()  # before the workers start: they inherit it
     if now != before:
         log.info("open-files limit raised from %d to %d (the hard limit)", before, now)

@@ -43,7 +43,7 @@ def run_worker(config: Config, *, reuse_port: bool) -> int:
     from lightspeed.app import create_app
     from lightspeed.serving import limit_malloc_arenas, run
 
-    limit_malloc_arenas()  # in a spawned worker too, before its store starts threads
+    limit_malloc_arenas()  # every serving process comes here before its store starts threads
     svc = config.service
     try:
         run(
