@@ -26,9 +26,8 @@ from aiohttp import web
 from lightspeed import __version__, metrics
 from lightspeed.api import authorized, conversations, feedback, health, interrupt, models, openapi, query
 from lightspeed.api.access import auth_middleware
-from lightspeed.api.errors import error_middleware, request_id_middleware
+from lightspeed.api.errors import front_middleware
 from lightspeed.api.interrupt import StreamRegistry
-from lightspeed.api.observe import metrics_middleware
 from lightspeed.api.query.recording import PendingStores
 from lightspeed.auth import AuthModule, create_auth
 from lightspeed.auth.authorization import Authorizer, authorization_warnings
@@ -74,9 +73,7 @@ def create_app(config: Config, *, storage: StorageBackend | None = None) -> web.
     auth = create_auth(config.authentication)
     app = web.Application(
         middlewares=[
-            metrics_middleware,
-            request_id_middleware,
-            error_middleware,
+            front_middleware,
             auth_middleware(auth, Authorizer.from_config(config), config.authentication),
         ],
         client_max_size=config.service.max_request_body_bytes,

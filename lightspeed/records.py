@@ -8,10 +8,12 @@ so the stored shape stays the seed's and a record uploaded twice is recognisable
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import os
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
@@ -106,15 +108,34 @@ def is_valid_user_hash(value: str) -> bool:
     return bool(_SHA256_RE.fullmatch(value))
 
 
+@functools.lru_cache(maxsize=4096)
 def hash_user_id(user_id: str) -> str:
-    """The SHA-256 hex digest of a user id, as stored in paths and records."""
+    """The SHA-256 hex digest of a user id, as stored in paths and records.
+
+    Remembered for the last few thousand callers: a query hashes its caller's id up to three
+    times (owner, access check, transcript), and the same callers come back.
+    """
     return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
 
 
+#: The current second's ``YYYY-MM-DDTHH:MM:SS`` (seconds since the epoch, its text).
+_second: tuple[int, str] = (-1, "")
+
+
 def utc_timestamp(now: datetime | None = None) -> str:
-    """ISO 8601 in UTC with a ``Z`` suffix, as in the seed (``2024-01-01T12:00:00.123456Z``)."""
-    now = now or datetime.now(UTC)
-    return now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """ISO 8601 in UTC with a ``Z`` suffix, as in the seed (``2024-01-01T12:00:00.123456Z``).
+
+    The current time's text is built from the clock's microseconds and the second's text,
+    formatted once a second: the same text as ``datetime.isoformat``, at a third of its cost.
+    """
+    global _second
+    if now is not None:
+        return now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    micros = time.time_ns() // 1000
+    seconds, fraction = divmod(micros, 1_000_000)
+    if seconds != _second[0]:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_second[1]}.{fraction:06d}Z"
 
 
 def _dumps(obj: Any) -> bytes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import attrs
 from aiohttp import web
@@ -107,22 +108,25 @@ async def begin(request: web.Request) -> Interaction:
     new_owner = None
     if q.conversation_id is not None:
         conversation_id = q.conversation_id
-        # The access check and the history (at most one turn more than is sent, to tell whether
-        # any was left out) are read side by side: one wait for the store, not two. The history
-        # is used only once the access check has passed.
-        access, turns = await asyncio.gather(
-            check_conversation_access(
+        # The history (at most one turn more than is sent, to tell whether any was left out)
+        # is read while the access check runs, so an owner not in the store's memory costs one
+        # wait, not two; it is used only once the check has passed. One task, not gather's two
+        # (decision query-03).
+        reading = asyncio.ensure_future(storage.get_turns(conversation_id, limit=max_turns + 1))
+        try:
+            await check_conversation_access(
                 request, conversation_id, user, action="query", others_action=Action.QUERY_OTHERS_CONVERSATIONS
-            ),
-            storage.get_turns(conversation_id, limit=max_turns + 1),
-            return_exceptions=True,
-        )
-        if isinstance(access, BaseException):
-            raise access
-        if isinstance(turns, BaseException):
-            log.error("cannot read the history of conversation %s: %s", conversation_id, turns)
+            )
+        except BaseException:
+            reading.cancel()
+            reading.add_done_callback(_consume)
+            raise
+        try:
+            turns = await reading
+        except Exception as exc:
+            log.error("cannot read the history of conversation %s: %s", conversation_id, exc)
             metrics_from(request).queries.history_failures += 1
-            raise RecordsNotStored(HISTORY_NOT_STORED) from turns
+            raise RecordsNotStored(HISTORY_NOT_STORED) from exc
         history = turns
     else:
         conversation_id = new_record_id()
@@ -150,6 +154,12 @@ async def begin(request: web.Request) -> Interaction:
         history_truncated=truncated,
         new_owner=new_owner,
     )
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve a dropped read's outcome, so that its failure is not logged as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def record(request: web.Request, it: Interaction, answer: str, *, cut_short: bool) -> None:
