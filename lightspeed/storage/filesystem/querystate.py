@@ -60,10 +60,14 @@ def append_turn(ctx: WriterContext, conversation_id: str, text: str) -> None:
 
 
 def store_turn(ctx: WriterContext, conversation_id: str, owner: str | None, text: str) -> str | None:
-    """A query's rows in one savepoint: the owner of a new conversation (insert-if-absent),
-    then its turn; returns the owner recorded (``None`` when ``owner`` was not given)."""
+    """A query's rows: the owner of a new conversation (insert-if-absent) and its turn, in one
+    savepoint; a follow-up's turn alone, one statement without one. Returns the owner recorded
+    (``None`` when ``owner`` was not given)."""
+    if owner is None:  # a follow-up: one statement
+        ctx.single().execute("INSERT INTO turns (conversation_id, turn) VALUES (?, ?)", (conversation_id, text))
+        return None
     with ctx.transaction() as conn:
-        recorded = None if owner is None else _insert_owner(conn, conversation_id, owner)
+        recorded = _insert_owner(conn, conversation_id, owner)
         conn.execute("INSERT INTO turns (conversation_id, turn) VALUES (?, ?)", (conversation_id, text))
     return recorded
 
