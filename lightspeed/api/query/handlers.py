@@ -271,6 +271,16 @@ def _observe_llm(
     )
 
 
+async def _finish_and_record(request: web.Request, it: Interaction, rid: str, answer: str, *, cut_short: bool) -> None:
+    """The stream's end in the registry and its records in the store, side by side (one task,
+    not ``gather``'s two: decision query-03); raises :class:`RecordsNotStored` after both."""
+    finishing = asyncio.ensure_future(streams_from(request).finish(rid))
+    try:
+        await record(request, it, answer, cut_short=cut_short)
+    finally:
+        await finishing
+
+
 async def _record_cut_short(request: web.Request, it: Interaction, partial: str, rid: str) -> None:
     """Store what an abandoned or failed stream got; a failure is logged (and counted), as
     nobody is left to tell."""
@@ -350,7 +360,7 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
             suffix = interrupted_suffix(partial)
             recorded = True
             try:
-                await asyncio.gather(streams.finish(rid), record(request, it, partial + suffix, cut_short=True))
+                await _finish_and_record(request, it, rid, partial + suffix, cut_short=True)
             except RecordsNotStored as exc:
                 await sink.fail(len(parts), partial + suffix, exc)
                 return response
@@ -360,7 +370,7 @@ async def streaming_query(request: web.Request) -> web.StreamResponse:
         answer = "".join(parts)
         recorded = True
         try:
-            await asyncio.gather(streams.finish(rid), record(request, it, answer, cut_short=False))
+            await _finish_and_record(request, it, rid, answer, cut_short=False)
         except RecordsNotStored as exc:
             await sink.fail(len(parts), answer, exc)  # an error event in place of the end
         else:
