@@ -20,7 +20,8 @@ Needs valgrind (Debian: ``apt-get install -y valgrind``). Run from the repositor
 
     .venv/bin/python benchmarks/query_instructions.py                       # /v1/query, 300 requests
     .venv/bin/python benchmarks/query_instructions.py --endpoint streaming_query
-    PYTHONPATH=../other-checkout .venv/bin/python benchmarks/query_instructions.py   # another variant
+    .venv/bin/python benchmarks/query_instructions.py --bare        # the bare aiohttp forwarder
+    cd ../other-checkout && ../this/.venv/bin/python benchmarks/query_instructions.py  # another variant
 
 Each request takes some 50 times longer under valgrind than without it; the default run takes
 about a minute.
@@ -45,7 +46,7 @@ import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from query_overhead import FAKE, QUESTION, free_port, stop, wait_ready
+from query_overhead import BARE, FAKE, QUESTION, free_port, stop, wait_ready
 
 
 def conversations(total: int, seed: int) -> list[int]:
@@ -112,6 +113,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--tmpdir", default=None, help="where the store's temporary directory goes")
     parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="count benchmarks/bare_query_server.py instead: HTTP in, the LLM call and HTTP out, nothing else",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="copy callgrind's output files here (for callgrind_annotate, by function)"
     )
     args = parser.parse_args()
@@ -154,11 +160,11 @@ def main() -> int:
                 "--separate-threads=yes",
                 f"--callgrind-out-file={out}",
                 sys.executable,
-                "-m",
-                "lightspeed",
-                "serve",
-                "-c",
-                str(work / "config.yaml"),
+                *(
+                    [str(BARE), "--port", str(ls_port), "--llm-url", f"http://127.0.0.1:{llm_port}/v1"]
+                    if args.bare
+                    else ["-m", "lightspeed", "serve", "-c", str(work / "config.yaml")]
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -167,7 +173,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{ls_port}"
         try:
             wait_ready(f"http://127.0.0.1:{llm_port}/v1/models", fake)
-            wait_ready(f"{url}/liveness", service, timeout=300)
+            wait_ready(f"{url}/liveness", service, timeout=300)  # the bare server's 404 answers too
             asyncio.run(drive(url, args.endpoint, conversations(args.warmup, seed=1), args.concurrency))
             subprocess.run(["callgrind_control", "--zero", str(service.pid)], check=True, capture_output=True)
             started = time.monotonic()
@@ -189,7 +195,7 @@ def main() -> int:
         per_thread = {t: n / sent for t, n in counts.items()}
         loop_thread = per_thread.get("1", 0.0)
         print(
-            f"/v1/{args.endpoint}: {sent} requests in {elapsed:.0f} s under callgrind;"
+            f"{'bare ' if args.bare else ''}/v1/{args.endpoint}: {sent} requests in {elapsed:.0f} s under callgrind;"
             f" {sum(per_thread.values()) / 1e6:.3f} M instructions per request (all threads),"
             f" {loop_thread / 1e6:.3f} M on the event loop's thread"
         )
