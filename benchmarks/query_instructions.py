@@ -46,7 +46,7 @@ import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from query_overhead import BARE, FAKE, QUESTION, free_port, stop, wait_ready
+from query_overhead import BARE, FAKE, QUESTION, free_port, service_config, stop, wait_ready
 
 
 def conversations(total: int, seed: int) -> list[int]:
@@ -127,26 +127,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lightspeed-instr-", dir=args.tmpdir) as tmp:
         work = Path(tmp)
         llm_port, ls_port = free_port(), free_port()
-        config = {
-            "service": {
-                "host": "127.0.0.1",
-                "port": ls_port,
-                "workers": 1,
-                "access_log": False,
-                "log_level": "warning",
-            },
-            "user_data_collection": {
-                "feedback_enabled": True,
-                "feedback_storage": str(work / "feedback"),
-                "transcripts_enabled": True,
-                "transcripts_storage": str(work / "transcripts"),
-            },
-            "inference": {"default_provider": "fake", "default_model": "fake-model"},
-            "llm_providers": [
-                {"name": "fake", "type": "openai", "url": f"http://127.0.0.1:{llm_port}/v1", "models": ["fake-model"]}
-            ],
-            "authorization": {"access_rules": [{"role": "*", "actions": ["query", "streaming_query"]}]},
-        }
+        config = service_config(work, ls_port, f"http://127.0.0.1:{llm_port}/v1")
         (work / "config.yaml").write_text(yaml.safe_dump(config))
         env = {k: v for k, v in os.environ.items() if k != "LIGHTSPEED_CONFIG"}
         out = work / "callgrind.out"

@@ -80,6 +80,25 @@ QUESTION = "What is Kubernetes and how does it schedule pods?"
 TARGETS = {"multi": (0.75, 3.0, 2.0), "single": (0.60, None, None)}
 
 
+def service_config(
+    work: Path, port: int, llm_url: str, *, store: str = "filesystem", transcripts: bool = True
+) -> dict[str, Any]:
+    """The service's configuration in the benchmarks: one worker on ``port``, records under
+    ``work``, the fake LLM at ``llm_url`` its default provider, access log off."""
+    return {
+        "service": {"host": "127.0.0.1", "port": port, "workers": 1, "access_log": False, "log_level": "warning"},
+        "user_data_collection": {
+            "feedback_enabled": True,
+            "feedback_storage": str(work / "feedback"),
+            "transcripts_enabled": transcripts,
+            "transcripts_storage": str(work / "transcripts"),
+            "storage": {"backend": store},
+        },
+        "inference": {"default_provider": "fake", "default_model": "fake-model"},
+        "llm_providers": [{"name": "fake", "type": "openai", "url": llm_url, "models": ["fake-model"]}],
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -267,24 +286,7 @@ def main() -> int:
         work = Path(tmp)
         llm_port, ls_port = free_port(), free_port()
         llm_url = f"http://127.0.0.1:{llm_port}/v1"
-        config = {
-            "service": {
-                "host": "127.0.0.1",
-                "port": ls_port,
-                "workers": 1,
-                "access_log": False,
-                "log_level": "warning",
-            },
-            "user_data_collection": {
-                "feedback_enabled": True,
-                "feedback_storage": str(work / "feedback"),
-                "transcripts_enabled": not args.no_transcripts,
-                "transcripts_storage": str(work / "transcripts"),
-                "storage": {"backend": args.store},
-            },
-            "inference": {"default_provider": "fake", "default_model": "fake-model"},
-            "llm_providers": [{"name": "fake", "type": "openai", "url": llm_url, "models": ["fake-model"]}],
-        }
+        config = service_config(work, ls_port, llm_url, store=args.store, transcripts=not args.no_transcripts)
         (work / "config.yaml").write_text(yaml.safe_dump(config))
         messages = [
             {"role": "system", "content": "You are a helpful assistant"},
