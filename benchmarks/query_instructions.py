@@ -171,8 +171,8 @@ def main() -> int:
             stop(fake)
         if not counts:
             raise SystemExit("callgrind wrote no counts")
-        # The last dump holds what was counted since --zero; each thread's file is cumulative
-        # per dump, so the dump made by --dump is the one with the highest part number.
+        # Read right after --dump, before the service stops: the only dump there is then holds
+        # what was counted since --zero, one file per thread (callgrind.out.1-01, -02, ...).
         per_thread = {t: n / sent for t, n in counts.items()}
         loop_thread = per_thread.get("1", 0.0)
         print(

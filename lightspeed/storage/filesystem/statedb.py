@@ -213,19 +213,16 @@ class WriterContext:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._joined = True
-        conn = self.conn
-        if not self._in_txn:
-            conn.execute("BEGIN IMMEDIATE")
-            self._in_txn = True
-        self.conn.execute("SAVEPOINT job")
+        """A savepoint inside the batch's transaction, for a job of several statements."""
+        conn = self.single()
+        conn.execute("SAVEPOINT job")
         try:
-            yield self.conn
+            yield conn
         except BaseException:
-            self.conn.execute("ROLLBACK TO job")
-            self.conn.execute("RELEASE job")
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
             raise
-        self.conn.execute("RELEASE job")
+        conn.execute("RELEASE job")
 
     def sync_dir(self, directory: str) -> None:
         """Have the batch fsync ``directory`` (with ``durability: fsync``)."""
