@@ -123,11 +123,13 @@ def generate(root: Path, n: int, rnd: random.Random) -> int:
 
 @dataclass
 class Run:
-    """One whole process: wall and CPU seconds (user + system, its threads included), peak RSS."""
+    """One whole process: wall and CPU seconds (user + system, its threads included), peak RSS,
+    and the system (kernel) part of its CPU seconds."""
 
     wall: float
     cpu: float
     rss_mb: float
+    kernel: float
 
 
 def run_child(cmd: list[str], **kw: Any) -> tuple[Run, int]:
@@ -137,7 +139,7 @@ def run_child(cmd: list[str], **kw: Any) -> tuple[Run, int]:
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024), proc.returncode
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, usage.ru_stime), proc.returncode
 
 
 @dataclass
@@ -217,8 +219,10 @@ def collect_once(python: str, root: Path, data: Path, n: int, level: int | None)
 
 def show(label: str, r: Result) -> None:
     print(
-        f"  {label}: load {r.load:4.1f}; tar czf {r.tar.wall:6.2f} s (cpu {r.tar.cpu:5.2f} s, {r.tar.rss_mb:.1f} MB);"
-        f" collect {r.ours.wall:6.2f} s (cpu {r.ours.cpu:5.2f} s, {r.ours.rss_mb:5.1f} MB), cycle {r.cycle_s:6.2f} s,"
+        f"  {label}: load {r.load:4.1f}; tar czf {r.tar.wall:6.2f} s (cpu {r.tar.cpu:5.2f} s,"
+        f" kernel {r.tar.kernel:5.2f}, {r.tar.rss_mb:.1f} MB); collect {r.ours.wall:6.2f} s"
+        f" (cpu {r.ours.cpu:5.2f} s, kernel {r.ours.kernel:5.2f},"
+        f" {r.ours.rss_mb:5.1f} MB), cycle {r.cycle_s:6.2f} s,"
         f" {r.archives} archive(s) {r.archive_mb:.1f} MB; rate vs tar {r.tar.wall / r.ours.wall:4.0%}"
         f" (cycle {r.tar.wall / r.cycle_s:4.0%})",
         flush=True,

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from disk_ops import inode_cost_us, journal_state, settle_disk
 
 from lightspeed.config import parse_config
 from lightspeed.records import hash_user_id
@@ -384,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the working directory (records, logs, configs)")
     p.add_argument("--check", action="store_true", help="exit 1 when the target is not met")
     p.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="start at once, without first waiting for the disk to settle after recent deletions (disk_ops.py)",
+    )
+    p.add_argument(
         "--vs",
         metavar="PYTHON",
         action="append",
@@ -407,7 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"working in {workdir}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     results: list[Result] = []
     bench = Bench(args, workdir)
+    probes = workdir / "probes"
+    probes.mkdir()
     try:
+        # On ext4 without a journal, files deleted in the last minutes (another run's) make every
+        # new file cost up to ~1 ms of kernel CPU: say what the disk was like, and wait for it.
+        if args.no_settle:
+            print(f"disk ({journal_state(probes)}): a new inode costs {inode_cost_us(probes):.0f} us of CPU")
+        else:
+            settle_disk(probes)
         for round_no in range(1, args.rounds + 1):
             shift = (round_no - 1) % len(servers)  # each round starts with the next server: no fixed neighbours
             for server in servers[shift:] + servers[:shift]:
@@ -417,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"round {round_no} {server:<14} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
                     f"  cpu {r.cpu_ms:.3f} ms/request"
                 )
+        print(f"disk after the runs: a new inode costs {inode_cost_us(probes):.0f} us of CPU")
     finally:
         if bench.postgres is not None:
             bench.postgres.stop()

@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from disk_ops import inode_cost_us, journal_state, settle_disk
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "query" / "fake_llm.py"
@@ -194,23 +195,26 @@ def _ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads) and of its reaped children."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU time of process ``pid`` (all its threads) and of its reaped children,
+    and the system (kernel) part of it."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # After the command: state is field 3; utime, stime, cutime, cstime are fields 14 to 17.
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / tick, (int(fields[12]) + int(fields[14])) / tick
 
 
-def service_cpu_seconds(pid: int) -> float:
-    """CPU time of the service process and of its worker processes (``service.workers`` > 1)."""
-    total = cpu_seconds(pid)
+def service_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (all, kernel) of the service process and of its worker processes (``service.workers`` > 1)."""
+    total, kernel = cpu_seconds(pid)
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             try:
-                total += cpu_seconds(int(child))
+                more, more_kernel = cpu_seconds(int(child))
             except FileNotFoundError:
                 continue  # gone meanwhile
-    return total
+            total, kernel = total + more, kernel + more_kernel
+    return total, kernel
 
 
 def parse_wrk(output: str) -> dict[str, float]:
@@ -233,13 +237,14 @@ def parse_wrk(output: str) -> dict[str, float]:
 def run_wrk(url: str, script: Path, args: argparse.Namespace, service_pid: int | None = None) -> dict[str, float]:
     """One wrk run; with ``service_pid``, also the service's CPU milliseconds per request."""
     cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(script), url]
-    before = service_cpu_seconds(service_pid) if service_pid is not None else 0.0
+    before = service_cpu_seconds(service_pid) if service_pid is not None else (0.0, 0.0)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
-    after = service_cpu_seconds(service_pid) if service_pid is not None else 0.0
+    after = service_cpu_seconds(service_pid) if service_pid is not None else (0.0, 0.0)
     if done.returncode != 0:
         raise SystemExit(f"wrk failed: {done.stderr}")
     result = parse_wrk(done.stdout)
-    result["cpu_ms"] = (after - before) * 1000 / result["requests"] if service_pid is not None else 0.0
+    result["cpu_ms"] = (after[0] - before[0]) * 1000 / result["requests"]
+    result["kernel_ms"] = (after[1] - before[1]) * 1000 / result["requests"]
     if result["non2xx"] or result["socket_errors"]:
         print(f"  warning: {url}: {int(result['non2xx'])} non-2xx answers; wrk: {done.stdout[-300:]}", flush=True)
     return result
@@ -278,12 +283,24 @@ def main() -> int:
         "--only", help="comma-separated runs to make, e.g. direct,query-multi (default: every one of the mix)"
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="measure at once, without first waiting for the disk to settle after recent deletions (disk_ops.py)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (Debian: apt-get install -y wrk)")
 
     with tempfile.TemporaryDirectory(prefix="lightspeed-bench-", dir=args.tmpdir) as tmp:
         work = Path(tmp)
+        # On ext4 without a journal, files deleted in the last minutes (another run's) make every
+        # new file cost up to ~1 ms of kernel CPU: say what the disk was like, and wait for it.
+        (work / "probes").mkdir()
+        if args.no_settle:
+            print(f"disk ({journal_state(work)}): a new inode costs {inode_cost_us(work / 'probes'):.0f} us of CPU")
+        else:
+            settle_disk(work / "probes")
         llm_port, ls_port = free_port(), free_port()
         llm_url = f"http://127.0.0.1:{llm_port}/v1"
         config = service_config(work, ls_port, llm_url, store=args.store, transcripts=not args.no_transcripts)
@@ -363,7 +380,7 @@ def main() -> int:
                         pid = bare.pid
                     r = run_wrk(urls[name], paths[name], args, pid)
                     results[name].append(r)
-                    cpu = f"  CPU {r['cpu_ms']:5.3f} ms/req" if pid is not None else ""
+                    cpu = f"  CPU {r['cpu_ms']:5.3f} ms/req (kernel {r['kernel_ms']:5.3f})" if pid is not None else ""
                     print(
                         f"round {rnd} {name:22s} {r['rps']:9.0f} req/s  p50 {r['p50']:7.2f} ms  "
                         f"p99 {r['p99']:7.2f} ms{cpu}  (load {os.getloadavg()[0]:.1f})",
@@ -374,6 +391,7 @@ def main() -> int:
             if bare is not None:
                 stop(bare)
             stop(fake)
+        print(f"disk after the runs: a new inode costs {inode_cost_us(work / 'probes'):.0f} us of CPU")
 
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
@@ -411,7 +429,7 @@ def main() -> int:
             f"/v1/{endpoint:16s} {mix:6s} {med(name, 'rps'):8.0f} req/s vs {med(direct, 'rps'):8.0f} direct "
             f"({ratio:6.1%});  p50 {med(name, 'p50'):6.2f} ms vs {med(direct, 'p50'):6.2f} ms "
             f"(added {added:+.2f} ms);  p99 {med(name, 'p99'):7.2f} ms vs {med(direct, 'p99'):6.2f} ms "
-            f"({p99x:.2f}x);  CPU {med(name, 'cpu_ms'):.3f} ms/req  "
+            f"({p99x:.2f}x);  CPU {med(name, 'cpu_ms'):.3f} ms/req (kernel {med(name, 'kernel_ms'):.3f})  "
             f"[{'meets' if passed else 'misses'} target: {', '.join(wanted)}]"
         )
     return 0 if ok or not args.check else 1

@@ -53,6 +53,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from disk_ops import inode_cost_us, settle_disk
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "query" / "fake_llm.py"
@@ -85,17 +86,19 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def cpu_and_rss(pid: int) -> tuple[float, float]:
-    """CPU seconds used so far (user + system) and resident MiB, summed over the process tree."""
-    cpu, rss_kib = 0.0, 0
+def cpu_and_rss(pid: int) -> tuple[float, float, float]:
+    """CPU seconds used so far (user + system), the system (kernel) part of them, and resident
+    MiB, summed over the process tree."""
+    cpu, kernel, rss_kib = 0.0, 0.0, 0
     for p in descendants(pid):
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             cpu += (int(fields[11]) + int(fields[12])) / TICKS
+            kernel += int(fields[12]) / TICKS
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     rss_kib += int(line.split()[1])
-    return cpu, rss_kib / 1024
+    return cpu, kernel, rss_kib / 1024
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -283,6 +286,8 @@ def start_servers(args: argparse.Namespace, work: Path) -> tuple[dict[str, subpr
 
 
 async def run(args: argparse.Namespace, work: Path) -> int:
+    (work / "probes").mkdir()
+    settle_disk(work / "probes")  # files another run deleted lately would weigh on the first minutes
     procs, ports = start_servers(args, work)
     llm_port, ls_port, ingress_port = ports["llm"], ports["ls"], ports["ingress"]
     ingress_dir = work / "ingress"
@@ -303,23 +308,32 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                 f"store in {work}",
                 flush=True,
             )
-            print(" min  requests  cpu ms/req  rss MiB  load1", flush=True)
+            # The kernel's part is mostly making files; "inode us" is what a new file costs at the
+            # end of the minute (disk_ops.inode_cost_us): on ext4 without a journal it rises with
+            # what the collector deleted in the minutes before.
+            print(" min  requests  cpu ms/req  (kernel)  rss MiB  inode us  load1", flush=True)
             inflight: set[asyncio.Task[None]] = set()
             start = time.monotonic()
             end = start + args.minutes * 60
-            cpu0, _ = cpu_and_rss(service.pid)
+            cpu0, kernel0, _ = cpu_and_rss(service.pid)
             done0 = 0
             minute_end = start + 60
             sent = 0
             while True:
                 now = time.monotonic()
                 if now >= minute_end:
-                    cpu, rss = cpu_and_rss(service.pid)
+                    cpu, kernel, rss = cpu_and_rss(service.pid)
                     count = load.done - done0
                     per = (cpu - cpu0) * 1000 / count if count else float("nan")
+                    per_kernel = (kernel - kernel0) * 1000 / count if count else float("nan")
+                    inode = await asyncio.to_thread(inode_cost_us, work / "probes")
                     rows.append((len(rows) + 1, count, per, rss))
-                    print(f"{len(rows):4d} {count:9d} {per:11.2f} {rss:8.1f}  {os.getloadavg()[0]:5.2f}", flush=True)
-                    cpu0, done0, minute_end = cpu, load.done, minute_end + 60
+                    print(
+                        f"{len(rows):4d} {count:9d} {per:11.2f} {per_kernel:9.2f} {rss:8.1f} {inode:9.0f}"
+                        f"  {os.getloadavg()[0]:5.2f}",
+                        flush=True,
+                    )
+                    cpu0, kernel0, done0, minute_end = cpu, kernel, load.done, minute_end + 60
                     if service.poll() is not None:
                         raise SystemExit(f"the service exited with {service.returncode}")
                 if now >= end:
