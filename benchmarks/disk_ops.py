@@ -105,7 +105,8 @@ def settle_disk(
 ) -> float:
     """Wait until creating an inode under ``directory`` costs at most ``quiet_us`` (µs of CPU),
     at most ``rounds`` times 65 s: after a ``sync``, inodes deleted before it stop costing
-    anything 60 s later. Logs each probe (default: printed at once); returns the last cost measured."""
+    anything 60 s later (``rounds`` 0: probe once, no wait). Logs each probe (default: printed at
+    once); returns the last cost measured."""
     if log is None:
         log = functools.partial(print, flush=True)
     os.sync()

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from disk_ops import inode_cost_us, journal_state, settle_disk
+from disk_ops import inode_cost_us, settle_disk
 
 from lightspeed.config import parse_config
 from lightspeed.records import hash_user_id
@@ -418,10 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # On ext4 without a journal, files deleted in the last minutes (another run's) make every
         # new file cost up to ~1 ms of kernel CPU: say what the disk was like, and wait for it.
-        if args.no_settle:
-            print(f"disk ({journal_state(probes)}): a new inode costs {inode_cost_us(probes):.0f} us of CPU")
-        else:
-            settle_disk(probes)
+        settle_disk(probes, rounds=0 if args.no_settle else 6)
         for round_no in range(1, args.rounds + 1):
             shift = (round_no - 1) % len(servers)  # each round starts with the next server: no fixed neighbours
             for server in servers[shift:] + servers[:shift]:

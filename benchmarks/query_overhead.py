@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from disk_ops import inode_cost_us, journal_state, settle_disk
+from disk_ops import inode_cost_us, settle_disk
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "query" / "fake_llm.py"
@@ -297,10 +297,7 @@ def main() -> int:
         # On ext4 without a journal, files deleted in the last minutes (another run's) make every
         # new file cost up to ~1 ms of kernel CPU: say what the disk was like, and wait for it.
         (work / "probes").mkdir()
-        if args.no_settle:
-            print(f"disk ({journal_state(work)}): a new inode costs {inode_cost_us(work / 'probes'):.0f} us of CPU")
-        else:
-            settle_disk(work / "probes")
+        settle_disk(work / "probes", rounds=0 if args.no_settle else 6)
         llm_port, ls_port = free_port(), free_port()
         llm_url = f"http://127.0.0.1:{llm_port}/v1"
         config = service_config(work, ls_port, llm_url, store=args.store, transcripts=not args.no_transcripts)
