@@ -24,15 +24,17 @@ Modules: :mod:`.options` (the options), :mod:`.files` (atomic writes, directorie
 database, its schema, its connections), :mod:`.oldlayout` (the import of the file layout that
 came before it), :mod:`.querystate` (owners, history and flags: the query path's state),
 :mod:`.scanning` (finding records), :mod:`.claims` (claims, leases, acks),
-:mod:`.conversations` (metadata, deletions, streams), :mod:`.backend` (the class, its
-lifecycle, record files and collection).
+:mod:`.conversations` (metadata, deletions, streams), :mod:`.deleter` and
+:mod:`.deleter_child` (deleting uploaded records in a helper process), :mod:`.backend` (the
+class, its lifecycle, record files and collection).
 
 Threads: the **writer** lane (one thread, the only connection that writes; the jobs the
 loop submits during one iteration are handed over together; jobs taken in batches of up to
 512: reads and record files first, then the database writes in one transaction; one
 ``COMMIT`` and one fsync per directory per batch, then every request of the batch released:
 group commit), the **pool** lane (4 threads, a reading connection each; one job at a time)
-and the **unlink** lane (16 threads that only delete files after an upload). The reads of the
+and the **unlink** lane (16 threads that delete files after an upload only when the deleting
+helper process cannot run: :mod:`.deleter`, decision ``collector-03``). The reads of the
 query path (an owner, a history) join the writer's batches with ``durability: rename`` and
 go to the pool with ``fsync`` (decision ``store-01``). The event loop never blocks.
 
@@ -58,8 +60,8 @@ claim                          pool    none (the scan), then       the claim and
 renew                          writer  SQLite write lock           the old lease or the new one
 ack delete=False               writer  SQLite write lock           exported and out of the claim, or neither
 ack delete=True                writer, SQLite write lock; none     some files deleted while the claim still
-                               unlink  for the unlinks             lists them: the next claim of those
-                                                                   names reads them as vanished
+                               helper  for the unlinks             lists them: the next claim of those
+                               process                             names reads them as vanished
 release                        writer  SQLite write lock           the records back, or still claimed
 set_aside                      writer  SQLite write lock           the file moved (or not) and the claim
                                                                    left (or not); a moved file is never

@@ -34,6 +34,8 @@ from lightspeed.storage.common import (
 )
 from lightspeed.storage.errors import RecordNotFound, StorageRootUnavailable, StorageUnavailable
 from lightspeed.storage.filesystem import claims, conversations, files, oldlayout, statedb
+from lightspeed.storage.filesystem.deleter import Deleter
+from lightspeed.storage.filesystem.deleter_child import THREADS
 from lightspeed.storage.filesystem.lanes import Lane
 from lightspeed.storage.filesystem.options import FilesystemOptions, default_state_path, overlap_problems
 from lightspeed.storage.filesystem.querystate import QueryStateOps
@@ -48,8 +50,9 @@ log = logging.getLogger("lightspeed.storage.filesystem")
 
 #: Threads of the pool lane: reads and scans.
 _POOL_THREADS: Final = 4
-#: Threads of the unlink lane (see :data:`.claims.UNLINK_THREADS`).
-_UNLINK_THREADS: Final = claims.UNLINK_THREADS
+#: Threads of the unlink lane: they delete files after an upload only when the deleting
+#: helper process cannot run (:mod:`.deleter`).
+_UNLINK_THREADS: Final = THREADS
 #: Bytes the readiness probe writes in each directory: a full disk refuses them.
 _PROBE: Final = b"lightspeed readiness probe\n" * 160
 #: What fails while each directory cannot be written (said by the start-up log).
@@ -88,6 +91,7 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
         self._writer: Lane[WriterContext] | None = None
         self._pool: Lane[ReaderContext] | None = None
         self._unlinker: Lane[ReaderContext] | None = None
+        self._deleter: Deleter | None = None
         self._owners: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id -> (owner, until)
         self._exported = claims.Exported()
         self._backlog: Backlog | None = None  # what the last claim's scan found
@@ -197,6 +201,7 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
             await unlinker.stop()
             raise
         self._writer, self._pool, self._unlinker = writer, pool, unlinker
+        self._deleter = Deleter(lane=unlinker)
         # A directory that cannot be used does not stop the service (one bad volume must not
         # take the rest of the API down): what needs it fails, and works once it can be used.
         for setting, problem in problems:
@@ -205,10 +210,13 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
             )
 
     async def aclose(self) -> None:
-        writer, pool, unlinker = self._writer, self._pool, self._unlinker
+        writer, pool, unlinker, deleter = self._writer, self._pool, self._unlinker, self._deleter
         self._writer = self._pool = self._unlinker = None
+        self._deleter = None
         if writer is not None:
             await writer.stop()  # writes accepted before this complete first
+        if deleter is not None:
+            await deleter.aclose()
         for lane in (pool, unlinker):
             if lane is not None:
                 await lane.stop()

@@ -12,27 +12,25 @@ incrementally.
 
 from __future__ import annotations
 
-import asyncio
 import errno
-import functools
 import os
 import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Final
 
 from lightspeed.records import RecordKind
 from lightspeed.storage.base import Claim, StoredRecord
 from lightspeed.storage.common import ClaimFill
-from lightspeed.storage.errors import ClaimLost
+from lightspeed.storage.errors import ClaimLost, StorageUnavailable
 from lightspeed.storage.filesystem import files
+from lightspeed.storage.filesystem.deleter import Deleter
 from lightspeed.storage.filesystem.lanes import Lane
 from lightspeed.storage.filesystem.scanning import Backlog
 from lightspeed.storage.filesystem.statedb import ReaderContext, WriterContext
 
-__all__ = ["UNLINK_THREADS", "Exported", "Settling", "held_by_others", "leave", "listed", "settle_check", "take"]
+__all__ = ["Exported", "Settling", "held_by_others", "leave", "listed", "settle_check", "take"]
 
 
 class Exported:
@@ -174,18 +172,6 @@ def leave(ctx: WriterContext, claim_id: str, names: Collection[str], *, exported
             conn.execute("UPDATE claims SET names = ? WHERE claim_id = ?", ("\n".join(remaining), claim_id))
 
 
-#: Threads that delete files after an upload. A lane of their own: each unlink waits on the
-#: filesystem's journal, so they overlap well, and they allocate next to nothing, so their
-#: threads keep no memory (readers of large batches would each keep a malloc arena).
-UNLINK_THREADS: Final = 16
-#: Deletions below this many files are not split across threads.
-_PARALLEL_UNLINK_MIN: Final = 256
-
-
-def _unlink(paths: list[str], _: ReaderContext) -> None:
-    files.unlink_quietly(paths)
-
-
 class Settling:
     """The backend's ack, release, set_aside and renew (a mixin of ``FilesystemStorage``)."""
 
@@ -194,7 +180,10 @@ class Settling:
     dir_mode: int
     fsync: bool
     _backlog: Backlog | None
-    _unlinker: Lane[ReaderContext] | None
+    _deleter: Deleter | None
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        raise NotImplementedError
 
     def _lanes(self) -> tuple[Lane[WriterContext], Lane[ReaderContext]]:
         raise NotImplementedError
@@ -208,7 +197,7 @@ class Settling:
 
     async def ack(self, claim: Claim, *, records: Sequence[StoredRecord] | None = None, delete: bool) -> None:
         files_of = {r.name: self._record_file(r.name) for r in (claim.records if records is None else records)}
-        writer, pool = self._lanes()
+        writer, _ = self._lanes()
         if not delete:
 
             def export(ctx: WriterContext) -> None:
@@ -219,16 +208,19 @@ class Settling:
             return
         targets, lost = await writer.run(lambda ctx: settle_check(ctx, claim, records, strict=True, now=time.time()))
         # Deleting thousands of files takes a while: the claim (still listing these records)
-        # keeps every other collector off them meanwhile, and the deletions overlap on the
-        # unlink lane's threads.
+        # keeps every other collector off them meanwhile. The deleter does it in a helper
+        # process, off this process's GIL (decision collector-03).
         paths = [files_of[r.name] for r in targets]
-        step = max(_PARALLEL_UNLINK_MIN, -(-len(paths) // UNLINK_THREADS))
-        chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
-        assert self._unlinker is not None
-        await asyncio.gather(*(self._unlinker.run(functools.partial(_unlink, chunk)) for chunk in chunks))
-        transcripts = [p for p, r in zip(paths, targets, strict=True) if r.kind is RecordKind.TRANSCRIPT]
-        if transcripts:
-            await pool.run(lambda _: files.remove_empty_parents(transcripts))
+        deleter = self._deleter
+        if deleter is None:
+            raise StorageUnavailable("the filesystem store is not open")
+        try:
+            await deleter.unlink(paths)
+            await deleter.remove_empty_parents(
+                [p for p, r in zip(paths, targets, strict=True) if r.kind is RecordKind.TRANSCRIPT]
+            )
+        except OSError as exc:
+            raise self._translate(exc) from exc
         done = [r.name for r in targets] + lost
         await writer.run(lambda ctx: leave(ctx, claim.claim_id, done))
 

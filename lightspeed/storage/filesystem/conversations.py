@@ -33,7 +33,7 @@ from lightspeed.records import RecordKind, is_valid_record_id, is_valid_user_has
 from lightspeed.storage.base import ConversationInfo, ConversationPage, Deletion, StreamInterrupt
 from lightspeed.storage.common import check_conversation_id, check_user_hash
 from lightspeed.storage.filesystem import claims
-from lightspeed.storage.filesystem.files import remove_empty_parents
+from lightspeed.storage.filesystem.deleter_child import remove_empty_parents
 from lightspeed.storage.filesystem.lanes import Lane
 from lightspeed.storage.filesystem.scanning import Backlog, Roots
 from lightspeed.storage.filesystem.statedb import ReaderContext, WriterContext

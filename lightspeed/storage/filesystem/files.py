@@ -14,7 +14,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -29,10 +29,8 @@ __all__ = [
     "process_umask",
     "read_fd",
     "read_records",
-    "remove_empty_parents",
     "remove_if_stale",
     "remove_stale_temp_files",
-    "unlink_quietly",
     "unusable",
     "write_and_close",
     "write_atomic",
@@ -250,25 +248,6 @@ def read_records(paths: Sequence[str], sizes: Sequence[int]) -> list[bytes | Non
         finally:
             os.close(fd)
     return out
-
-
-def unlink_quietly(paths: Iterable[str]) -> None:
-    """Remove files; ones already gone are fine."""
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def remove_empty_parents(paths: Sequence[str]) -> None:
-    """Try each emptied conversation folder once, then its user folder (fails harmlessly when not empty)."""
-    users: set[str] = set()
-    for conv_dir in {os.path.dirname(p) for p in paths}:
-        with contextlib.suppress(OSError):
-            os.rmdir(conv_dir)
-            users.add(os.path.dirname(conv_dir))
-    for user_dir in users:
-        with contextlib.suppress(OSError):
-            os.rmdir(user_dir)
 
 
 def remove_if_stale(entry: os.DirEntry[str]) -> None:
