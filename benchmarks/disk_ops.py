@@ -15,7 +15,8 @@ every new inode of the group is found by walking past each of those (``recently_
 the kernel's ``fs/ext4/ialloc.c``). ``--after-deletes N`` measures that: it deletes ``N``
 files and folders, then probes the cost of a new inode at intervals until ``--watch``
 seconds have passed. ``--unlinks N`` times deleting ``N`` record files from 1, 4, 16 and 64
-threads, as the collector's unlink lane does once the ingress has them.
+threads, alone and beside a busy Python thread (the event loop answering queries), and
+through the store's deleting helper process (decision ``collector-03``).
 
 :func:`inode_cost_us`, :func:`journal_state` and :func:`settle_disk` are used by the other
 benchmarks to say in what state the disk was when they ran, and to wait for it to be quiet.
@@ -36,11 +37,16 @@ import functools
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from lightspeed.storage.filesystem import deleter_child
 
 BODY = b'{"metadata": {}, "redacted_query": "q", "llm_response": "' + b"a" * 3000 + b'"}'
 
@@ -156,12 +162,39 @@ def _delete(paths: list[str]) -> None:
         os.unlink(path)
 
 
+def _spin(stop: threading.Event) -> None:
+    """A busy Python thread, as the event loop is while the service answers queries."""
+    while not stop.is_set():
+        sum(range(1000))
+
+
+def _helper_unlink(paths: list[str]) -> None:
+    """One request to the filesystem store's deleting helper process (decision collector-03),
+    started for it (in the service it is started once and kept)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", deleter_child.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    payload = "\0".join(paths).encode()
+    proc.stdin.write(deleter_child.HEAD.pack(b"U", len(payload)) + payload)
+    proc.stdin.flush()
+    (size,) = deleter_child.LENGTH.unpack(proc.stdout.read(deleter_child.LENGTH.size))
+    failed = proc.stdout.read(size)
+    proc.stdin.close()
+    proc.wait()
+    assert not failed, failed[:200]
+
+
 def unlinks(files: int, threads: list[int], base: str | None) -> None:
     """Delete ``files`` record files (half of 400 B in one folder, half of 3 KB in folders of 20,
-    as the collector benchmark lays them out) from each count of ``threads``, as the collector's
-    unlink lane does after an upload: deletions a second and CPU per deletion."""
+    as the collector benchmark lays them out) from each count of ``threads``, alone and beside a
+    busy Python thread, then through the deleting helper process beside that busy thread:
+    deletions a second and CPU per deletion (of this process and its helper)."""
     small = BODY[:400]
-    for count in threads:
+    ways = [(f"{n:3d} thread(s)", n, False) for n in threads]
+    ways += [(f"{n:3d} thread(s) beside a busy Python thread", n, True) for n in threads]
+    ways += [("the helper process beside a busy Python thread", 0, True)]
+    for label, count, busy in ways:
         work = Path(tempfile.mkdtemp(prefix="lightspeed-diskops-", dir=base))
         try:
             paths = []
@@ -176,16 +209,27 @@ def unlinks(files: int, threads: list[int], base: str | None) -> None:
                 path.write_bytes(body)
                 paths.append(str(path))
             os.sync()
+            stop = threading.Event()
+            spinner = threading.Thread(target=_spin, args=(stop,))
+            if busy:
+                spinner.start()
             start, t0 = time.perf_counter(), os.times()
-            with concurrent.futures.ThreadPoolExecutor(count) as pool:
-                list(pool.map(_delete, [paths[k::count] for k in range(count)]))
-            wall, t1 = time.perf_counter() - start, os.times()
-            kernel, user = (t1.system - t0.system) / files * 1e6, (t1.user - t0.user) / files * 1e6
-            print(
-                f"{count:3d} thread(s): {files / wall:7.0f} deletions/s; kernel {kernel:5.0f} us, user {user:4.0f} us"
-                " of CPU per deletion",
-                flush=True,
-            )
+            try:
+                if count:
+                    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+                        list(pool.map(_delete, [paths[k::count] for k in range(count)]))
+                else:
+                    _helper_unlink(paths)
+            finally:
+                wall, t1 = time.perf_counter() - start, os.times()
+                stop.set()
+                if busy:
+                    spinner.join()
+            cpu = (t1.system - t0.system + t1.children_system - t0.children_system) / files * 1e6
+            if not busy:  # the spinner's CPU is not the deletions'
+                cpu += (t1.user - t0.user) / files * 1e6
+            what = "kernel CPU" if busy else "CPU"
+            print(f"{label}: {files / wall:7.0f} deletions/s; {what} {cpu:5.0f} us per deletion", flush=True)
         finally:
             shutil.rmtree(work)
 
