@@ -41,10 +41,14 @@ Needs ``wrk`` on PATH. Run from the repository root::
     .venv/bin/python benchmarks/query_overhead.py --store memory        # in-process store: HTTP + LLM only
     .venv/bin/python benchmarks/query_overhead.py --only query-multi,streaming_query-multi
     .venv/bin/python benchmarks/query_overhead.py --store memory --bare  # both upper bounds
+    .venv/bin/python benchmarks/query_overhead.py --mix multi --vs ../other/.venv/bin/python  # A/B
 
 ``--store memory`` runs the service on the in-process example backend
 (``examples/storage_plugin_skeleton``, installed by ``make install-test``): no disk and no
 thread hand-offs, the upper bound of what the HTTP side and the LLM call allow.
+``--vs PYTHON`` (repeatable) also starts the service of another checkout (the python of its
+venv, or a script that sets ``PYTHONPATH``), with its own port and store, and measures it in
+the same rounds right after this one's, so a change is compared under the same conditions.
 ``--bare`` also measures ``benchmarks/bare_query_server.py``, one aiohttp handler per endpoint
 that forwards the query to the fake LLM and answers (SSE token events for the stream), with no
 validation, authentication, metrics or store: what HTTP and the LLM call cost alone, in CPU
@@ -284,6 +288,13 @@ def main() -> int:
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
+        "--vs",
+        action="append",
+        default=[],
+        metavar="PYTHON",
+        help="also run the service of another checkout (the python of its venv) in the same rounds, taking turns",
+    )
+    parser.add_argument(
         "--no-settle",
         action="store_true",
         help="measure at once, without first waiting for the disk to settle after recent deletions (disk_ops.py)",
@@ -300,8 +311,13 @@ def main() -> int:
         settle_disk(work / "probes", rounds=0 if args.no_settle else 6)
         llm_port, ls_port = free_port(), free_port()
         llm_url = f"http://127.0.0.1:{llm_port}/v1"
-        config = service_config(work, ls_port, llm_url, store=args.store, transcripts=not args.no_transcripts)
-        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        # This checkout's service, then one per --vs (each with its own port and store).
+        services = [("", sys.executable, ls_port, work)]
+        services += [(f"@vs{i + 1}", python, free_port(), work / f"vs{i + 1}") for i, python in enumerate(args.vs)]
+        for _, _, port, home in services:
+            home.mkdir(exist_ok=True)
+            config = service_config(home, port, llm_url, store=args.store, transcripts=not args.no_transcripts)
+            (home / "config.yaml").write_text(yaml.safe_dump(config))
         messages = [
             {"role": "system", "content": "You are a helpful assistant"},
             {"role": "user", "content": QUESTION},
@@ -332,6 +348,10 @@ def main() -> int:
             only |= {"direct-stream" if "streaming" in n else "direct" for n in only}
             for name in [n for n in scripts if n not in only]:
                 del scripts[name]
+        for suffix, _, port, _ in services[1:]:  # each --vs service runs what this one runs
+            for name in [n for n in scripts if not n.startswith(("direct", "bare-"))]:
+                scripts[name + suffix] = scripts[name]
+                urls[name + suffix] = urls[name].replace(f":{ls_port}/", f":{port}/")
         paths = {}
         for name, text in scripts.items():
             paths[name] = work / f"{name}.lua"
@@ -342,12 +362,15 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
             env=env,
         )
-        service = subprocess.Popen(
-            [sys.executable, "-m", "lightspeed", "serve", "-c", str(work / "config.yaml")],
-            cwd=work,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
+        running = {
+            suffix: subprocess.Popen(
+                [python, "-m", "lightspeed", "serve", "-c", str(home / "config.yaml")],
+                cwd=home,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            for suffix, python, _, home in services
+        }
         bare = None
         if args.bare:
             bare = subprocess.Popen(
@@ -357,7 +380,8 @@ def main() -> int:
             )
         try:
             wait_ready(f"{llm_url}/chat/completions", fake)
-            wait_ready(f"http://127.0.0.1:{ls_port}/liveness", service)
+            for suffix, _, port, _ in services:
+                wait_ready(f"http://127.0.0.1:{port}/liveness", running[suffix])
             if bare is not None:
                 wait_ready(f"http://127.0.0.1:{bare_port}/v1/query", bare)
             print(
@@ -366,13 +390,16 @@ def main() -> int:
                 f"{args.rounds} round(s) x {args.duration} s per endpoint",
                 flush=True,
             )
+            for suffix, python, _, _ in services[1:]:
+                print(f"  {suffix[1:]}: {python}", flush=True)
             os.sync()  # the disk finishes what came before (another run's deletions), not during round 1
             for name in scripts:  # warm-up, not measured: connection pools fill, folders exist
                 run_wrk(urls[name], paths[name], argparse.Namespace(**{**vars(args), "duration": 2}))
             results: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
             for rnd in range(1, args.rounds + 1):
                 for name in scripts:
-                    pid = None if name.startswith("direct") else service.pid
+                    variant = name[name.find("@") :] if "@" in name else ""
+                    pid = None if name.startswith("direct") else running[variant].pid
                     if name.startswith("bare-") and bare is not None:
                         pid = bare.pid
                     r = run_wrk(urls[name], paths[name], args, pid)
@@ -384,7 +411,8 @@ def main() -> int:
                         flush=True,
                     )
         finally:
-            stop(service)
+            for proc in running.values():
+                stop(proc)
             if bare is not None:
                 stop(bare)
             stop(fake)
@@ -407,7 +435,8 @@ def main() -> int:
     for name in scripts:
         if name.startswith(("direct", "bare-")):
             continue
-        endpoint, mix = name.rsplit("-", 1)
+        base, _, variant = name.partition("@")
+        endpoint, mix = base.rsplit("-", 1)
         direct = "direct-stream" if endpoint == "streaming_query" else "direct"
         ratio = med(name, "rps") / med(direct, "rps")
         added = med(name, "p50") - med(direct, "p50")
@@ -423,7 +452,8 @@ def main() -> int:
             wanted.append(f"p99 <= {max_p99x:g}x direct")
         ok &= passed
         print(
-            f"/v1/{endpoint:16s} {mix:6s} {med(name, 'rps'):8.0f} req/s vs {med(direct, 'rps'):8.0f} direct "
+            f"/v1/{endpoint:16s} {mix:6s} {variant:4s} {med(name, 'rps'):8.0f} req/s "
+            f"vs {med(direct, 'rps'):8.0f} direct "
             f"({ratio:6.1%});  p50 {med(name, 'p50'):6.2f} ms vs {med(direct, 'p50'):6.2f} ms "
             f"(added {added:+.2f} ms);  p99 {med(name, 'p99'):7.2f} ms vs {med(direct, 'p99'):6.2f} ms "
             f"({p99x:.2f}x);  CPU {med(name, 'cpu_ms'):.3f} ms/req (kernel {med(name, 'kernel_ms'):.3f})  "
