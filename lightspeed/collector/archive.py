@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import re
 import tarfile
 import tempfile
 import time
@@ -28,7 +29,7 @@ import attrs
 
 from lightspeed.storage import StorageBackend, StoredRecord
 
-__all__ = ["Archive", "build_archive", "COMPRESS_LEVEL", "CHUNK_RECORDS"]
+__all__ = ["Archive", "build_archive", "COMPRESS_LEVEL", "CHUNK_RECORDS", "remove_orphaned_archives"]
 
 #: gzip level when none is given (``data_collector.compression_level`` sets it): level 1
 #: compresses this data about 1.8x faster than gzip's default 6, for archives about 9% larger;
@@ -41,6 +42,9 @@ _RECORD: Final = tarfile.RECORDSIZE
 _ZEROS: Final = bytes(tarfile.BLOCKSIZE)
 #: Threads compressing chunks at once (each chunk becomes one gzip member, as pigz does).
 _WORKERS: Final = 2
+#: An archive file's name, ``lightspeed-upload-{pid}-{random}.tar.gz``: the process id tells
+#: the file of a collector that died (SIGKILL, the OOM killer) from one still at work.
+_SPOOL_NAME: Final = re.compile(r"lightspeed-upload-(\d{1,10})-[A-Za-z0-9_]+\.tar\.gz")
 
 
 class ArchiveTooLarge(Exception):
@@ -143,7 +147,7 @@ async def build_archive(
     Raises :class:`ArchiveTooLarge` (having removed the file) as soon as the compressed
     size passes ``max_bytes``; storage errors propagate likewise.
     """
-    fd, name = tempfile.mkstemp(prefix="lightspeed-upload-", suffix=".tar.gz", dir=directory)
+    fd, name = tempfile.mkstemp(prefix=f"lightspeed-upload-{os.getpid()}-", suffix=".tar.gz", dir=directory)
     path = Path(name)
     out = os.fdopen(fd, "wb")
     loop = asyncio.get_running_loop()
@@ -198,3 +202,39 @@ async def build_archive(
     finally:
         pool.shutdown(wait=False)
     return Archive(path=path, size=size, records=tuple(packed), missing=tuple(missing), raw_bytes=raw)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, ValueError):  # no such process id
+        return False
+    return True
+
+
+def remove_orphaned_archives(directory: str | os.PathLike[str] | None = None) -> list[str]:
+    """Remove the archive files that collectors which no longer run left in ``directory`` (the
+    system's temporary directory by default); only this user's regular files. Blocking.
+
+    A collector removes its archive after the upload, also when the upload fails; only a
+    process killed meanwhile leaves one (up to ``max_payload_bytes``), and nothing else would
+    ever remove it. A host's processes only: a temporary directory shared across process
+    namespaces may have a live collector's file removed, and that upload fails and is retried.
+    """
+    removed: list[str] = []
+    uid = os.getuid()
+    with contextlib.suppress(OSError), os.scandir(directory or tempfile.gettempdir()) as entries:
+        for entry in entries:
+            found = _SPOOL_NAME.fullmatch(entry.name)
+            if found is None or int(found.group(1)) == os.getpid() or _running(int(found.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if st.st_uid == uid and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+    return removed

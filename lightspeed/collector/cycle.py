@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 
-from lightspeed.collector.archive import Archive, ArchiveTooLarge, build_archive
+from lightspeed.collector.archive import Archive, ArchiveTooLarge, build_archive, remove_orphaned_archives
 from lightspeed.collector.ingress import UploadOutcome, UploadResult
 from lightspeed.collector.status import CollectorStatus, CycleReport
 from lightspeed.config import UserDataCollectionConfig
@@ -91,6 +91,7 @@ class Collector:
     tmp_dir: str | None = None
     batch_records: int = BATCH_RECORDS
     first_batch_records: int = FIRST_BATCH_RECORDS
+    _swept: bool = attrs.field(default=False, init=False)
 
     @property
     def kinds(self) -> tuple[RecordKind, ...]:
@@ -100,6 +101,10 @@ class Collector:
         """One cycle; never raises for storage or upload failures (see the report)."""
         started = time.monotonic()
         report = CycleReport()
+        if not self._swept:  # archives of collectors killed mid-cycle, once per process
+            self._swept = True
+            for path in await asyncio.to_thread(remove_orphaned_archives, self.tmp_dir):
+                log.warning("removed %s, the archive of a collector that no longer runs", path)
         if not self.kinds:
             report.remaining = 0
             return report

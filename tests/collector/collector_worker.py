@@ -36,6 +36,7 @@ async def run(spec: dict[str, Any]) -> None:
             collection=udc,
             uploader=IngressClient(session=session, config=udc.data_collector),
             batch_records=int(spec.get("batch", 20_000)),
+            tmp_dir=spec.get("spool"),
         )
         if spec["mode"] == "busy":  # cycle back to back until killed
             while True:

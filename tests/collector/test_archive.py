@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from lightspeed.collector.archive import ArchiveTooLarge, _header, _header_template, build_archive
+from lightspeed.collector.archive import (
+    ArchiveTooLarge,
+    _header,
+    _header_template,
+    build_archive,
+    remove_orphaned_archives,
+)
 from lightspeed.records import RecordKind
 from tests.collector.collector_support import MakeHarness, store_records, tree_files
 
@@ -66,3 +74,29 @@ async def test_an_archive_over_the_limit_stops_early_and_leaves_no_file(harness:
     with pytest.raises(ArchiveTooLarge):
         await build_archive(h.storage, claim.records, max_bytes=500, directory=spill, chunk_records=16)
     assert tree_files(spill) == []
+
+
+def test_archives_of_collectors_that_no_longer_run_are_removed(tmp_path: Path) -> None:
+    """Only files named as archives, of this user, whose process is gone; never a live
+    collector's (this process's, or another running one's), never anything else."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        try:
+            names = {
+                "orphan": f"lightspeed-upload-{dead}-abc_12.tar.gz",
+                "ours": f"lightspeed-upload-{os.getpid()}-x1.tar.gz",
+                "running": f"lightspeed-upload-{alive.pid}-x2.tar.gz",
+                "old name": "lightspeed-upload-abc123.tar.gz",
+                "other": f"lightspeed-upload-{dead}-abc.tar.gz.keep",
+            }
+            for name in names.values():
+                (tmp_path / name).write_bytes(b"x")
+            (tmp_path / f"lightspeed-upload-{dead}-dir.tar.gz").mkdir()
+            removed = remove_orphaned_archives(tmp_path)
+        finally:
+            alive.kill()
+    assert removed == [str(tmp_path / names["orphan"])]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([*(n for k, n in names.items() if k != "orphan"), f"lightspeed-upload-{dead}-dir.tar.gz"])
+    assert remove_orphaned_archives(tmp_path / "missing") == []

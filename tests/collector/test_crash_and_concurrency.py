@@ -98,25 +98,33 @@ async def test_collectors_killed_at_random_points_lose_nothing(tmp_path: Path, i
     rnd = random.Random(int.from_bytes(os.urandom(4)))
     lease = 2  # renewed every lease/3 s while a collector lives
     udc = udc_for(tmp_path, ingress, lease_seconds=lease)
+    spool = tmp_path / "spool"  # where the collectors write their archives
+    spool.mkdir()
     stored: dict[str, bytes] = {}
     zygote = await Zygote.start(tmp_path / "workers.log")
     kills = 0
+    dead: list[int] = []
     try:
         async with open_storage(udc) as storage:
             stored.update(await store_records(storage, 40, 40))
             for i in range(60):
                 stored.update(await store_records(storage, 2, 2))
-                pid = await zygote.spawn({"udc": udc, "identity": f"crash-{i}", "batch": 4, "mode": "busy"})
+                pid = await zygote.spawn(
+                    {"udc": udc, "identity": f"crash-{i}", "batch": 4, "mode": "busy", "spool": str(spool)}
+                )
                 await asyncio.sleep(rnd.uniform(0.0, 0.25))
                 os.kill(pid, signal.SIGKILL)
                 status = await zygote.wait(pid)
                 assert os.WIFSIGNALED(status), (tmp_path / "workers.log").read_text()
                 kills += 1
+                dead.append(pid)
     finally:
         await zygote.stop()
     assert kills >= 50
 
     await asyncio.sleep(lease + 0.2)  # the killed collectors' leases run out
+    # Whatever archives the kills left (some land mid-archive), and one for certain.
+    (spool / f"lightspeed-upload-{dead[-1]}-killed.tar.gz").write_bytes(b"\x1f\x8b")
     async with open_storage(udc) as storage, aiohttp.ClientSession() as session:
         collection = storage.collection
         dc = collection.data_collector
@@ -124,9 +132,11 @@ async def test_collectors_killed_at_random_points_lose_nothing(tmp_path: Path, i
             storage=storage,
             collection=collection,
             uploader=IngressClient(session=session, config=dc.__class__(**{**_fields(dc), "identity_id": "final"})),
+            tmp_dir=str(spool),
         )
         report = await final.run_once()
     assert report.ok and report.remaining == 0, report.summary()
+    assert list(spool.iterdir()) == []  # the killed collectors' archives were removed
 
     seen: dict[str, tuple[int, str]] = {}
     uploads: dict[str, list[int]] = {}
