@@ -91,6 +91,7 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
         self._writer: Lane[WriterContext] | None = None
         self._pool: Lane[ReaderContext] | None = None
         self._unlinker: Lane[ReaderContext] | None = None
+        self._reader: Lane[ReaderContext] | None = None
         self._deleter: Deleter | None = None
         self._owners: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id -> (owner, until)
         self._exported = claims.Exported()
@@ -170,6 +171,10 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
             batch_max=1,
         )
         unlinker.start(loop)
+        reader: Lane[ReaderContext] = Lane(
+            "lightspeed-fs-reader", make_context=lambda: ReaderContext(db), translate=self._translate
+        )
+        reader.start(loop)
 
         def prepare(_: ReaderContext) -> list[tuple[str, str]]:
             umask = files.process_umask()
@@ -199,9 +204,11 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
             await writer.stop()
             await pool.stop()
             await unlinker.stop()
+            await reader.stop()
             raise
         self._writer, self._pool, self._unlinker = writer, pool, unlinker
         self._deleter = Deleter(lane=unlinker)
+        self._reader = reader
         # A directory that cannot be used does not stop the service (one bad volume must not
         # take the rest of the API down): what needs it fails, and works once it can be used.
         for setting, problem in problems:
@@ -211,13 +218,14 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
 
     async def aclose(self) -> None:
         writer, pool, unlinker, deleter = self._writer, self._pool, self._unlinker, self._deleter
+        reader, self._reader = self._reader, None
         self._writer = self._pool = self._unlinker = None
         self._deleter = None
         if writer is not None:
             await writer.stop()  # writes accepted before this complete first
         if deleter is not None:
             await deleter.aclose()
-        for lane in (pool, unlinker):
+        for lane in (pool, unlinker, reader):
             if lane is not None:
                 await lane.stop()
 

@@ -4,9 +4,11 @@ A lane is a queue and one or more threads. The event loop submits a job (a funct
 thread's context) and awaits an asyncio future; a thread takes jobs in batches, runs them,
 ends the batch through its context (for the writer: one SQLite commit and the directory
 fsyncs for the whole batch, the *group commit*) and settles the batch's futures with one
-wake-up of the loop. The store has two lanes: the writer (one thread, one SQLite
-connection, batches of up to 512 jobs) and the pool (several threads, a reading connection
-each, one job at a time: scans, deletions, reads outside the query path).
+wake-up of the loop. The store's lanes: the writer (one thread, one SQLite connection,
+batches of up to 512 jobs), the reader (one thread, a reading connection, batches: the query
+path's reads), the pool (several threads, a reading connection each, one job at a time: scans,
+reads outside the query path) and the unlink lane (deletions, when the deleting helper process
+cannot run).
 
 Every hand-over between the loop and a thread costs both of them the GIL, so a batching lane
 hands over as little as it can, both ways (decision ``store-01``): the jobs the loop submits

@@ -98,6 +98,7 @@ class QueryStateOps:
     fsync: bool
     transcripts_root: Path | None
     _owners: OrderedDict[str, tuple[str, float]]
+    _reader: Lane[ReaderContext] | None
 
     def _lanes(self) -> tuple[Lane[WriterContext], Lane[ReaderContext]]:
         raise NotImplementedError
@@ -205,14 +206,13 @@ class QueryStateOps:
         return await self._query_read(lambda conn: get_turns(conn, conversation_id, limit))
 
     async def _query_read(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        """A read of the query path (an owner, a history). With ``durability: rename`` it joins
-        the writer's next batch, answered in its early pass: it shares the batch's hand-over
-        with the writes of the same moment, and no other thread takes the GIL for it
-        (decision store-01). With ``fsync``, on the pool, so as not to wait for a batch's fsyncs."""
-        writer, pool = self._lanes()
-        if self.fsync:
-            return await pool.run(lambda ctx: read(ctx.conn))
-        return await writer.run(lambda ctx: read(ctx.conn), durable=False, early=True)
+        """A read of the query path (an owner, a history), on the reader lane: one thread with
+        its own connection, taking the reads of one loop iteration in one hand-over, so that a
+        follow-up does not wait for the writer's batch in progress (decision query-04)."""
+        reader = self._reader
+        if reader is None:
+            raise StorageUnavailable("the filesystem store is not open")
+        return await reader.run(lambda ctx: read(ctx.conn))
 
     # ------------------------------------------------------------------ flags
 
