@@ -230,7 +230,7 @@ def remove_orphaned_archives(directory: str | os.PathLike[str] | None = None) ->
     with contextlib.suppress(OSError), os.scandir(directory or tempfile.gettempdir()) as entries:
         for entry in entries:
             found = _SPOOL_NAME.fullmatch(entry.name)
-            if found is None or int(found.group(1)) == os.getpid() or _running(int(found.group(1))):
+            if found is None or (pid := int(found.group(1))) == os.getpid() or _running(pid):
                 continue
             with contextlib.suppress(OSError):
                 st = entry.stat(follow_symlinks=False)

@@ -135,13 +135,7 @@ class Deleter:
         return f"; no more tries ({MAX_STARTS} starts), the service's threads delete from now on"
 
     async def _reap(self, helper: _Helper, what: str) -> None:
-        try:
-            code = await asyncio.wait_for(helper.proc.wait(), 5.0)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                helper.proc.kill()
-            code = await helper.proc.wait()
-        await helper.reader
+        code = await _ended(helper, 5.0)
         log.warning("deleting helper: %s (pid %d, exit code %s)%s", what, helper.proc.pid, code, self._next_step())
 
     async def _ask(self, op: bytes, payload: bytes) -> bytes | None:
@@ -189,13 +183,19 @@ class Deleter:
             return
         assert helper.proc.stdin is not None
         helper.proc.stdin.close()
-        try:
-            await asyncio.wait_for(helper.proc.wait(), _CLOSE_SECONDS)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                helper.proc.kill()
-            await helper.proc.wait()
-        await helper.reader
+        await _ended(helper, _CLOSE_SECONDS)
+
+
+async def _ended(helper: _Helper, seconds: float) -> int:
+    """The helper's exit code, once it ended (killed after ``seconds``) and its replies are read."""
+    try:
+        code = await asyncio.wait_for(helper.proc.wait(), seconds)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            helper.proc.kill()
+        code = await helper.proc.wait()
+    await helper.reader
+    return code
 
 
 def _unlink_part(part: Sequence[str], _: object) -> list[tuple[int, str]]:
