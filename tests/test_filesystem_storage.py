@@ -9,8 +9,10 @@ import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -34,6 +36,7 @@ from lightspeed.storage import (
     StorageUnavailable,
 )
 from lightspeed.storage.filesystem import FilesystemStorage
+from lightspeed.storage.filesystem.querystate import get_turns as store_get_turns
 from tests.fakes import ALICE, feedback, transcript
 from tests.fakes import fs_backend as backend
 
@@ -425,6 +428,61 @@ async def test_turns(store: FilesystemStorage, make_config: MakeConfig) -> None:
         assert await other.get_turns(cid, limit=3) == turns[-3:]
     with pytest.raises(ValueError):
         await store.append_turn("../x", turn=turns[0])
+
+
+async def test_history_reads_served_once_the_state_directory_can_be_used(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    # The state database cannot be opened at start: the loop has no reading connection of its
+    # own; once the directory is fixed, reads work (on a pool thread, which makes the loop one).
+    blocker = tmp_path / "state"
+    blocker.write_bytes(b"")
+    storage = {"backend": "filesystem", "options": {"state_path": str(blocker)}}
+    s = backend(make_config(user_data_collection={"storage": storage}))
+    await s.open()
+    try:
+        cid = str(uuid.uuid4())
+        with pytest.raises(StorageUnavailable, match="state_path"):
+            await s.get_turns(cid, limit=5)
+        blocker.unlink()
+        turn = ConversationTurn(query="q", response="a")
+        await s.append_turn(cid, turn=turn)
+        for _ in range(2):  # the first on a pool thread, the second on the loop's new connection
+            assert await s.get_turns(cid, limit=5) == [turn]
+        assert s._loop_reader is not None and s._loop_reader.current() is not None
+        assert await s.set_conversation_owner(cid, owner=ALICE) == ALICE
+        s._owners.clear()  # read it from the database, not from the process's memory
+        assert await s.get_conversation_owner(cid) == ALICE
+    finally:
+        await s.aclose()
+
+
+async def test_a_busy_state_database_does_not_fail_a_history_read(store: FilesystemStorage, tmp_path: Path) -> None:
+    # SQLite may refuse a read with SQLITE_BUSY (another process recovering the WAL, say); the
+    # loop never waits for a lock: the read goes to a pool thread, which may wait.
+    cid = str(uuid.uuid4())
+    turn = ConversationTurn(query="q", response="a")
+    await store.append_turn(cid, turn=turn)
+    holder = sqlite3.connect(tmp_path / "other.db", isolation_level=None)
+    waiter = sqlite3.connect(tmp_path / "other.db", isolation_level=None, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError) as info:
+        waiter.execute("BEGIN IMMEDIATE")  # a real SQLITE_BUSY, as SQLite raises it
+    holder.close()
+    waiter.close()
+    threads: list[str] = []
+
+    def read(conn: sqlite3.Connection) -> list[ConversationTurn]:
+        threads.append(threading.current_thread().name)
+        if threading.current_thread() is threading.main_thread():
+            raise info.value
+        return store_get_turns(conn, cid, 5)
+
+    assert await store._query_read(read) == [turn]
+    assert threads[0] == threading.main_thread().name and threads[1].startswith("lightspeed-fs-pool")
+    # Anything else SQLite refuses is the caller's error, as before.
+    with pytest.raises(StorageUnavailable, match="state database"):
+        await store._query_read(lambda conn: conn.execute("SELECT nothing FROM nowhere").fetchall())
 
 
 async def test_turns_concurrent_appends_all_kept(make_config: MakeConfig) -> None:

@@ -40,7 +40,7 @@ from lightspeed.storage.filesystem.lanes import Lane
 from lightspeed.storage.filesystem.options import FilesystemOptions, default_state_path, overlap_problems
 from lightspeed.storage.filesystem.querystate import QueryStateOps
 from lightspeed.storage.filesystem.scanning import Backlog, Roots, scan, scan_backlog
-from lightspeed.storage.filesystem.statedb import DB_NAME, DbFile, ReaderContext, WriterContext
+from lightspeed.storage.filesystem.statedb import DB_NAME, DbFile, LoopReader, ReaderContext, WriterContext
 
 __all__ = ["FilesystemOptions", "FilesystemStorage"]
 
@@ -91,7 +91,7 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
         self._writer: Lane[WriterContext] | None = None
         self._pool: Lane[ReaderContext] | None = None
         self._unlinker: Lane[ReaderContext] | None = None
-        self._reader: Lane[ReaderContext] | None = None
+        self._loop_reader: LoopReader | None = None
         self._deleter: Deleter | None = None
         self._owners: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id -> (owner, until)
         self._exported = claims.Exported()
@@ -171,10 +171,7 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
             batch_max=1,
         )
         unlinker.start(loop)
-        reader: Lane[ReaderContext] = Lane(
-            "lightspeed-fs-reader", make_context=lambda: ReaderContext(db), translate=self._translate
-        )
-        reader.start(loop)
+        loop_reader = LoopReader(db)
 
         def prepare(_: ReaderContext) -> list[tuple[str, str]]:
             umask = files.process_umask()
@@ -200,15 +197,17 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
                     await writer.run(lambda ctx: ctx.conn)  # the database opened and is migrated
                 except StorageUnavailable as exc:
                     problems.append(("state_path", str(exc)))
+                else:
+                    loop_reader.adopt(await pool.run(lambda _: loop_reader.connect()))
         except BaseException:
+            loop_reader.close()
             await writer.stop()
             await pool.stop()
             await unlinker.stop()
-            await reader.stop()
             raise
         self._writer, self._pool, self._unlinker = writer, pool, unlinker
         self._deleter = Deleter(lane=unlinker)
-        self._reader = reader
+        self._loop_reader = loop_reader
         # A directory that cannot be used does not stop the service (one bad volume must not
         # take the rest of the API down): what needs it fails, and works once it can be used.
         for setting, problem in problems:
@@ -218,14 +217,16 @@ class FilesystemStorage(QueryStateOps, conversations.ConversationOps, claims.Set
 
     async def aclose(self) -> None:
         writer, pool, unlinker, deleter = self._writer, self._pool, self._unlinker, self._deleter
-        reader, self._reader = self._reader, None
+        loop_reader, self._loop_reader = self._loop_reader, None
+        if loop_reader is not None:
+            loop_reader.close()
         self._writer = self._pool = self._unlinker = None
         self._deleter = None
         if writer is not None:
             await writer.stop()  # writes accepted before this complete first
         if deleter is not None:
             await deleter.aclose()
-        for lane in (pool, unlinker, reader):
+        for lane in (pool, unlinker):
             if lane is not None:
                 await lane.stop()
 

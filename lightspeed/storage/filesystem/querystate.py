@@ -2,8 +2,8 @@
 
 Module functions are the SQL, run in a lane's thread on its connection; :class:`QueryStateOps`
 is the backend's side (a mixin of ``FilesystemStorage``): the owner cache, the one writer job
-a query's records take (``store_interaction``, decision store-01), and the reads that join the
-writer's batch.
+a query's records take (``store_interaction``, decision store-01), and the query path's reads,
+done on the event loop's own connection (decision query-05).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from lightspeed.storage.base import StoredRecord
 from lightspeed.storage.common import check_conversation_id, check_flag_name, check_user_hash
 from lightspeed.storage.errors import InteractionNotStored, StorageUnavailable
 from lightspeed.storage.filesystem.lanes import Lane
-from lightspeed.storage.filesystem.statedb import ReaderContext, WriterContext
+from lightspeed.storage.filesystem.statedb import LoopReader, ReaderContext, WriterContext, busy
 
 __all__ = ["QueryStateOps"]
 
@@ -98,7 +98,7 @@ class QueryStateOps:
     fsync: bool
     transcripts_root: Path | None
     _owners: OrderedDict[str, tuple[str, float]]
-    _reader: Lane[ReaderContext] | None
+    _loop_reader: LoopReader | None
 
     def _lanes(self) -> tuple[Lane[WriterContext], Lane[ReaderContext]]:
         raise NotImplementedError
@@ -206,13 +206,35 @@ class QueryStateOps:
         return await self._query_read(lambda conn: get_turns(conn, conversation_id, limit))
 
     async def _query_read(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        """A read of the query path (an owner, a history), on the reader lane: one thread with
-        its own connection, taking the reads of one loop iteration in one hand-over, so that a
-        follow-up does not wait for the writer's batch in progress (decision query-04)."""
-        reader = self._reader
-        if reader is None:
+        """A read of the query path (an owner, a history), on the event loop's own connection:
+        a few index lookups, cheaper than a thread's wake-up and the way back, and never waiting
+        for the writer (WAL). A read that cannot be done at once there (the database busy, no
+        connection yet, the file replaced) runs on a pool thread, which also makes the loop a
+        new connection when it has none (decision query-05)."""
+        _, pool = self._lanes()
+        loop_reader = self._loop_reader
+        if loop_reader is None:
             raise StorageUnavailable("the filesystem store is not open")
-        return await reader.run(lambda ctx: read(ctx.conn))
+        conn = loop_reader.current()
+        if conn is not None:
+            try:
+                return read(conn)
+            except sqlite3.Error as exc:
+                if not busy(exc):
+                    raise self._translate(exc) from exc
+            except OSError as exc:
+                raise self._translate(exc) from exc
+
+        def fallback(ctx: ReaderContext) -> tuple[T, tuple[sqlite3.Connection, tuple[int, int]] | None]:
+            value = read(ctx.conn)
+            return value, (loop_reader.connect() if conn is None else None)
+
+        value, made = await pool.run(fallback)
+        if self._loop_reader is loop_reader:
+            loop_reader.adopt(made)
+        elif made is not None:  # the store closed meanwhile
+            made[0].close()
+        return value
 
     # ------------------------------------------------------------------ flags
 

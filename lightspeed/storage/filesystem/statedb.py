@@ -4,7 +4,8 @@
 readers never wait for the writer, every process sharing the directory sees a commit at
 once, and a transaction either commits or leaves nothing. The writer lane's thread owns the
 only connection that writes (:class:`WriterContext`); the pool's threads read through
-connections of their own (:class:`ReaderContext`). See ``docs/decisions/`` for why SQLite
+connections of their own (:class:`ReaderContext`), and so does the event loop for the query
+path's reads (:class:`LoopReader`). See ``docs/decisions/`` for why SQLite
 rather than files.
 """
 
@@ -22,7 +23,17 @@ import attrs
 from lightspeed.storage.errors import StorageUnavailable
 from lightspeed.storage.filesystem.files import create, describe, ensure_dir, fsync_dir, unusable
 
-__all__ = ["DB_NAME", "DbFile", "ReaderContext", "WriterContext", "migrate", "ping", "unavailable"]
+__all__ = [
+    "DB_NAME",
+    "DbFile",
+    "LoopReader",
+    "ReaderContext",
+    "WriterContext",
+    "busy",
+    "migrate",
+    "ping",
+    "unavailable",
+]
 
 DB_NAME: Final = "state.sqlite3"
 
@@ -287,6 +298,53 @@ class ReaderContext:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+class LoopReader:
+    """The event loop's own reading connection, for the query path's reads (an owner, a
+    history): a few index lookups in pages the cache holds, cheaper than a hand-over to a thread
+    and back (decision query-05). It never waits: SQLite's busy timeout is 0 on it, and a read
+    it cannot do at once (the database busy, the connection not made yet, the file replaced)
+    goes to a pool thread instead (:meth:`FilesystemStorage._query_read`). The connection is
+    made in a thread (:meth:`connect`; making one may wait for another process's migration)
+    and handed to the loop (:meth:`adopt`)."""
+
+    def __init__(self, db: DbFile) -> None:
+        self.db = db
+        self._conn: sqlite3.Connection | None = None
+        self._identity = (0, 0)
+
+    def current(self) -> sqlite3.Connection | None:
+        """The connection, unless there is none or the file was removed or replaced since."""
+        if self._conn is not None and self.db.replaced(self._identity):
+            self.close()
+        return self._conn
+
+    def connect(self) -> tuple[sqlite3.Connection, tuple[int, int]] | None:
+        """A new connection for :meth:`adopt` (blocking: run in a thread); ``None`` when the
+        database cannot be opened (the read that asked reports why)."""
+        try:
+            conn, identity = self.db.connect()
+        except (StorageUnavailable, sqlite3.Error, OSError):
+            return None
+        conn.execute("PRAGMA busy_timeout = 0")
+        return conn, identity
+
+    def adopt(self, made: tuple[sqlite3.Connection, tuple[int, int]] | None) -> None:
+        if made is not None:
+            self.close()
+            self._conn, self._identity = made
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+
+def busy(exc: sqlite3.Error) -> bool:
+    """Whether SQLite refused because another connection holds a lock (try again elsewhere)."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def ping(ctx: WriterContext, stamp: str) -> None:
