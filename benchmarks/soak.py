@@ -27,6 +27,13 @@ accepted feedback exactly one record.
 Target (issue 9): CPU per request and RSS flat after the first minutes (each minute from the
 sixth on within 10% of minute 5), nothing lost, nothing twice.
 
+A control beside it (``--control-rate``, default 20 requests/s, 0 for none): the bare aiohttp
+forwarder of the query benchmark (``benchmarks/bare_query_server.py``: HTTP in, the LLM call,
+HTTP out; nothing stored), asked ``/v1/query`` and ``/v1/streaming_query`` at its own steady
+rate. Its CPU per request, each minute, is what this machine's minute-to-minute movement does to
+a process that does nothing of ours: when both move together, the movement is the machine's.
+The run ends with its spread and the correlation of the two series.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/soak.py                     # 30 minutes at 100 requests/s
@@ -60,6 +67,7 @@ from disk_ops import inode_cost_us, settle_disk
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "query" / "fake_llm.py"
+BARE = ROOT / "benchmarks" / "bare_query_server.py"
 TICKS = os.sysconf("SC_CLK_TCK")
 TOLERANCE = 0.10
 BASE_MINUTE = 5
@@ -210,6 +218,45 @@ class Load:
                 self.failures[f"/v1/feedback {resp.status}"] += 1
 
 
+class Control:
+    """The control's client: ``/v1/query`` (56%) and ``/v1/streaming_query`` (44%, as in the
+    service's mix without feedback) to the bare forwarder, at a steady rate of its own."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, rate: float, rng: random.Random) -> None:
+        self.session, self.base, self.rate, self.rng = session, base, rate, rng
+        self.done = 0
+        self.failures = 0
+
+    async def run(self, until: float) -> None:
+        start, sent = time.monotonic(), 0
+        inflight: set[asyncio.Task[None]] = set()
+        while (now := time.monotonic()) < until:
+            due = start + sent / self.rate
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            task = asyncio.create_task(self.one())
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+            sent += 1
+        if inflight:
+            await asyncio.wait(inflight, timeout=60)
+
+    async def one(self) -> None:
+        path = "/v1/streaming_query" if self.rng.random() < 0.44 else "/v1/query"
+        body = {"query": "how does a Deployment roll out a new version?"}
+        try:
+            async with self.session.post(self.base + path, json=body) as resp:
+                await resp.read()
+                ok = resp.status == 200
+        except (TimeoutError, aiohttp.ClientError):
+            ok = False
+        if ok:
+            self.done += 1
+        else:
+            self.failures += 1
+
+
 def shipped_markers(ingress_dir: Path) -> tuple[Counter[str], Counter[str], int]:
     """Markers found in the archives the ingress kept: (queries, feedback, archives)."""
     queries: Counter[str] = Counter()
@@ -232,7 +279,7 @@ def shipped_markers(ingress_dir: Path) -> tuple[Counter[str], Counter[str], int]
 
 def start_servers(args: argparse.Namespace, work: Path) -> tuple[dict[str, subprocess.Popen[bytes]], dict[str, int]]:
     """Write the configuration and start the fake LLM, the local ingress and the service."""
-    llm_port, ls_port, ingress_port = free_port(), free_port(), free_port()
+    llm_port, ls_port, ingress_port, bare_port = free_port(), free_port(), free_port(), free_port()
     ingress_dir = work / "ingress"
     config = {
         "service": {
@@ -294,7 +341,14 @@ def start_servers(args: argparse.Namespace, work: Path) -> tuple[dict[str, subpr
                 stderr=log,
             ),
         }
-    return procs, {"llm": llm_port, "ls": ls_port, "ingress": ingress_port}
+    if args.control_rate > 0:
+        procs["bare"] = subprocess.Popen(
+            [sys.executable, str(BARE), "--port", str(bare_port), "--llm-url", f"http://127.0.0.1:{llm_port}/v1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+    return procs, {"llm": llm_port, "ls": ls_port, "ingress": ingress_port, "bare": bare_port}
 
 
 async def run(args: argparse.Namespace, work: Path) -> int:
@@ -308,11 +362,15 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     timeout = aiohttp.ClientTimeout(total=60)
     connector = aiohttp.TCPConnector(limit=args.max_inflight)
     rows: list[tuple[int, int, float, float]] = []
+    control_rows: list[float] = []  # the bare forwarder's CPU ms per request, each minute
+    bare = procs.get("bare")
     try:
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             await wait_ready(session, f"http://127.0.0.1:{llm_port}/v1/models", procs["fake"])
             await wait_ready(session, f"http://127.0.0.1:{ingress_port}/control", procs["ingress"])
             await wait_ready(session, base + "/liveness", service)
+            if bare is not None:
+                await wait_ready(session, f"http://127.0.0.1:{ports['bare']}/v1/query", bare)
             load = Load(session, base, random.Random(args.seed))
             print(
                 f"soak: {args.minutes} min at {args.rate} req/s (45% query, 35% streaming, 20% feedback), "
@@ -324,11 +382,21 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             # end of the minute (disk_ops.inode_cost_us): on ext4 without a journal it rises with
             # what the collector deleted in the minutes before.
             # "waiting": conversations waiting for their next turn (at most IDLE_TARGET).
-            print(" min  requests  cpu ms/req  (kernel)  rss MiB  inode us  load1  waiting", flush=True)
+            # "bare ms/req": the control's CPU per request in the same minute (--control-rate).
+            print(
+                " min  requests  cpu ms/req  (kernel)  rss MiB  inode us  load1  waiting  bare ms/req  ratio",
+                flush=True,
+            )
             inflight: set[asyncio.Task[None]] = set()
             start = time.monotonic()
             end = start + args.minutes * 60
             cpu0, kernel0, _ = cpu_and_rss(service.pid)
+            control: Control | None = None
+            control_task: asyncio.Task[None] | None = None
+            if bare is not None:
+                control = Control(session, f"http://127.0.0.1:{ports['bare']}", args.control_rate, random.Random(2))
+                control_task = asyncio.create_task(control.run(end))
+                bare_cpu0, bare_done0 = cpu_and_rss(bare.pid)[0], 0
             done0 = 0
             minute_end = start + 60
             sent = 0
@@ -341,9 +409,17 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                     per_kernel = (kernel - kernel0) * 1000 / count if count else float("nan")
                     inode = await asyncio.to_thread(inode_cost_us, work / "probes")
                     rows.append((len(rows) + 1, count, per, rss))
+                    control_text = ""
+                    if control is not None and bare is not None:
+                        bare_cpu = cpu_and_rss(bare.pid)[0]
+                        bare_count = control.done - bare_done0
+                        bare_per = (bare_cpu - bare_cpu0) * 1000 / bare_count if bare_count else float("nan")
+                        control_rows.append(bare_per)
+                        control_text = f"  {bare_per:11.2f}  {per / bare_per:5.2f}"
+                        bare_cpu0, bare_done0 = bare_cpu, control.done
                     print(
                         f"{len(rows):4d} {count:9d} {per:11.2f} {per_kernel:9.2f} {rss:8.1f} {inode:9.0f}"
-                        f"  {os.getloadavg()[0]:5.2f}  {len(load.idle):7d}",
+                        f"  {os.getloadavg()[0]:5.2f}  {len(load.idle):7d}{control_text}",
                         flush=True,
                     )
                     cpu0, kernel0, done0, minute_end = cpu, kernel, load.done, minute_end + 60
@@ -364,6 +440,8 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                 sent += 1
             if inflight:
                 await asyncio.wait(inflight, timeout=60)
+            if control_task is not None:
+                await control_task
     finally:
         if service.poll() is None:
             service.send_signal(signal.SIGTERM)  # a final collection, then exit
@@ -372,7 +450,9 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             except subprocess.TimeoutExpired:
                 service.kill()
                 service.wait()
-        for name in ("fake", "ingress"):
+        for name in ("fake", "ingress", "bare"):
+            if name not in procs:
+                continue
             procs[name].send_signal(signal.SIGINT)
             try:
                 procs[name].wait(timeout=10)
@@ -409,6 +489,21 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             f"RSS within {rss_dev:.1%} ({base_rss:.1f} MiB; last {later[-1][3]:.1f}) "
             f"[{'meets' if flat else 'misses'} target: both within {TOLERANCE:.0%}]"
         )
+        if len(control_rows) == len(rows):
+            base_bare = control_rows[BASE_MINUTE - 1]
+            later_bare = control_rows[BASE_MINUTE:]
+            ours = [r[2] for r in later]
+            ratios = [a / b for a, b in zip(ours, later_bare, strict=True)]
+            base_ratio = rows[BASE_MINUTE - 1][2] / base_bare
+            print(
+                f"control (bare forwarder, {args.control_rate:g} req/s): CPU per request within "
+                f"{max(abs(b / base_bare - 1) for b in later_bare):.1%} of its minute {BASE_MINUTE} "
+                f"({base_bare:.2f} ms; median {statistics.median(later_bare):.2f}); correlation with the "
+                f"service's, minute by minute: {statistics.correlation(ours, later_bare):.2f}; the service's "
+                f"CPU per request as a multiple of the control's within "
+                f"{max(abs(r / base_ratio - 1) for r in ratios):.1%} of minute {BASE_MINUTE}'s ({base_ratio:.2f}); "
+                f"control failures: {control.failures if control else 0}"
+            )
     else:
         print(f"(flatness is judged against minute {BASE_MINUTE}: run at least {BASE_MINUTE + 1} minutes)")
     print("nothing lost, nothing twice" if ok else "TARGET MISSED")
@@ -423,6 +518,12 @@ def main() -> int:
     parser.add_argument("--interval", type=int, default=60, help="collection interval in seconds (default 60)")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="the fake LLM's answer delay (default 20)")
     parser.add_argument("--max-inflight", type=int, default=64)
+    parser.add_argument(
+        "--control-rate",
+        type=float,
+        default=20.0,
+        help="requests per second to the bare forwarder beside the service, the machine's control (0: none)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tmpdir", help="where the store and the ingress keep their files")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")

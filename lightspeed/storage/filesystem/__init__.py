@@ -32,13 +32,12 @@ Threads: the **writer** lane (one thread, the only connection that writes; the j
 loop submits during one iteration are handed over together; jobs taken in batches of up to
 512: reads and record files first, then the database writes in one transaction; one
 ``COMMIT`` and one fsync per directory per batch, then every request of the batch released:
-group commit), the **reader** lane (one thread, a reading connection: the query path's reads of
-an owner and a history, those of one loop iteration handed over together, so that they do not
-wait for the writer's batch in progress; decision ``query-04``), the **pool** lane (4 threads, a
-reading connection each; one job at a time)
+group commit), the **pool** lane (4 threads, a reading connection each; one job at a time)
 and the **unlink** lane (16 threads that delete files after an upload only when the deleting
 helper process cannot run: :mod:`.deleter`, decision ``collector-03``). The event loop never
-blocks.
+waits on a lock or a file: its one exception is the query path's reads of an owner and a
+history, a few index lookups on a reading connection of its own that never waits (SQLite's busy
+timeout 0; a read refused as busy runs on a pool thread instead; decision ``query-05``).
 
 =============================  ======  ==========================  ==========================================
 operation                      thread  lock                        what a crash at any point leaves behind
@@ -53,8 +52,8 @@ set_conversation_owner         writer  SQLite write lock (batch)   the owner com
 append_turn                    writer  SQLite write lock (batch)   the turn committed, or no turn
 set_flag                       writer  SQLite write lock (batch)   the new value, or the old one
 get_flag                       writer  none (a read)               nothing
-get_conversation_owner,        reader  none (WAL snapshot)         nothing
-get_turns
+get_conversation_owner,        loop    none (WAL snapshot; busy:   nothing
+get_turns                              a pool thread)
 claim                          pool    none (the scan), then       the claim and its records held, or no
                                writer  SQLite write lock           claim; an unacked claim expires
 renew                          writer  SQLite write lock           the old lease or the new one
