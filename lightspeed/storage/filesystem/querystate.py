@@ -215,15 +215,16 @@ class QueryStateOps:
         loop_reader = self._loop_reader
         if loop_reader is None:
             raise StorageUnavailable("the filesystem store is not open")
-        conn = loop_reader.current()
-        if conn is not None:
-            try:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = loop_reader.current()  # a stat of the database file: may fail too
+            if conn is not None:
                 return read(conn)
-            except sqlite3.Error as exc:
-                if not busy(exc):
-                    raise self._translate(exc) from exc
-            except OSError as exc:
+        except sqlite3.Error as exc:
+            if not busy(exc):
                 raise self._translate(exc) from exc
+        except OSError as exc:
+            raise self._translate(exc) from exc
 
         def fallback(ctx: ReaderContext) -> tuple[T, tuple[sqlite3.Connection, tuple[int, int]] | None]:
             value = read(ctx.conn)
