@@ -18,6 +18,8 @@ all through the run; feedback goes to a conversation that has an answer. Every q
 feedback carries a unique marker, so that afterwards each answered record can be looked for
 in the archives the ingress received.
 
+Minutes are counted from half a collection interval after the first archive reaches the ingress
+(the load runs from the start), so that each minute holds one whole collection in its middle.
 Each minute it prints the service's CPU time per answered request (user + system, from
 ``/proc``, summed over the service's processes) and its RSS. At the end it stops the load, lets
 the collector ship what is left, stops the service (its final collection), reads every archive
@@ -227,10 +229,11 @@ class Control:
         self.done = 0
         self.failures = 0
 
-    async def run(self, until: float) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         start, sent = time.monotonic(), 0
         inflight: set[asyncio.Task[None]] = set()
-        while (now := time.monotonic()) < until:
+        while not stop.is_set():
+            now = time.monotonic()
             due = start + sent / self.rate
             if due > now:
                 await asyncio.sleep(due - now)
@@ -255,6 +258,17 @@ class Control:
             self.done += 1
         else:
             self.failures += 1
+
+
+async def first_archive(ingress_dir: Path, within: float) -> float | None:
+    """When (``time.monotonic()``) the first archive reached the ingress (a collection that
+    shipped something ended just before); None if none did ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(lambda: any(ingress_dir.glob("*.tar.gz"))):
+            return time.monotonic()
+        await asyncio.sleep(0.2)
+    return None
 
 
 def shipped_markers(ingress_dir: Path) -> tuple[Counter[str], Counter[str], int]:
@@ -389,20 +403,36 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             )
             inflight: set[asyncio.Task[None]] = set()
             start = time.monotonic()
-            end = start + args.minutes * 60
-            cpu0, kernel0, _ = cpu_and_rss(service.pid)
+            # The minutes are counted from half a collection interval after the first collection
+            # that shipped something, so that each minute holds one whole collection in its middle
+            # instead of a boundary splitting one between two minutes in shares that vary.
+            shipped = asyncio.create_task(first_archive(ingress_dir, 2 * args.interval + 60))
+            end = minute_end = float("inf")
+            measuring = False
+            cpu0 = kernel0 = bare_cpu0 = 0.0
+            done0 = bare_done0 = 0
             control: Control | None = None
             control_task: asyncio.Task[None] | None = None
+            stop_control = asyncio.Event()
             if bare is not None:
                 control = Control(session, f"http://127.0.0.1:{ports['bare']}", args.control_rate, random.Random(2))
-                control_task = asyncio.create_task(control.run(end))
-                bare_cpu0, bare_done0 = cpu_and_rss(bare.pid)[0], 0
-            done0 = 0
-            minute_end = start + 60
+                control_task = asyncio.create_task(control.run(stop_control))
             sent = 0
             while True:
                 now = time.monotonic()
-                if now >= minute_end:
+                if end == float("inf") and shipped.done():
+                    if (shipped_at := shipped.result()) is None:
+                        raise SystemExit("no archive reached the ingress: is the collector shipping?")
+                    minute_end = shipped_at + args.interval / 2
+                    end = minute_end + args.minutes * 60
+                if now >= minute_end and not measuring:
+                    measuring = True
+                    cpu0, kernel0, _ = cpu_and_rss(service.pid)
+                    done0 = load.done
+                    if control is not None and bare is not None:
+                        bare_cpu0, bare_done0 = cpu_and_rss(bare.pid)[0], control.done
+                    minute_end += 60
+                elif now >= minute_end:
                     cpu, kernel, rss = cpu_and_rss(service.pid)
                     count = load.done - done0
                     per = (cpu - cpu0) * 1000 / count if count else float("nan")
@@ -429,7 +459,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                     break
                 due = start + sent / args.rate
                 if due > now:
-                    await asyncio.sleep(min(due - now, minute_end - now))
+                    await asyncio.sleep(max(0.0, min(due - now, minute_end - now)))
                     continue
                 if len(inflight) < args.max_inflight:
                     task = asyncio.create_task(load.one())
@@ -438,6 +468,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                 else:
                     load.failures["skipped: too many in flight"] += 1
                 sent += 1
+            stop_control.set()
             if inflight:
                 await asyncio.wait(inflight, timeout=60)
             if control_task is not None:
