@@ -526,19 +526,35 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             ours = [r[2] for r in later]
             ratios = [a / b for a, b in zip(ours, later_bare, strict=True)]
             base_ratio = rows[BASE_MINUTE - 1][2] / base_bare
+            correlation = f"{statistics.correlation(ours, later_bare):.2f}" if len(later) > 1 else "n/a"
             print(
                 f"control (bare forwarder, {args.control_rate:g} req/s): CPU per request within "
                 f"{max(abs(b / base_bare - 1) for b in later_bare):.1%} of its minute {BASE_MINUTE} "
                 f"({base_bare:.2f} ms; median {statistics.median(later_bare):.2f}); correlation with the "
-                f"service's, minute by minute: {statistics.correlation(ours, later_bare):.2f}; the service's "
+                f"service's, minute by minute: {correlation}; the service's "
                 f"CPU per request as a multiple of the control's within "
                 f"{max(abs(r / base_ratio - 1) for r in ratios):.1%} of minute {BASE_MINUTE}'s ({base_ratio:.2f}); "
                 f"control failures: {control.failures if control else 0}"
+            )
+            minutes = [r[0] for r in later]
+            print(
+                f"trend over minutes {BASE_MINUTE + 1}-{len(rows)} (least squares, as a share of the mean): "
+                f"service {trend(minutes, ours):+.1%}, control {trend(minutes, later_bare):+.1%}, "
+                f"service / control {trend(minutes, ratios):+.1%}"
             )
     else:
         print(f"(flatness is judged against minute {BASE_MINUTE}: run at least {BASE_MINUTE + 1} minutes)")
     print("nothing lost, nothing twice" if ok else "TARGET MISSED")
     return 0 if ok else 1
+
+
+def trend(minutes: list[int], values: list[float]) -> float:
+    """How far a least-squares line through ``values`` moves from the first minute to the last,
+    as a share of their mean: a drift, told from one minute's noise."""
+    if len(values) < 2:
+        return 0.0
+    slope = statistics.linear_regression(minutes, values).slope
+    return slope * (minutes[-1] - minutes[0]) / statistics.fmean(values)
 
 
 def main() -> int:
