@@ -224,10 +224,14 @@ class Control:
     """The control's client: ``/v1/query`` (56%) and ``/v1/streaming_query`` (44%, as in the
     service's mix without feedback) to the bare forwarder, at a steady rate of its own."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, rate: float, rng: random.Random) -> None:
-        self.session, self.base, self.rate, self.rng = session, base, rate, rng
+    def __init__(self, session: aiohttp.ClientSession, base: str, rate: float, rng: random.Random, *, pid: int) -> None:
+        self.session, self.base, self.rate, self.rng, self.pid = session, base, rate, rng, pid
         self.done = 0
         self.failures = 0
+
+    def sample(self) -> tuple[float, int]:
+        """The forwarder's CPU seconds so far and the requests it answered."""
+        return cpu_and_rss(self.pid)[0], self.done
 
     async def run(self, stop: asyncio.Event) -> None:
         start, sent = time.monotonic(), 0
@@ -415,7 +419,9 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             control_task: asyncio.Task[None] | None = None
             stop_control = asyncio.Event()
             if bare is not None:
-                control = Control(session, f"http://127.0.0.1:{ports['bare']}", args.control_rate, random.Random(2))
+                control = Control(
+                    session, f"http://127.0.0.1:{ports['bare']}", args.control_rate, random.Random(2), pid=bare.pid
+                )
                 control_task = asyncio.create_task(control.run(stop_control))
             sent = 0
             while True:
@@ -429,8 +435,8 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                     measuring = True
                     cpu0, kernel0, _ = cpu_and_rss(service.pid)
                     done0 = load.done
-                    if control is not None and bare is not None:
-                        bare_cpu0, bare_done0 = cpu_and_rss(bare.pid)[0], control.done
+                    if control is not None:
+                        bare_cpu0, bare_done0 = control.sample()
                     minute_end += 60
                 elif now >= minute_end:
                     cpu, kernel, rss = cpu_and_rss(service.pid)
@@ -440,13 +446,13 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                     inode = await asyncio.to_thread(inode_cost_us, work / "probes")
                     rows.append((len(rows) + 1, count, per, rss))
                     control_text = ""
-                    if control is not None and bare is not None:
-                        bare_cpu = cpu_and_rss(bare.pid)[0]
-                        bare_count = control.done - bare_done0
+                    if control is not None:
+                        bare_cpu, bare_done = control.sample()
+                        bare_count = bare_done - bare_done0
                         bare_per = (bare_cpu - bare_cpu0) * 1000 / bare_count if bare_count else float("nan")
                         control_rows.append(bare_per)
                         control_text = f"  {bare_per:11.2f}  {per / bare_per:5.2f}"
-                        bare_cpu0, bare_done0 = bare_cpu, control.done
+                        bare_cpu0, bare_done0 = bare_cpu, bare_done
                     print(
                         f"{len(rows):4d} {count:9d} {per:11.2f} {per_kernel:9.2f} {rss:8.1f} {inode:9.0f}"
                         f"  {os.getloadavg()[0]:5.2f}  {len(load.idle):7d}{control_text}",
